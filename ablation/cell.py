@@ -1,0 +1,276 @@
+"""The configurable gated LSTM cell: gates on/off, peepholes none/diagonal/full.
+
+The lecture's equations (Graves 2013, "Generating sequences with recurrent neural
+networks", eqs. 7-11; the peephole form of Gers & Schmidhuber 2000):
+
+    i_t = σ(W_xi x_t + W_hi h_{t-1} + w_ci ⊙ c_{t-1} + b_i)        (7)
+    f_t = σ(W_xf x_t + W_hf h_{t-1} + w_cf ⊙ c_{t-1} + b_f)        (8)
+    g_t = tanh(W_xc x_t + W_hc h_{t-1} + b_c)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                               (9)
+    o_t = σ(W_xo x_t + W_ho h_{t-1} + w_co ⊙ c_t + b_o)            (10)  c_t, not c_{t-1}
+    h_t = o_t ⊙ tanh(c_t)                                          (11)
+
+One place defines the gate set (`GATES`). An absent gate is the constant 1, applied as a
+per-member mask `a` in ``gate = a·σ(pre) + (1-a)``, so no gates at all is exactly the
+lecture's gateless cell c_t = c_{t-1} + g_t, h_t = tanh(c_t), and the same code serves
+every combination. Because the mask multiplies σ'(pre), rows of an absent gate (and its
+peephole) take exactly zero gradient.
+
+Everything is computed for a *pack* of M models at once (leading dimension M): one
+batched matmul per time step for the whole pack. `lstm_scan` is an autograd Function
+with a hand-written backward through time: the forward saves the gate activations and
+the backward walks the steps in reverse with ~10 fused element-wise ops per step, which
+is several times cheaper than letting autograd record a graph through a Python loop.
+`GatedLSTM` is the single-model layer (M = 1) with `torch.nn.LSTM`'s parameter names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+GATES = ("input", "forget", "output")  # the gate set; rows of weight_ih are i, f, g, o
+PEEPHOLES = ("none", "diagonal", "full")
+SHORT = {"input": "i", "forget": "f", "output": "o"}
+
+
+def parse_gates(value: str | Iterable[str]) -> tuple[str, ...]:
+    """'input+output', ['output', 'input'] or 'none' -> ('input', 'output') (canonical order)."""
+    if isinstance(value, str):
+        value = [] if value in ("", "none") else value.split("+")
+    names = list(value)
+    bad = [g for g in names if g not in GATES]
+    if bad:
+        raise ValueError(f"unknown gate {bad[0]!r}; valid gates: {', '.join(GATES)} (or 'none')")
+    return tuple(g for g in GATES if g in names)
+
+
+def gates_name(gates: Sequence[str]) -> str:
+    """The lecture table's column name: 'none', 'output', 'input+forget+output', ..."""
+    return "+".join(gates) if gates else "none"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What one member of a pack computes: which gates exist and the peephole kind."""
+
+    gates: tuple[str, ...] = GATES
+    peephole: str = "none"
+
+    def __post_init__(self):
+        object.__setattr__(self, "gates", parse_gates(self.gates))
+        if self.peephole not in PEEPHOLES:
+            raise ValueError(f"unknown peephole {self.peephole!r}; valid: {', '.join(PEEPHOLES)}")
+
+    def mask(self) -> list[float]:
+        """1.0 for each present gate, in GATES order."""
+        return [float(g in self.gates) for g in GATES]
+
+
+def gate_masks(specs: Sequence[CellSpec], device=None, dtype=torch.float32) -> torch.Tensor:
+    """(M, 3) gate-presence masks in GATES order."""
+    return torch.tensor([s.mask() for s in specs], device=device, dtype=dtype)
+
+
+def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole: str,
+              forget_bias: float) -> dict[str, torch.Tensor]:
+    """Initial values of one member, drawn from ``gen`` in a fixed order.
+
+    Weights ~ U(-1/√H, 1/√H) as `torch.nn.LSTM`; biases 0 except the forget gate's
+    (Jozefowicz et al. 2015 argue for 1; the lecture's default is 0). Peepholes are drawn
+    last, so members with the same seed share every other initial value whatever their
+    peephole kind or gates.
+    """
+    H, k = hidden_size, 1.0 / math.sqrt(hidden_size)
+
+    def u(*shape):
+        return torch.rand(*shape, generator=gen) * (2 * k) - k
+
+    p = {"weight_ih": u(4 * H, input_size), "weight_hh": u(4 * H, H),
+         "bias_ih": torch.zeros(4 * H), "bias_hh": torch.zeros(4 * H)}
+    p["bias_ih"][H : 2 * H] = forget_bias
+    if peephole != "none":
+        shape = (H,) if peephole == "diagonal" else (H, H)
+        for name in ("weight_ci", "weight_cf", "weight_co"):
+            p[name] = u(*shape)
+    return p
+
+
+def active_lstm_params(spec: CellSpec, input_size: int, hidden_size: int) -> int:
+    """Parameters that exist for this spec: the g rows plus the rows of present gates."""
+    H, n = hidden_size, sum(spec.mask())
+    per_row = input_size + H + 2  # weight_ih row, weight_hh row, two biases
+    peep = {"none": 0, "diagonal": H, "full": H * H}[spec.peephole]
+    return int((1 + n) * H * per_row + n * peep)
+
+
+class _Scan(torch.autograd.Function):
+    """Run the cell over T steps for a pack; hand-written backward through time.
+
+    Shapes (time-major, so every step's slice is contiguous): xw (T, M, B, 4H) =
+    W_ih x_t + b_ih + b_hh; whh (M, 4H, H); peepholes None, (M, H) diagonal or (M, H, H)
+    full; on (M, 3) gate masks. Returns hs, cs (T, M, B, H); the initial state is zero.
+
+    Two exact identities keep the step short:
+    - an absent gate gets pre-activation +inf, and σ(+inf) == 1.0 exactly in floating
+      point, so it is the constant 1 with no mask op per step; its σ' = o(1-o) is exactly
+      0, so its rows and peephole take exactly zero gradient;
+    - tanh(x) = 2σ(2x) - 1, so i, f and g share one sigmoid call (the g rows are scaled
+      by 2 once, outside the loop).
+    """
+
+    @staticmethod
+    def forward(ctx, xw, whh, w_ci, w_cf, w_co, on):
+        T, M, B, G = xw.shape
+        H = G // 4
+        peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
+        rows = torch.cat([on, on.new_ones(M, 1)], 1)[:, [0, 1, 3, 2]]  # (M, 4) in i, f, g, o order
+        rows = rows.repeat_interleave(H, 1)  # (M, 4H)
+        scale = torch.ones_like(rows)
+        scale[:, 2 * H : 3 * H] = 2.0  # g rows: tanh(x) = 2σ(2x) - 1
+        shift = torch.where(rows > 0, 0.0, math.inf).view(1, M, 1, G)  # absent gate: σ(+inf) = 1
+        xs = torch.addcmul(shift, xw, scale.view(1, M, 1, G))  # (T, M, B, 4H)
+        whh_t = (whh * scale.unsqueeze(2)).transpose(1, 2)  # (M, H, 4H)
+        if peep == "diagonal":
+            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
+            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
+        elif peep == "full":
+            w_cif_t = torch.cat([w_ci, w_cf], 1).transpose(1, 2)  # (M, H, 2H)
+            w_co_t = w_co.transpose(1, 2)  # (M, H, H)
+        S = xw.new_empty(T, M, B, 3 * H)  # σ of the i, f and (doubled) g pre-activations
+        gs = xw.new_empty(T, M, B, H)  # g_t = 2σ(2·pre_g) - 1 = tanh(pre_g)
+        os_ = xw.new_empty(T, M, B, H)  # o_t
+        hs = xw.new_zeros(T + 1, M, B, H)  # hs[0] = h_0 = 0
+        cs = xw.new_zeros(T + 1, M, B, H)  # cs[0] = c_0 = 0
+        tcs = xw.new_empty(T, M, B, H)  # tanh(c_t), reused by the backward
+        for t in range(T):
+            c = cs[t]
+            pre = torch.baddbmm(xs[t], hs[t], whh_t)  # (M, B, 4H)
+            if peep == "diagonal":  # eqs. 7-8: + w_c· ⊙ c_{t-1}
+                pre[..., : 2 * H].view(M, B, 2, H).addcmul_(c.unsqueeze(2), w_cif)
+            elif peep == "full":
+                pre[..., : 2 * H].baddbmm_(c, w_cif_t)
+            s = torch.sigmoid(pre[..., : 3 * H], out=S[t])
+            g = torch.mul(s[..., 2 * H :], 2, out=gs[t]).sub_(1)
+            c_new = torch.mul(s[..., H : 2 * H], c, out=cs[t + 1]).addcmul_(s[..., :H], g)  # eq. 9
+            po = pre[..., 3 * H :]
+            if peep == "diagonal":  # eq. 10 peeks at c_t
+                po.addcmul_(c_new, w_co_)
+            elif peep == "full":
+                po.baddbmm_(c_new, w_co_t)
+            o = torch.sigmoid(po, out=os_[t])
+            torch.mul(o, torch.tanh(c_new, out=tcs[t]), out=hs[t + 1])  # eq. 11
+        ctx.save_for_backward(whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs)
+        ctx.peep = peep
+        return hs[1:], cs[1:]
+
+    @staticmethod
+    def backward(ctx, dhs, dcs):
+        whh, w_ci, w_cf, w_co, S, g, o, hs, cs, tcs = ctx.saved_tensors
+        peep = ctx.peep
+        T, M, B, H = g.shape
+        i, f = S[..., :H], S[..., H : 2 * H]
+        c_prev = cs[:-1]
+        # Per-step factors, for all steps at once (σ' = s(1-s), tanh' = 1 - tanh²):
+        #   dpo = dh_t ⊙ tanh(c_t) ⊙ σ'(po)          dc_t += dh_t ⊙ o ⊙ (1 - tanh²c_t)
+        #   (dpi, dpf, dpg) = dc_t ⊙ (g σ'(pi), c_{t-1} σ'(pf), i (1 - g²))
+        k_o = tcs * o * (1 - o)  # (T, M, B, H)
+        k_c = o * (1 - tcs * tcs)
+        k_ifg = torch.cat([g, c_prev, i], -1).mul_(S).mul_(1 - S)  # (T, M, B, 3H)
+        k_ifg[..., 2 * H :] *= 4  # i·(1 - g²) = i·4σ(2x)(1 - σ(2x)), with S's g part σ(2x)
+        if peep == "diagonal":
+            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
+            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
+        elif peep == "full":
+            w_cif = torch.cat([w_ci, w_cf], 1)  # (M, 2H, H)
+        dpre = g.new_empty(T, M, B, 4 * H)
+        dh = g.new_zeros(M, B, H)
+        dc = g.new_zeros(M, B, H)
+        for t in range(T - 1, -1, -1):
+            d = dpre[t]
+            if dhs is not None:
+                dh = dh + dhs[t]
+            dc = dc.addcmul(dh, k_c[t]) if dcs is None else dc.add(dcs[t]).addcmul_(dh, k_c[t])
+            dpo = torch.mul(dh, k_o[t], out=d[..., 3 * H :])
+            if peep == "diagonal":
+                dc.addcmul_(dpo, w_co_)
+            elif peep == "full":
+                dc.baddbmm_(dpo, w_co)
+            dpifg = torch.mul(dc.repeat(1, 1, 3), k_ifg[t], out=d[..., : 3 * H])
+            dc = dc * f[t]  # ∂c_t/∂c_{t-1} through eq. 9
+            if peep == "diagonal":
+                dc += (dpifg[..., : 2 * H].view(M, B, 2, H) * w_cif).sum(2)
+            elif peep == "full":
+                dc.baddbmm_(dpifg[..., : 2 * H], w_cif)
+            dh = torch.bmm(d, whh)  # (M, B, 4H) @ (M, 4H, H)
+        flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
+        dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
+        dci = dcf = dco = None
+        if peep == "diagonal":
+            dci = (dpre[..., :H] * c_prev).sum((0, 2))
+            dcf = (dpre[..., H : 2 * H] * c_prev).sum((0, 2))
+            dco = (dpre[..., 3 * H :] * cs[1:]).sum((0, 2))
+        elif peep == "full":
+            cp = c_prev.transpose(0, 1).reshape(M, T * B, H)
+            cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
+            dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
+            dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
+            dco = torch.bmm(flat[..., 3 * H :].transpose(1, 2), cc)
+        return dpre, dwhh, dci, dcf, dco, None
+
+
+def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],
+              on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """hs, cs (T, M, B, H) for pre-projected inputs xw (T, M, B, 4H); see `_Scan`."""
+    w_ci, w_cf, w_co = peepholes
+    return _Scan.apply(xw, whh, w_ci, w_cf, w_co, on)
+
+
+def last_step(seq: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """seq (T, M, B, H) -> (M, B, H) at each sequence's last real token (T-1 without lengths)."""
+    if lengths is None:
+        return seq[-1]
+    T, M, B, H = seq.shape
+    idx = (lengths.to(seq.device) - 1).view(1, 1, B, 1).expand(1, M, B, H)
+    return seq.gather(0, idx).squeeze(0)
+
+
+class GatedLSTM(nn.Module):
+    """One gated LSTM layer, batch-first, with `torch.nn.LSTM`'s parameter names and shapes.
+
+    weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh (4H), rows i, f, g, o;
+    peepholes weight_ci, weight_cf, weight_co of shape (H,) or (H, H).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, gates: Iterable[str] = GATES,
+                 peephole: str = "none", forget_bias: float = 0.0, seed: int | None = None):
+        super().__init__()
+        self.spec = CellSpec(tuple(gates), peephole)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        gen = torch.Generator()
+        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        for name, value in init_lstm(gen, input_size, hidden_size, peephole, forget_bias).items():
+            self.register_parameter(name, nn.Parameter(value))
+        self.register_buffer("on", gate_masks([self.spec]), persistent=False)
+
+    def peepholes(self) -> list[torch.Tensor | None]:
+        return [getattr(self, n, None) for n in ("weight_ci", "weight_cf", "weight_co")]
+
+    def active_parameters(self) -> int:
+        return active_lstm_params(self.spec, self.input_size, self.hidden_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """x (B, T, I) -> outputs (B, T, H), (h_n, c_n) each (B, H) at the last real token."""
+        xw = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
+        xw = xw.transpose(0, 1).unsqueeze(1)  # (T, 1, B, 4H)
+        peeps = [p.unsqueeze(0) if p is not None else None for p in self.peepholes()]
+        hs, cs = lstm_scan(xw, self.weight_hh.unsqueeze(0), peeps, self.on.to(x.dtype))
+        h_n, c_n = last_step(hs, lengths)[0], last_step(cs, lengths)[0]
+        return hs[:, 0].transpose(0, 1), (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, gates={gates_name(self.spec.gates)}, peephole={self.spec.peephole}"

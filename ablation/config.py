@@ -1,0 +1,198 @@
+"""Run configuration: frozen dataclasses, TOML experiment files, dotted overrides, grids.
+
+A run's config is three sections composed into `RunConfig`. The defaults are the lecture's
+protocol (AdaGrad, batch 10, 10 epochs, best-on-dev), so an experiment file lists only what
+it changes. An experiment file may also hold:
+
+    [grid]                      # axes, crossed: every combination is one run
+    "model.gates" = ["none", "output", ...]
+    "train.seed" = [1, 2, 3, 4, 5]
+
+    [reference]                 # numbers to compare against, by gate combination
+    source = "..."
+    values = { none = 80.6, ... }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cell import GATES, PEEPHOLES, gates_name, parse_gates
+from .data import GRANULARITIES, LABELINGS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    granularity: str = "phrases"  # the lecture trains on every labelled phrase
+    labels: str = "binary"  # SST-2: neutral dropped
+    data_dir: str | None = None  # None: SST_DIR, data/sst, ../shared/data/sst (data.find_sst_dir)
+    bucket: bool = True  # length-bucketed batches: less padding, order still seeded
+    train_limit: int = 0  # >0 keeps the first N training examples (smoke tests only)
+
+    def __post_init__(self):
+        _choice("data.granularity", self.granularity, GRANULARITIES)
+        _choice("data.labels", self.labels, LABELINGS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    gates: tuple[str, ...] = GATES  # the full cell; the grid ablates this
+    peephole: str = "diagonal"  # the lecture's gate equations have peepholes
+    embedding_dim: int = 25  # the lecture's 25-d word vectors
+    hidden_size: int = 50  # the lecture's 50-d cell and hidden state
+    embeddings: str = "glove-6b-50d"  # "random", "glove-6b-50d" (PCA to embedding_dim) or a GloVe file
+    freeze_embeddings: bool = False  # the lecture fine-tunes its vectors
+    forget_bias: float = 0.0  # forget-gate bias at init (Jozefowicz et al. 2015 suggest 1)
+
+    def __post_init__(self):
+        object.__setattr__(self, "gates", parse_gates(self.gates))
+        _choice("model.peephole", self.peephole, PEEPHOLES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1  # fixes initial values and the order of batches
+    lr: float = 0.05  # AdaGrad step size
+    batch_size: int = 10  # the lecture's mini-batch
+    epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
+    clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
+    eval_batch_size: int = 256  # dev/test evaluation only; does not change results
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """Readable prefix plus a hash of the whole resolved config (seed included)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        digest = hashlib.sha256(blob).hexdigest()[:10]
+        short = "".join(g[0] for g in self.model.gates) or "none"
+        return f"{short}-{self.model.peephole[:4]}-s{self.train.seed}-{digest}"
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _choice(key: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"{key}: unknown value {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check a TOML value against a dataclass field type (and turn ints into floats)."""
+    if key == "model.gates":
+        return parse_gates(value)
+    hints = typing.get_args(typ) if isinstance(typ, types.UnionType) else (typ,)
+    for t in hints:
+        if t is type(None) and value is None:
+            return None
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t in (int, str, bool) and type(value) is t:
+            return value
+    names = " | ".join(getattr(t, "__name__", str(t)) for t in hints)
+    raise TypeError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
+    """Apply {'section.key': value} updates; unknown keys are errors naming the valid ones."""
+    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTION_TYPES}
+    for dotted, value in updates.items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTION_TYPES:
+            raise KeyError(f"unknown config section {section!r} in {dotted!r}; valid: {', '.join(SECTION_TYPES)}")
+        types_ = _field_types(SECTION_TYPES[section])
+        if key not in types_:
+            raise KeyError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(types_)}")
+        sections[section][key] = _coerce(dotted, value, types_[key])
+    return RunConfig(**{name: SECTION_TYPES[name](**vals) for name, vals in sections.items()})
+
+
+def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'gates': ...}} -> {'model.gates': ...}"""
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(flatten(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=0.1' -> ('train.lr', 0.1); values are TOML literals, bare words are strings."""
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ValueError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment file: fixed settings, grid axes, reference numbers."""
+
+    name: str
+    base: RunConfig
+    axes: dict[str, list] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)
+    reference_source: str = ""
+
+    def runs(self, seeds: int | None = None) -> list[RunConfig]:
+        """Every point of the grid (axes crossed, in file order); ``seeds`` keeps the first N seeds."""
+        axes = dict(self.axes)
+        if seeds is not None:
+            axes["train.seed"] = list(axes.get("train.seed", [self.base.train.seed]))[:seeds]
+        keys = list(axes)
+        return [apply(self.base, dict(zip(keys, combo))) for combo in itertools.product(*axes.values())]
+
+
+def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
+    """Read an experiment file (None: the defaults) and apply --set overrides.
+
+    An override of a grid axis replaces that axis with the single value.
+    """
+    raw: dict = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    grid = raw.pop("grid", {})
+    ref = raw.pop("reference", {})
+    unknown = set(raw) - set(SECTION_TYPES)
+    if unknown:
+        raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {', '.join([*SECTION_TYPES, 'grid', 'reference'])}")
+    updates = flatten(raw)
+    sets = dict(parse_override(o) for o in overrides)
+    base = apply(RunConfig(), {**updates, **sets})
+    axes = {k: list(v) for k, v in grid.items() if k not in sets}
+    for k, v in axes.items():  # validate every axis value now, not mid-grid
+        if not v:
+            raise ValueError(f"{path}: grid axis {k!r} is empty")
+        for value in v:
+            apply(base, {k: value})
+    reference = {gates_name(parse_gates(k)): float(v) for k, v in ref.get("values", {}).items()}
+    name = Path(path).stem if path is not None else "default"
+    return Experiment(name, base, axes, reference, ref.get("source", ""))

@@ -1,0 +1,132 @@
+"""The grid runner: expand an experiment, pack its runs, train what is missing, resumably.
+
+A run's identity is `RunConfig.run_id()` (its resolved config and seed). Runs whose record
+is complete are skipped; the rest are grouped into packs of runs that differ only in their
+gates (same seed, so same data order and shared initial weights; see `train.pack_key`), and
+each pack trains in one fused pass. Each record is written atomically the moment its pack
+ends, so a grid killed at any moment (SIGKILL included) resumes where it stopped.
+
+Packs run in worker processes (one torch thread each: the per-step work is small, so two
+single-threaded packs on two cores beat one pack on two threads).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import Experiment, RunConfig
+from .records import clean_partial, is_complete, versions, write_record
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: list[RunConfig]  # every run of the grid
+    todo: list[list[RunConfig]]  # packs still to train
+
+    @property
+    def done(self) -> int:
+        return len(self.runs) - sum(len(p) for p in self.todo)
+
+
+def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
+         pack_size: int = 8) -> Plan:
+    from .train import pack_key
+
+    runs = exp.runs(seeds)
+    ids = [r.run_id() for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{exp.name}: the grid repeats a run (two axes give the same config)")
+    todo_runs = [r for r in runs if not is_complete(Path(out) / r.run_id())]
+    groups: dict = {}
+    for r in todo_runs:
+        groups.setdefault(pack_key(r), []).append(r)
+    packs = [g[k : k + pack_size] for g in groups.values() for k in range(0, len(g), pack_size)]
+    return Plan(runs, packs)
+
+
+def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: str,
+                     progress=None) -> list[Path]:
+    """Train one pack and write each member's record; returns the record directories."""
+    from .train import resolve_device, train_pack
+
+    results, _ = train_pack(pack, device=resolve_device(device), on_epoch=progress)
+    meta = versions()
+    paths = []
+    for r in results:
+        summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta}
+        paths.append(write_record(out, r.config.run_id(), r.config.to_dict(), r.metrics, summary,
+                                  r.test_labels, r.test_predictions))
+    return paths
+
+
+def _worker(args) -> int:
+    pack, out, device, threads, events = args
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def on_epoch(epoch, batches):
+        events.put(("epoch", len(pack), epoch))
+
+    train_and_record(pack, out, device, on_epoch)
+    events.put(("done", len(pack), None))
+    return len(pack)
+
+
+def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
+             device: str = "auto", pack_size: int = 8, workers: int | None = None,
+             threads: int = 1, show_progress: bool | None = None) -> Plan:
+    """Train every missing run of ``exp`` into ``out``; returns the plan that was carried out."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_partial(out)
+    p = plan(exp, out, seeds=seeds, pack_size=pack_size)
+    if not p.todo:
+        return p
+    if workers is None:
+        workers = 1 if device == "cuda" else min(len(p.todo), os.cpu_count() or 1)
+    epochs = p.todo[0][0].train.epochs
+    total_epochs = sum(len(pk) * pk[0].train.epochs for pk in p.todo)
+    bar = tqdm(total=len(p.runs), initial=p.done, desc=f"grid {exp.name}", unit="run",
+               disable=(not _isatty()) if show_progress is None else not show_progress,
+               dynamic_ncols=True)
+    ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch state
+    with ctx.Manager() as manager:
+        events = manager.Queue()
+        jobs = [(pk, str(out), device, threads, events) for pk in p.todo]
+        done_epochs = 0
+        start = time.time()
+        with ctx.Pool(workers) as pool:
+            pending = pool.map_async(_worker, jobs, chunksize=1)
+            while True:
+                try:
+                    kind, n, epoch = events.get(timeout=0.5)
+                except queue.Empty:
+                    if pending.ready():
+                        break
+                    continue
+                if kind == "epoch":
+                    done_epochs += n
+                    rate = done_epochs / max(time.time() - start, 1e-9)
+                    eta = (total_epochs - done_epochs) / rate if rate else float("inf")
+                    bar.set_postfix_str(f"epoch {epoch}/{epochs}, model-epochs {done_epochs}/{total_epochs}, "
+                                        f"ETA {eta / 60:.1f} min")
+                else:
+                    bar.update(n)
+            pending.get()  # re-raise a worker's error
+    bar.close()
+    return p
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()

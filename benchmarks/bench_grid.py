@@ -1,0 +1,101 @@
+"""Time the fused grid against sequential torch.nn.LSTM on the same work.
+
+Phrase-level SST, batch 10, the identical sequence of batches for every model, AdaGrad:
+  (a) torch.nn.LSTM, one model at a time (packed sequences, sparse embedding gradients:
+      the best a user would write),
+  (b) our cell in a pack of one,
+  (c) the fused pack of the 8 lecture gate combinations.
+Prints model-epochs per second for each and the ratios; the last line is
+`speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
+
+    python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from ablation.cell import GATES
+from ablation.config import RunConfig, apply
+from ablation.data import batch_order
+from ablation.train import PackAdagrad, build_pack, data_for, train_step
+
+COMBOS = [(), ("output",), ("input",), ("input", "output"), ("forget",), ("input", "forget"),
+          ("forget", "output"), GATES]
+
+
+class Reference(nn.Module):
+    """Embedding -> torch.nn.LSTM on packed sequences -> linear on the final hidden state."""
+
+    def __init__(self, vocab: int, emb: int, hidden: int):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, emb, sparse=True)
+        self.lstm = nn.LSTM(emb, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, 2)
+
+    def forward(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.out(h[0])
+
+
+def time_reference(data, batches, cfg) -> float:
+    torch.manual_seed(0)
+    model = Reference(len(data.vocab), cfg.model.embedding_dim, cfg.model.hidden_size)
+    opt = torch.optim.Adagrad(model.parameters(), lr=cfg.train.lr)
+    start = time.perf_counter()
+    for ids, lengths, labels in batches:
+        loss = nn.functional.cross_entropy(model(ids, lengths), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def time_pack(data, batches, cfgs) -> float:
+    model, _ = build_pack(cfgs, data)
+    opt = PackAdagrad(model, cfgs[0].train.lr)
+    start = time.perf_counter()
+    for ids, lengths, labels in batches:
+        train_step(model, opt, ids, lengths, labels)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=400, help="batches timed per path (of 7,762 an epoch)")
+    ap.add_argument("--peephole", default="none", help="our cells' peepholes (nn.LSTM has none)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--repeats", type=int, default=3, help="best of N timings per path")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = apply(RunConfig(), {"model.embeddings": "random", "model.peephole": args.peephole})
+    data = data_for(cfg)
+    order = batch_order(data.train.lengths, cfg.train.batch_size, seed=1, epoch=1)
+    batches = [data.train.batch(idx) for idx in order[: args.steps]]
+    epoch_batches = len(order)
+    pack = [apply(cfg, {"model.gates": list(g)}) for g in COMBOS]
+    paths = {
+        "a": ("sequential torch.nn.LSTM", 1, lambda: time_reference(data, batches, cfg)),
+        "b": ("our cell, pack of 1", 1, lambda: time_pack(data, batches, pack[-1:])),
+        "c": ("fused pack of 8", 8, lambda: time_pack(data, batches, pack)),
+    }
+    rate = {}
+    for key, (name, models, run) in paths.items():
+        run()  # warm-up
+        seconds = min(run() for _ in range(args.repeats))
+        epochs = models * len(batches) / epoch_batches  # model-epochs done in `seconds`
+        rate[key] = epochs / seconds
+        print(f"({key}) {name:28s} {rate[key]:8.4f} model-epochs/s  "
+              f"({seconds / len(batches) * 1e3:.2f} ms a batch)")
+    print(f"(b)/(a): {rate['b'] / rate['a']:.2f}x   (c)/(a): {rate['c'] / rate['a']:.2f}x")
+    print(f"speedup: {rate['c'] / rate['a']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
