@@ -273,4 +273,5 @@ class GatedLSTM(nn.Module):
         return hs[:, 0].transpose(0, 1), (h_n, c_n)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, gates={gates_name(self.spec.gates)}, peephole={self.spec.peephole}"
+        gates = gates_name(self.spec.gates)
+        return f"{self.input_size}, {self.hidden_size}, gates={gates}, peephole={self.spec.peephole}"

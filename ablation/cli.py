@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("plot", cmd_plot, "figures into RESULTS_DIR/figures")):
         p = sub.add_parser(name, help=text)
         p.add_argument("results", help="results directory of run records")
-        p.add_argument("--experiment", help="experiment TOML for reference numbers (default: the one named like the folder)")
+        p.add_argument("--experiment",
+                       help="experiment TOML for reference numbers (default: experiments/<folder name>.toml)")
         if name == "table":
             p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
         p.set_defaults(func=func)

@@ -85,7 +85,6 @@ class RunConfig:
         return f"{short}-{self.model.peephole[:4]}-s{self.train.seed}-{digest}"
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -183,7 +182,8 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     ref = raw.pop("reference", {})
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {', '.join([*SECTION_TYPES, 'grid', 'reference'])}")
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference"])
+        raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
     base = apply(RunConfig(), {**updates, **sets})

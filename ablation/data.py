@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 import urllib.request
 import zipfile
@@ -101,11 +100,13 @@ def parse_tree(line: str, *, path: str = "<string>", lineno: int = 1, unescape: 
             nodes.append((label, len(tokens), -1))
             stack.append((len(nodes) - 1, len(tokens)))
             i = j + 1
-            if i < n and line[i] not in "( ":  # a leaf: its text runs to the next ')'
+            if i < n and line[i] not in "( ":  # a leaf (possibly empty: an error): its text runs to the next ')'
                 k = line.find(")", i)
                 if k < 0:
                     raise fail("unterminated leaf", i)
                 text = line[i:k]
+                if not text:
+                    raise fail("empty leaf", i)
                 if "(" in text:
                     raise fail("'(' inside a leaf", i + text.index("("))
                 tokens.append(PTB_ESCAPES.get(text, text).replace("\\/", "/") if unescape else text)

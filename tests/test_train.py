@@ -1,0 +1,140 @@
+"""Training: determinism, pack equivalence, divergence, run records, the `train` command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ablation import cli
+from ablation.config import RunConfig, apply
+from ablation.grid import train_and_record
+from ablation.records import FILES
+from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
+
+COMBOS = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
+          "input+forget+output"]
+
+
+def small(**kw) -> RunConfig:
+    base = {"data.train_limit": 400, "model.embeddings": "random", "model.hidden_size": 12,
+            "train.epochs": 2}
+    return apply(RunConfig(), {**base, **kw})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_same_seed_same_metrics_bit_for_bit():
+    cfgs = [small(**{"model.gates": g}) for g in ("none", "input+forget+output")]
+    a, _ = train_pack(cfgs)
+    b, _ = train_pack(cfgs)
+    for x, y in zip(a, b):
+        assert [(m["train_loss"], m["dev_acc"]) for m in x.metrics] == \
+               [(m["train_loss"], m["dev_acc"]) for m in y.metrics]
+        assert x.summary["test_acc"] == y.summary["test_acc"]
+        np.testing.assert_array_equal(x.test_predictions, y.test_predictions)
+    c, _ = train_pack([small(**{"model.gates": "none", "train.seed": 2})])
+    assert c[0].metrics[0]["train_loss"] != a[0].metrics[0]["train_loss"]
+
+
+@pytest.mark.parametrize("peephole", ["none", "diagonal", "full"])
+def test_member_of_pack_of_8_equals_pack_of_1_after_50_steps(peephole):
+    cfgs = [small(**{"model.gates": g, "model.peephole": peephole, "train.clip_norm": 1.0})
+            for g in COMBOS]
+    _, pack = train_pack(cfgs, max_steps=50)
+    for m in (0, 3, 7):
+        _, alone = train_pack([cfgs[m]], max_steps=50)
+        for name, p in alone.member_state(0).items():
+            torch.testing.assert_close(pack.member_state(m)[name], p, atol=1e-5, rtol=0, msg=name)
+
+
+def test_same_seed_shares_initial_weights_across_gates_and_peepholes():
+    data = data_for(small())
+    a, _ = build_pack([small(**{"model.gates": "none"}), small(**{"model.gates": "input"})], data)
+    b, _ = build_pack([small(**{"model.peephole": "full"})], data)
+    for name in ("embedding", "weight_ih", "weight_hh", "cls_weight"):
+        assert torch.equal(a.member_state(0)[name], a.member_state(1)[name])
+        assert torch.equal(a.member_state(0)[name], b.member_state(0)[name])
+
+
+def test_sparse_embedding_update_equals_dense_adagrad():
+    """Updating only the batch's rows is torch.optim.Adagrad on the full table."""
+    cfg = small()
+    data = data_for(cfg)
+    model, _ = build_pack([cfg], data)
+    ref_emb = model.embedding.detach().clone().requires_grad_()
+    ref_opt = torch.optim.Adagrad([ref_emb], lr=cfg.train.lr, eps=1e-10)
+    opt = PackAdagrad(model, cfg.train.lr)
+    for k in range(3):
+        ids, lengths, labels = data.train.batch(np.arange(10 * k, 10 * k + 10))
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n != "embedding"}
+        logits = torch.func.functional_call(model, {**frozen, "embedding": ref_emb}, (ids, lengths))
+        loss = torch.nn.functional.cross_entropy(logits[0], labels)
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+        train_step(model, opt, ids, lengths, labels)
+        torch.testing.assert_close(model.embedding.detach(), ref_emb.detach(), atol=1e-6, rtol=0)
+
+
+def test_diverged_run_is_recorded_as_diverged(tmp_path):
+    (alone,) = train_and_record([small(**{"train.lr": 1e38})], tmp_path / "lr", "cpu")
+    assert json.loads((alone / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_diverged_member_leaves_its_pack_mates_alone(tmp_path, monkeypatch):
+    import ablation.train as T
+
+    def poisoned(cfgs, data):
+        model, cov = build_pack(cfgs, data)
+        with torch.no_grad():
+            model.weight_hh[0].fill_(float("inf"))  # member 0 produces NaN from its first step
+        return model, cov
+
+    monkeypatch.setattr(T, "build_pack", poisoned)
+    cfgs = [small(**{"model.gates": "none"}), small(**{"model.gates": "input"})]
+    paths = train_and_record(cfgs, tmp_path, "cpu")
+    bad = json.loads((paths[0] / "summary.json").read_text())
+    good = json.loads((paths[1] / "summary.json").read_text())
+    assert bad["status"] == "diverged" and bad["test_acc"] is None and bad["diverged_epoch"] == 1
+    assert good["status"] == "complete" and good["test_acc"] > 0  # its pack-mate is unharmed
+    monkeypatch.undo()
+    (ref,) = train_and_record(cfgs[1:], tmp_path / "alone", "cpu")
+    assert json.loads((ref / "summary.json").read_text())["test_acc"] == good["test_acc"]
+
+
+def test_train_command_writes_a_complete_record(tmp_path, capsys):
+    rc = cli.main(["train", "--config", "experiments/smoke.toml", "--set", "model.gates=input+output",
+                   "--out", str(tmp_path)])
+    assert rc == 0
+    (run,) = [p for p in tmp_path.iterdir()]
+    assert sorted(p.name for p in run.iterdir()) == sorted(FILES)
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert summary["gates"] == "input+output" and config["model"]["gates"] == ["input", "output"]
+    assert summary["seed"] == 1 and summary["device"] == "cpu" and summary["versions"]["torch"]
+    assert 0 <= summary["test_acc"] <= 100
+    assert summary["active_params"] == 3 * 8 * (25 + 8 + 2) + 2 * 8 + 2 * 9
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    preds = (run / "predictions.csv").read_text().splitlines()
+    assert preds[0] == "index,label,prediction" and len(preds) == 1822
+    # the same record retrains to the same numbers from its config alone
+    again = tmp_path / "again"
+    sets = [f"{s}.{k}={json.dumps(v) if v is not None else chr(34) * 2}" for s, sec in config.items()
+            for k, v in sec.items() if v is not None]
+    assert cli.main(["train", *sum((["--set", s] for s in sets), []), "--out", str(again)]) == 0
+    (run2,) = list(again.iterdir())
+    assert run2.name == run.name
+    assert json.loads((run2 / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+
+
+def test_bad_config_is_a_clear_error(capsys):
+    assert cli.main(["train", "--set", "model.gates=input+memory"]) == 2
+    assert "valid gates: input, forget, output" in capsys.readouterr().err
