@@ -10,11 +10,12 @@ networks", eqs. 7-11; the peephole form of Gers & Schmidhuber 2000):
     o_t = σ(W_xo x_t + W_ho h_{t-1} + w_co ⊙ c_t + b_o)            (10)  c_t, not c_{t-1}
     h_t = o_t ⊙ tanh(c_t)                                          (11)
 
-One place defines the gate set (`GATES`). An absent gate is the constant 1, applied as a
-per-member mask `a` in ``gate = a·σ(pre) + (1-a)``, so no gates at all is exactly the
-lecture's gateless cell c_t = c_{t-1} + g_t, h_t = tanh(c_t), and the same code serves
-every combination. Because the mask multiplies σ'(pre), rows of an absent gate (and its
-peephole) take exactly zero gradient.
+One place defines the gate set (`GATES`). An absent gate is the constant 1: its
+pre-activation is shifted to +inf by a per-member mask, and σ(+inf) is exactly 1.0 in
+floating point. So no gates at all is exactly the lecture's gateless cell
+c_t = c_{t-1} + g_t, h_t = tanh(c_t); the same code serves every combination with no
+branch per variant; and since σ'(+inf) = 1·(1-1) = 0 exactly, the rows of an absent gate
+(and its peephole) take exactly zero gradient.
 
 Everything is computed for a *pack* of M models at once (leading dimension M): one
 batched matmul per time step for the whole pack. `lstm_scan` is an autograd Function

@@ -80,8 +80,22 @@ def cmd_table(args) -> int:
     from .aggregate import write_tables
 
     text = write_tables(args.results, fmt=args.format, experiment=args.experiment)
+    if args.readme:
+        md = (Path(args.results) / "table.md").read_text(encoding="utf-8")
+        update_readme(Path(args.readme), str(args.results), md)
     print(text, end="")
     return 0
+
+
+def update_readme(readme: Path, key: str, block: str) -> None:
+    """Replace what stands between `<!-- table: KEY -->` and `<!-- /table -->` (generated, not typed)."""
+    start, end = f"<!-- table: {key} -->", "<!-- /table -->"
+    text = readme.read_text(encoding="utf-8")
+    if start not in text:
+        raise ValueError(f"{readme}: no '{start}' marker to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{block}{end}{tail}", encoding="utf-8")
 
 
 def cmd_plot(args) -> int:
@@ -131,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="experiment TOML for reference numbers (default: experiments/<folder name>.toml)")
         if name == "table":
             p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
+            p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->' block")
         p.set_defaults(func=func)
     return ap
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,8 +118,11 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
                     done_epochs += n
                     rate = done_epochs / max(time.time() - start, 1e-9)
                     eta = (total_epochs - done_epochs) / rate if rate else float("inf")
-                    bar.set_postfix_str(f"epoch {epoch}/{epochs}, model-epochs {done_epochs}/{total_epochs}, "
-                                        f"ETA {eta / 60:.1f} min")
+                    status = (f"epoch {epoch}/{epochs}, model-epochs {done_epochs}/{total_epochs}, "
+                              f"ETA {eta / 60:.1f} min")
+                    bar.set_postfix_str(status)
+                    if bar.disable:  # not a terminal: one log line per pack-epoch
+                        print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)
                 else:
                     bar.update(n)
             pending.get()  # re-raise a worker's error
@@ -127,6 +131,4 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
 
 def _isatty() -> bool:
-    import sys
-
     return sys.stderr.isatty()

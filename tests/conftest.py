@@ -7,6 +7,7 @@ from ablation.data import candidate_dirs
 
 # Tests never rely on a random default thread count: results are compared bit for bit.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")  # headless figures
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,327 @@
+"""The aggregator: run records -> one tidy table -> the gate table with uncertainty.
+
+Pure functions over arrays and data frames (in the manner of rliable): `load_runs` reads
+the records, the statistics take plain arrays, `gate_table` assembles the table and the
+`format_*` functions render it. Regenerating from the same records gives the same bytes:
+the bootstrap has a fixed seed and every input is sorted.
+
+Honesty rules: an incomplete record (a directory missing a file, or unreadable) is skipped
+and counted; a diverged run is listed apart and never averaged in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .cell import GATES, gates_name
+from .records import FILES, TMP_PREFIX
+
+# The lecture's column order: none, o, i, i+o, f, i+f, f+o, i+f+o.
+LECTURE_ORDER = ["none", "output", "input", "input+output", "forget", "input+forget",
+                 "forget+output", "input+forget+output"]
+FULL = gates_name(GATES)
+BOOTSTRAP_SEED = 0
+N_BOOTSTRAP = 10_000
+
+
+# --- reading records --------------------------------------------------------------------------
+
+@dataclass
+class Runs:
+    """Every record under a results directory: complete runs, diverged runs, what was skipped."""
+
+    runs: pd.DataFrame  # one row per complete run
+    diverged: pd.DataFrame  # one row per diverged run
+    curves: pd.DataFrame  # one row per (run, epoch)
+    skipped: list[str] = field(default_factory=list)  # incomplete or unreadable records
+    root: Path = Path(".")
+
+    def predictions(self, run_id: str) -> np.ndarray:
+        """Test-set predictions of one run, in test-set order."""
+        df = pd.read_csv(self.root / run_id / "predictions.csv")
+        return df["prediction"].to_numpy()
+
+    def labels(self, run_id: str) -> np.ndarray:
+        return pd.read_csv(self.root / run_id / "predictions.csv")["label"].to_numpy()
+
+
+def _flat(cfg: dict) -> dict:
+    out = {}
+    for section, values in cfg.items():
+        for k, v in values.items():
+            out[f"{section}.{k}"] = "+".join(v) if isinstance(v, list) else v
+    return out
+
+
+def load_runs(results: str | os.PathLike) -> Runs:
+    """Read every record directory under ``results`` (recursively)."""
+    root = Path(results)
+    rows, diverged, curves, skipped = [], [], [], []
+    for d in sorted(p.parent for p in root.rglob("config.json")):
+        rel = str(d.relative_to(root))
+        if any(part.startswith(TMP_PREFIX) for part in d.parts):
+            skipped.append(rel)
+            continue
+        try:
+            if not all((d / f).is_file() for f in FILES):
+                raise FileNotFoundError
+            cfg = json.loads((d / "config.json").read_text())
+            summary = json.loads((d / "summary.json").read_text())
+            metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+        except (OSError, ValueError):
+            skipped.append(rel)
+            continue
+        row = {"run_id": rel, "gates": summary["gates"], "seed": summary["seed"],
+               "status": summary["status"], "test_acc": summary["test_acc"], "dev_acc": summary["dev_acc"],
+               "best_epoch": summary["best_epoch"], "active_params": summary["active_params"],
+               **{f"config.{k}": v for k, v in _flat(cfg).items()}}
+        if summary["status"] != "complete" or not _finite(summary["test_acc"]):
+            diverged.append(row)
+            continue
+        rows.append(row)
+        curves += [{"run_id": rel, "gates": summary["gates"], "seed": summary["seed"], **m} for m in metrics]
+    cols = ["run_id", "gates", "seed", "status", "test_acc", "dev_acc", "best_epoch", "active_params"]
+    return Runs(pd.DataFrame(rows, columns=None if rows else cols),
+                pd.DataFrame(diverged, columns=None if diverged else cols),
+                pd.DataFrame(curves), skipped, root)
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def variant_columns(runs: pd.DataFrame) -> list[str]:
+    """Config columns that vary between runs, other than gates and seed (e.g. peephole)."""
+    skip = {"config.model.gates", "config.train.seed"}
+    return [c for c in runs.columns if c.startswith("config.") and c not in skip
+            and runs[c].astype(str).nunique() > 1]
+
+
+# --- statistics (pure, on arrays) -------------------------------------------------------------
+
+def bootstrap_ci(values, *, confidence: float = 0.95, n_boot: int = N_BOOTSTRAP,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over seeds; (nan, nan) for fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_test(a, b) -> tuple[float, float]:
+    """Mean of a - b over paired seeds and the two-sided paired t-test p-value."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = a - b
+    if len(diff) < 2:
+        return (float(diff.mean()) if len(diff) else math.nan), math.nan
+    if np.all(diff == diff[0]):  # no spread: t is undefined
+        return float(diff[0]), (1.0 if diff[0] == 0 else 0.0)
+    return float(diff.mean()), float(stats.ttest_rel(a, b).pvalue)
+
+
+def mcnemar(labels, pred_a, pred_b) -> tuple[int, int, float]:
+    """Exact McNemar test: (a right & b wrong, a wrong & b right, two-sided p-value)."""
+    y, a, b = (np.asarray(v) for v in (labels, pred_a, pred_b))
+    n01 = int(np.sum((a == y) & (b != y)))
+    n10 = int(np.sum((a != y) & (b == y)))
+    if n01 + n10 == 0:
+        return n01, n10, 1.0
+    return n01, n10, float(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
+
+
+def fidelity(reference, ours, tolerance: float = 1.5) -> dict:
+    """How well our numbers reproduce the reference's: rank agreement and distance."""
+    r, o = np.asarray(reference, dtype=float), np.asarray(ours, dtype=float)
+    keep = np.isfinite(r) & np.isfinite(o)
+    r, o = r[keep], o[keep]
+    if len(r) < 2:
+        return {"n": int(len(r)), "kendall_tau": math.nan, "spearman_rho": math.nan,
+                "mean_abs_diff": float(np.abs(r - o).mean()) if len(r) else math.nan,
+                "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
+    return {"n": int(len(r)), "kendall_tau": float(stats.kendalltau(r, o).statistic),
+            "spearman_rho": float(stats.spearmanr(r, o).statistic),
+            "mean_abs_diff": float(np.abs(r - o).mean()),
+            "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
+
+
+# --- the gate table ---------------------------------------------------------------------------
+
+def gate_order(names) -> list[str]:
+    """The lecture's order first, anything else after, alphabetically."""
+    names = set(names)
+    return [g for g in LECTURE_ORDER if g in names] + sorted(names - set(LECTURE_ORDER))
+
+
+def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per (variant, gate combination) with the columns of README's table."""
+    reference = reference or {}
+    df = r.runs
+    if df.empty:
+        return pd.DataFrame(columns=["gates", "lecture", "mean", "std", "ci_low", "ci_high", "n"])
+    variants = variant_columns(df)
+    groups = df.groupby(variants, sort=True, dropna=False) if variants else [((), df)]
+    out = []
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        full = group[group["gates"] == FULL].set_index("seed")
+        for gates in gate_order(group["gates"].unique()):
+            g = group[group["gates"] == gates].sort_values("seed")
+            acc = g["test_acc"].to_numpy(float)
+            lo, hi = bootstrap_ci(acc)
+            row = {**dict(zip(variants, key)), "gates": gates, "lecture": reference.get(gates, math.nan),
+                   "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else math.nan,
+                   "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
+                   "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
+                   "active_params": int(g["active_params"].iloc[0])}
+            row.update(_versus_full(r, g, full, gates))
+            out.append(row)
+    table = pd.DataFrame(out)
+    return table.astype({"mcnemar_b": "Int64", "mcnemar_c": "Int64"})
+
+
+def _versus_full(r: Runs, g: pd.DataFrame, full: pd.DataFrame, gates: str) -> dict:
+    """Paired comparison with the all-gates cell over the seeds both have."""
+    empty = {"diff_vs_full": math.nan, "p_paired": math.nan, "mcnemar_b": math.nan,
+             "mcnemar_c": math.nan, "p_mcnemar": math.nan}
+    if gates == FULL or full.empty:
+        return empty
+    g = g.set_index("seed")
+    seeds = sorted(set(g.index) & set(full.index))
+    if not seeds:
+        return empty
+    diff, p = paired_test(g.loc[seeds, "test_acc"], full.loc[seeds, "test_acc"])
+    y = np.concatenate([r.labels(full.loc[s, "run_id"]) for s in seeds])
+    a = np.concatenate([r.predictions(g.loc[s, "run_id"]) for s in seeds])
+    b = np.concatenate([r.predictions(full.loc[s, "run_id"]) for s in seeds])
+    n01, n10, pm = mcnemar(y, a, b)
+    return {"diff_vs_full": diff, "p_paired": p, "mcnemar_b": n01, "mcnemar_c": n10, "p_mcnemar": pm}
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+DISPLAY = [("gates", "gates"), ("lecture", "lecture"), ("mean", "mean"), ("std", "std"),
+           ("ci", "95% CI"), ("n", "n"), ("dev_mean", "dev"), ("best_epoch_mean", "best ep."),
+           ("active_params", "params"), ("diff_vs_full", "Δ vs i+f+o"), ("p_paired", "p (paired t)"),
+           ("p_mcnemar", "p (McNemar)")]
+
+
+def _fmt(x, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _p(x) -> str:
+    if isinstance(x, float) and math.isnan(x):
+        return "–"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    variants = [c for c in table.columns if c.startswith("config.")]
+    header = [c.removeprefix("config.") for c in variants] + [name for _, name in DISPLAY]
+    rows = []
+    for _, t in table.iterrows():
+        cells = [str(t[c]) for c in variants]
+        for key, _ in DISPLAY:
+            if key == "ci":
+                cells.append(f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]")
+            elif key.startswith("p_"):
+                cells.append(_p(t[key]))
+            elif key == "diff_vs_full":
+                cells.append("–" if math.isnan(t[key]) else f"{t[key]:+.1f}")
+            elif key == "best_epoch_mean":
+                cells.append(_fmt(float(t[key]), 1))
+            else:
+                cells.append(_fmt(t[key]))
+        rows.append(cells)
+    return header, rows
+
+
+def fidelity_line(table: pd.DataFrame) -> str:
+    f = fidelity(table["lecture"], table["mean"])
+    if f["n"] == 0:
+        return ""
+    return (f"Fidelity to the lecture over {f['n']} cells: Kendall's τ = {_fmt(f['kendall_tau'], 2)}, "
+            f"Spearman's ρ = {_fmt(f['spearman_rho'], 2)}, mean |Δ| = {_fmt(f['mean_abs_diff'], 2)} points, "
+            f"{f['within']}/{f['n']} cells within ±{f['tolerance']}.")
+
+
+def counts_line(r: Runs) -> str:
+    line = f"{len(r.runs)} complete runs; {len(r.skipped)} incomplete records skipped; {len(r.diverged)} diverged"
+    if len(r.diverged):
+        listed = ", ".join(f"{g} (seed {s})" for g, s in zip(r.diverged["gates"], r.diverged["seed"]))
+        line += f" (not averaged in: {listed})"
+    return line + "."
+
+
+def format_markdown(table: pd.DataFrame, r: Runs, source: str = "") -> str:
+    header, rows = display_rows(table)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = [counts_line(r)]
+    fid = fidelity_line(table)
+    if fid:
+        notes.insert(0, fid)
+    if source:
+        notes.append(f"Lecture column: {source}.")
+    notes.append("Test accuracy (%) over seeds: mean, sample std, 95% percentile-bootstrap CI of the mean; "
+                 "Δ and the paired t-test compare each cell with i+f+o on the same seeds (same initial "
+                 "weights and batches); McNemar's exact test pools their test predictions over those seeds.")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+
+
+def format_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False, float_format="%.4f", lineterminator="\n")
+
+
+def format_latex(table: pd.DataFrame) -> str:
+    header, rows = display_rows(table)
+    esc = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "–": "--", "Δ": r"$\Delta$", "<": r"$<$",
+           "+": "+"}
+
+    def tex(s: str) -> str:
+        return "".join(esc.get(ch, ch) for ch in s)
+
+    lines = [r"\begin{tabular}{" + "l" * (len(header) - len(DISPLAY) + 1) + "r" * (len(DISPLAY) - 1) + "}",
+             r"\toprule", " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def reference_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
+    """(reference numbers, source) from the experiment file (default experiments/<dir name>.toml)."""
+    from .config import load_experiment
+
+    path = Path(experiment) if experiment else Path("experiments") / f"{Path(results).resolve().name}.toml"
+    if not path.is_file():
+        return {}, ""
+    exp = load_experiment(path)
+    return exp.reference, exp.reference_source
+
+
+def write_tables(results: str | os.PathLike, *, fmt: str = "md",
+                 experiment: str | os.PathLike | None = None) -> str:
+    """Write RESULTS/table.{md,csv,tex}; returns the text of ``fmt``."""
+    r = load_runs(results)
+    reference, source = reference_for(results, experiment)
+    table = gate_table(r, reference)
+    texts = {"md": format_markdown(table, r, source), "csv": format_csv(table), "tex": format_latex(table)}
+    for ext, text in texts.items():
+        (Path(results) / f"table.{ext}").write_text(text, encoding="utf-8")
+    return texts[fmt]
