@@ -7,18 +7,29 @@ STAMP  := $(VENV)/.installed
 # `make setup TORCH=torch` takes the CUDA build instead. The code picks the device itself.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test test-fast lint data reproduce bench clean
+.PHONY: setup test test-fast lint data reproduce bench clean slurm-up slurm-down
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm]'
 	touch $(STAMP)
 
-test: setup  ## the whole suite, slow tests included (what CI runs)
-	$(BIN)/python -m pytest -q
+# The whole suite, slow and Slurm tests included (what CI runs): a single-node Slurm
+# cluster comes up for the Slurm tests (scripts/slurm.sh) and goes down after. If it
+# cannot come up, the Slurm tests skip and say so; the others still run.
+test: setup
+	@if scripts/slurm.sh up > $(VENV)/slurm.env; then echo "export ABLATION_REQUIRE_SLURM=1" >> $(VENV)/slurm.env; \
+	  else echo "make test: WARNING: no Slurm cluster; the Slurm tests will skip" >&2; : > $(VENV)/slurm.env; fi
+	. $(VENV)/slurm.env && $(BIN)/python -m pytest -q; rc=$$?; scripts/slurm.sh down 2>/dev/null || true; exit $$rc
+
+slurm-up: setup  ## a single-node Slurm cluster on loopback; `source .venv/slurm.env` to use it
+	scripts/slurm.sh up > $(VENV)/slurm.env && cat $(VENV)/slurm.env
+
+slurm-down:
+	scripts/slurm.sh down
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -3,6 +3,8 @@
     ablation data   [--data-dir D] [--download]        verify SST (or fetch it) and count it
     ablation train  [--config F] [--set k=v ...] [--out DIR] [--device D]
     ablation grid   EXPERIMENT [--out DIR] [--seeds N] [--device D] [--pack-size K] [--workers W]
+                    [--executor local|slurm] [--slurm.partition P --slurm.time MIN --slurm.gpus N
+                     --slurm.cpus N --slurm.mem-gb N --slurm.max-parallel K]
     ablation table  RESULTS_DIR [--format md|csv|tex]
     ablation plot   RESULTS_DIR
 """
@@ -65,15 +67,30 @@ def _epoch_printer(epochs: int):
 
 def cmd_grid(args) -> int:
     from .config import load_experiment
-    from .grid import run_grid
+    from .grid import GridError, run_grid
 
     exp = load_experiment(args.experiment, list(args.set or []))
     out = Path(args.out or f"results/{exp.name}")
-    p = run_grid(exp, out, seeds=args.seeds, device=args.device, pack_size=args.pack_size,
-                 workers=args.workers, threads=args.threads)
+    slurm = {k: getattr(args, f"slurm_{k}") for k in SLURM_FLAGS if getattr(args, f"slurm_{k}") is not None}
+    try:
+        p = run_grid(exp, out, seeds=args.seeds, device=args.device, pack_size=args.pack_size,
+                     workers=args.workers, threads=args.threads, executor=args.executor, slurm=slurm)
+    except GridError as e:
+        print(f"ablation: {e}", file=sys.stderr)
+        return 1
     print(f"{exp.name}: {len(p.runs)} runs, {p.done} already complete, "
           f"{sum(len(k) for k in p.todo)} trained in {len(p.todo)} packs -> {out}")
     return 0
+
+
+SLURM_FLAGS = {  # --slurm.KEY; the same keys may stand in the experiment's [slurm] table
+    "partition": (str, "partition to submit to (default: the cluster's default)"),
+    "time": (int, "minutes each pack may run (default 60)"),
+    "gpus": (int, "GPUs per pack (default 0)"),
+    "cpus": (int, "CPUs per pack (default 1)"),
+    "mem_gb": (int, "memory per pack in GB (default 4)"),
+    "max_parallel": (int, "array tasks running at once (default 64)"),
+}
 
 
 def cmd_table(args) -> int:
@@ -133,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment TOML with a [grid] table")
     p.add_argument("--seeds", type=int, help="keep only the first N seeds of the grid")
     p.add_argument("--pack-size", type=int, default=8, help="runs fused into one training pass")
-    p.add_argument("--workers", type=int, help="packs trained at once (default: one per core; 1 on CUDA)")
+    p.add_argument("--workers", type=int, help="local packs trained at once (default: one per core; 1 on CUDA)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm"],
+                   help="train packs here, or as a Slurm job array through submitit")
+    for key, (typ, text) in SLURM_FLAGS.items():
+        p.add_argument(f"--slurm.{key.replace('_', '-')}", dest=f"slurm_{key}", type=typ, help=text)
     run_opts(p)
     p.set_defaults(func=cmd_grid)
 

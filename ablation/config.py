@@ -11,6 +11,9 @@ it changes. An experiment file may also hold:
     [reference]                 # numbers to compare against, by gate combination
     source = "..."
     values = { none = 80.6, ... }
+
+    [slurm]                     # job resources for `ablation grid --executor slurm`
+    partition = "gpu"           # (where runs train is not part of what they are)
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class Experiment:
     axes: dict[str, list] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
     reference_source: str = ""
+    slurm: dict[str, Any] = field(default_factory=dict)  # executor options; not part of any run
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every point of the grid (axes crossed, in file order); ``seeds`` keeps the first N seeds."""
@@ -180,9 +184,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
             raw = tomllib.load(f)
     grid = raw.pop("grid", {})
     ref = raw.pop("reference", {})
+    slurm = raw.pop("slurm", {})
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        valid = ", ".join([*SECTION_TYPES, "grid", "reference"])
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm"])
         raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
@@ -195,4 +200,4 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
             apply(base, {k: value})
     reference = {gates_name(parse_gates(k)): float(v) for k, v in ref.get("values", {}).items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""))
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm)

@@ -12,9 +12,7 @@ single-threaded packs on two cores beat one pack on two threads).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue
 import sys
 import time
 from collections.abc import Sequence
@@ -68,65 +66,70 @@ def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: 
     return paths
 
 
-def _worker(args) -> int:
-    pack, out, device, threads, events = args
-    import torch
-
-    torch.set_num_threads(threads)
-
-    def on_epoch(epoch, batches):
-        events.put(("epoch", len(pack), epoch))
-
-    train_and_record(pack, out, device, on_epoch)
-    events.put(("done", len(pack), None))
-    return len(pack)
+class GridError(RuntimeError):
+    """Some packs failed; their runs have no record and the next run of the grid retries them."""
 
 
 def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
              device: str = "auto", pack_size: int = 8, workers: int | None = None,
-             threads: int = 1, show_progress: bool | None = None) -> Plan:
-    """Train every missing run of ``exp`` into ``out``; returns the plan that was carried out."""
+             threads: int = 1, executor: str = "local", slurm: dict | None = None,
+             show_progress: bool | None = None) -> Plan:
+    """Train every missing run of ``exp`` into ``out``; returns the plan that was carried out.
+
+    Raises `GridError` naming each failed pack (and its log) once every pack has ended.
+    """
+    from .executors import EXECUTORS, LocalExecutor, SlurmExecutor, SlurmOptions
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     p = plan(exp, out, seeds=seeds, pack_size=pack_size)
     if not p.todo:
         return p
-    if workers is None:
-        workers = 1 if device == "cuda" else min(len(p.todo), os.cpu_count() or 1)
-    epochs = p.todo[0][0].train.epochs
-    total_epochs = sum(len(pk) * pk[0].train.epochs for pk in p.todo)
     bar = tqdm(total=len(p.runs), initial=p.done, desc=f"grid {exp.name}", unit="run",
                disable=(not _isatty()) if show_progress is None else not show_progress,
                dynamic_ncols=True)
-    ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch state
-    with ctx.Manager() as manager:
-        events = manager.Queue()
-        jobs = [(pk, str(out), device, threads, events) for pk in p.todo]
-        done_epochs = 0
-        start = time.time()
-        with ctx.Pool(workers) as pool:
-            pending = pool.map_async(_worker, jobs, chunksize=1)
-            while True:
-                try:
-                    kind, n, epoch = events.get(timeout=0.5)
-                except queue.Empty:
-                    if pending.ready():
-                        break
-                    continue
-                if kind == "epoch":
-                    done_epochs += n
-                    rate = done_epochs / max(time.time() - start, 1e-9)
-                    eta = (total_epochs - done_epochs) / rate if rate else float("inf")
-                    status = (f"epoch {epoch}/{epochs}, model-epochs {done_epochs}/{total_epochs}, "
-                              f"ETA {eta / 60:.1f} min")
-                    bar.set_postfix_str(status)
-                    if bar.disable:  # not a terminal: one log line per pack-epoch
-                        print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)
-                else:
-                    bar.update(n)
-            pending.get()  # re-raise a worker's error
-    bar.close()
+    epochs = p.todo[0][0].train.epochs
+    total_epochs = sum(len(pk) * pk[0].train.epochs for pk in p.todo)
+    progress = {"model_epochs": 0, "start": time.time()}
+
+    def on_epoch(n: int, epoch: int) -> None:
+        progress["model_epochs"] += n
+        done = progress["model_epochs"]
+        rate = done / max(time.time() - progress["start"], 1e-9)
+        eta = (total_epochs - done) / rate
+        status = f"epoch {epoch}/{epochs}, model-epochs {done}/{total_epochs}, ETA {eta / 60:.1f} min"
+        bar.set_postfix_str(status)
+        if bar.disable:  # not a terminal: one log line per pack-epoch
+            print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)
+
+    if executor == "local":
+        if workers is None:
+            workers = 1 if device == "cuda" else min(len(p.todo), os.cpu_count() or 1)
+        ex = LocalExecutor(workers, threads, on_epoch)
+    elif executor == "slurm":
+        opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})
+        ex = SlurmExecutor(out / ".slurm", opts, threads)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    try:
+        jobs = ex.submit_all(p.todo, out, device)
+        pending = set(range(len(jobs)))
+        while pending:
+            ex.wait(0.5 if executor == "local" else 2.0)
+            pending = {k for k in pending if not jobs[k].done()}
+            bar.n = p.done + sum(is_complete(out / r.run_id()) for pk in p.todo for r in pk)
+            bar.refresh()
+        failures = [(pk, job) for pk, job in zip(p.todo, jobs) if job.error() is not None]
+    finally:
+        ex.close()
+        bar.close()
+    if failures:
+        lines = [f"{len(failures)} of {len(jobs)} packs failed (their runs are retried by the next `ablation grid`):"]
+        for pk, job in failures:
+            where = f"; log: {job.log}" if job.log else ""
+            lines.append(f"- pack of {len(pk)} ({pk[0].run_id()} ...){where}\n  {job.error()}")
+        raise GridError("\n".join(lines))
     return p
 
 

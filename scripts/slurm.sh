@@ -17,6 +17,8 @@ STATE=${ABLATION_SLURM_STATE:-/tmp/ablation-slurm}
 HOST=$(hostname -s)
 ADDR=127.0.0.2
 NS_PID_FILE=$STATE/netns.pid
+# Slurm's clients look for munge at its default socket, whatever AuthInfo says.
+MUNGE_SOCKET=/run/munge/munge.socket.2
 
 log() { echo "slurm.sh: $*" >&2; }
 
@@ -53,7 +55,6 @@ SlurmctldHost=$HOST($ADDR)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$STATE/run/munge.sock
 CredType=cred/munge
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool
@@ -80,7 +81,6 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
   cat > "$STATE/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge
-AuthInfo=socket=$STATE/run/munge.sock
 DbdHost=$HOST
 DbdAddr=$ADDR
 SlurmUser=root
@@ -103,7 +103,8 @@ CONF
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local n=$1 what=$2; shift 2
-  for _ in $(seq "$((n * 5))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  local end=$((SECONDS + n))
+  while [ $SECONDS -lt $end ]; do timeout 5 "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
   log "timed out waiting for $what; logs in $STATE/log"; return 1
 }
 
@@ -120,7 +121,7 @@ up() {
     log "already up (state in $STATE)"; write_env; cat "$STATE/env"; return 0
   fi
   install_packages
-  rm -rf "$STATE"; mkdir -p "$STATE/run" "$STATE/log"
+  rm -rf "$STATE"; mkdir -p "$STATE/run" "$STATE/log" "$(dirname "$MUNGE_SOCKET")"
   unshare --net sleep infinity & echo $! > "$NS_PID_FILE"  # holds the namespace open
   sleep 0.2
   ns ip link set lo up
@@ -129,9 +130,9 @@ up() {
   dd if=/dev/urandom of="$STATE/etc/munge.key" bs=1024 count=1 status=none
   chmod 400 "$STATE/etc/munge.key"
   start_bg munged /usr/sbin/munged --foreground --force --key-file="$STATE/etc/munge.key" \
-    --socket="$STATE/run/munge.sock" --pid-file="$STATE/run/munged.pid" \
+    --socket="$MUNGE_SOCKET" --pid-file="$STATE/run/munged.pid" \
     --log-file="$STATE/log/munged.log" --seed-file="$STATE/run/munge.seed"
-  wait_for 10 munged test -S "$STATE/run/munge.sock"
+  wait_for 10 munged test -S "$MUNGE_SOCKET"
   mariadb-install-db --datadir="$STATE/mysql" --user=root --auth-root-authentication-method=normal \
     > "$STATE/log/mariadb-install.log" 2>&1
   start_bg mariadbd /usr/sbin/mariadbd --no-defaults --datadir="$STATE/mysql" --user=root \
@@ -139,10 +140,10 @@ up() {
     --pid-file="$STATE/run/mariadbd.pid" --log-error="$STATE/log/mariadbd.log"
   wait_for 30 mariadbd test -S "$STATE/run/mysql.sock"
   start_bg slurmdbd /usr/sbin/slurmdbd -D
-  wait_for 30 slurmdbd ns sh -c "SLURM_CONF=$STATE/etc/slurm.conf sacctmgr -n list cluster"
-  SLURM_CONF=$STATE/etc/slurm.conf ns sacctmgr -i add cluster ablation >/dev/null 2>&1 || true
+  wait_for 60 slurmdbd "$STATE/bin/sacctmgr" -n list cluster
+  "$STATE/bin/sacctmgr" -i add cluster ablation >/dev/null
   start_bg slurmctld /usr/sbin/slurmctld -D -i
-  wait_for 30 slurmctld ns sh -c "SLURM_CONF=$STATE/etc/slurm.conf scontrol ping | grep -q UP"
+  wait_for 30 slurmctld sh -c "$STATE/bin/scontrol ping | grep -q UP"
   start_bg slurmd /usr/sbin/slurmd -D -N "$HOST"
   wait_for 30 "an idle node" sh -c "$STATE/bin/sinfo -h -o %t | grep -q idle"
   log "up: $("$STATE/bin/sinfo" -h -o '%P %D %t %c CPUs %m MB')"

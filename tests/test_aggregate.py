@@ -1,14 +1,12 @@
 """The aggregator: statistics on hand-computed cases, messy results directories, rendering."""
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ablation.aggregate import (bootstrap_ci, fidelity, gate_table, load_runs, mcnemar, paired_test,
-                                write_tables)
+from ablation.aggregate import bootstrap_ci, fidelity, gate_table, load_runs, mcnemar, paired_test, write_tables
 from ablation.config import RunConfig, apply
 from ablation.plots import plot_accuracy, plot_learning_curves, save_figures
 from ablation.records import write_record
