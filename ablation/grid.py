@@ -36,7 +36,13 @@ class Plan:
 
 
 def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
-         pack_size: int = 8) -> Plan:
+         pack_size: int = 8, workers: int = 1) -> Plan:
+    """The runs of the grid and the packs still to train.
+
+    With several workers, the largest packs (the last first) are halved until the packs
+    fill whole rounds (5 packs on 2 workers become 4 + 2 halves), so no core idles through
+    a last lone pack.
+    """
     from .train import pack_key
 
     runs = exp.runs(seeds)
@@ -48,6 +54,11 @@ def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
     for r in todo_runs:
         groups.setdefault(pack_key(r), []).append(r)
     packs = [g[k : k + pack_size] for g in groups.values() for k in range(0, len(g), pack_size)]
+    while workers > 1 and len(packs) % workers and any(len(pk) > 1 for pk in packs):
+        biggest = max(len(pk) for pk in packs)
+        k = max(i for i, pk in enumerate(packs) if len(pk) == biggest)
+        half = (len(packs[k]) + 1) // 2
+        packs[k : k + 1] = [packs[k][:half], packs[k][half:]]
     return Plan(runs, packs)
 
 
@@ -83,7 +94,9 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
-    p = plan(exp, out, seeds=seeds, pack_size=pack_size)
+    if workers is None:
+        workers = 1 if device == "cuda" or executor != "local" else os.cpu_count() or 1
+    p = plan(exp, out, seeds=seeds, pack_size=pack_size, workers=workers if executor == "local" else 1)
     if not p.todo:
         return p
     bar = tqdm(total=len(p.runs), initial=p.done, desc=f"grid {exp.name}", unit="run",
@@ -104,9 +117,7 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
             print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)
 
     if executor == "local":
-        if workers is None:
-            workers = 1 if device == "cuda" else min(len(p.todo), os.cpu_count() or 1)
-        ex = LocalExecutor(workers, threads, on_epoch)
+        ex = LocalExecutor(min(workers, len(p.todo)), threads, on_epoch)
     elif executor == "slurm":
         opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})
         ex = SlurmExecutor(out / ".slurm", opts, threads)

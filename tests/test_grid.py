@@ -67,3 +67,17 @@ def test_sigkill_mid_grid_then_resume(tmp_path):
     assert all(after[k] == v for k, v in before.items())  # finished runs were not retrained
     assert sorted(p.name for p in out.iterdir()) == sorted(after)  # no temporaries, no duplicates
     assert all(sorted(f.name for f in (out / k).iterdir()) == sorted(FILES) for k in after)
+
+
+def test_trailing_packs_are_split_to_fill_the_last_round(tmp_path):
+    exp = load_experiment("experiments/lecture.toml")
+    sizes = lambda p: [len(pk) for pk in p.todo]  # noqa: E731
+    assert sizes(plan(exp, tmp_path)) == [8] * 5
+    assert sizes(plan(exp, tmp_path, workers=2)) == [8, 8, 8, 8, 4, 4]
+    assert sizes(plan(exp, tmp_path, workers=3, seeds=2)) == [8, 4, 4]
+    assert sizes(plan(exp, tmp_path, workers=2, seeds=1)) == [4, 4]
+
+    assert sizes(plan(exp, tmp_path, workers=4, seeds=1)) == [2, 2, 2, 2]
+    for p in (plan(exp, tmp_path, workers=2), plan(exp, tmp_path, workers=4, seeds=1)):
+        assert sorted(r.run_id() for pk in p.todo for r in pk) == sorted(r.run_id() for r in p.runs)
+        assert all(len({r.train.seed for r in pk}) == 1 for pk in p.todo)
