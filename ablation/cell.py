@@ -36,7 +36,7 @@ from torch import nn
 
 GATES = ("input", "forget", "output")  # the gate set; rows of weight_ih are i, f, g, o
 PEEPHOLES = ("none", "diagonal", "full")
-SHORT = {"input": "i", "forget": "f", "output": "o"}
+PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")  # into the input, forget, output gate
 
 
 def parse_gates(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -96,7 +96,7 @@ def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole:
     p["bias_ih"][H : 2 * H] = forget_bias
     if peephole != "none":
         shape = (H,) if peephole == "diagonal" else (H, H)
-        for name in ("weight_ci", "weight_cf", "weight_co"):
+        for name in PEEPHOLE_NAMES:
             p[name] = u(*shape)
     return p
 
@@ -259,7 +259,7 @@ class GatedLSTM(nn.Module):
         self.register_buffer("on", gate_masks([self.spec]), persistent=False)
 
     def peepholes(self) -> list[torch.Tensor | None]:
-        return [getattr(self, n, None) for n in ("weight_ci", "weight_cf", "weight_co")]
+        return [getattr(self, n, None) for n in PEEPHOLE_NAMES]
 
     def active_parameters(self) -> int:
         return active_lstm_params(self.spec, self.input_size, self.hidden_size)

@@ -52,7 +52,9 @@ def cmd_train(args) -> int:
     exp = _experiment(args)
     cfg = exp.base
     out = Path(args.out or f"results/{exp.name}")
-    path = train_and_record([cfg], out, args.device, progress=_epoch_printer(cfg.train.epochs))
+    tty = sys.stderr.isatty()  # a bar per epoch on a terminal, a line per epoch otherwise
+    path = train_and_record([cfg], out, args.device, progress=None if tty else _epoch_printer(cfg.train.epochs),
+                            show_bar=tty)
     summary = (path[0] / "summary.json").read_text()
     print(f"record: {path[0]}\n{summary}")
     return 0

@@ -112,10 +112,6 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise TypeError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
 
 
-def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def apply(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
     """Apply {'section.key': value} updates; unknown keys are errors naming the valid ones."""
     sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTION_TYPES}
@@ -123,7 +119,7 @@ def apply(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
         section, _, key = dotted.partition(".")
         if section not in SECTION_TYPES:
             raise KeyError(f"unknown config section {section!r} in {dotted!r}; valid: {', '.join(SECTION_TYPES)}")
-        types_ = _field_types(SECTION_TYPES[section])
+        types_ = typing.get_type_hints(SECTION_TYPES[section])
         if key not in types_:
             raise KeyError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(types_)}")
         sections[section][key] = _coerce(dotted, value, types_[key])

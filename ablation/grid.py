@@ -63,11 +63,11 @@ def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
 
 
 def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: str,
-                     progress=None) -> list[Path]:
+                     progress=None, show_bar: bool = False) -> list[Path]:
     """Train one pack and write each member's record; returns the record directories."""
     from .train import resolve_device, train_pack
 
-    results, _ = train_pack(pack, device=resolve_device(device), on_epoch=progress)
+    results, _ = train_pack(pack, device=resolve_device(device), on_epoch=progress, show_bar=show_bar)
     meta = versions()
     paths = []
     for r in results:

@@ -21,10 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cell import CellSpec, active_lstm_params, gate_masks, init_lstm, last_step, lstm_scan
-
-PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")
-LSTM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+from .cell import PEEPHOLE_NAMES, CellSpec, active_lstm_params, gate_masks, init_lstm, last_step, lstm_scan
 
 
 class PackedClassifier(nn.Module):

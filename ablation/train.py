@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .cell import CellSpec, gates_name
 from .config import RunConfig
@@ -166,12 +167,13 @@ def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels) 
 
 
 def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
-               on_epoch: Callable[[int, int], None] | None = None,
+               on_epoch: Callable[[int, int], None] | None = None, show_bar: bool = False,
                max_steps: int | None = None) -> tuple[list[MemberResult], PackedClassifier]:
     """Train the pack; returns one result per member (in ``cfgs`` order) and the final model.
 
     ``max_steps`` stops early after that many optimizer steps (tests); ``on_epoch(epoch,
-    batches)`` is called as each epoch ends (progress bars).
+    batches)`` is called as each epoch ends (grid progress); ``show_bar`` draws a tqdm bar
+    over each epoch's batches.
     """
     start = time.time()
     device = torch.device(device) if not isinstance(device, torch.device) else device
@@ -194,7 +196,8 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         loss_sum = torch.zeros(M, device=device)
         seen = 0
         order = batch_order(data.train.lengths, t.batch_size, seed=t.seed, epoch=epoch, bucket=cfg.data.bucket)
-        for idx in order:
+        for idx in tqdm(order, desc=f"epoch {epoch}/{t.epochs}", unit="batch", disable=not show_bar,
+                        leave=False, dynamic_ncols=True):
             losses = train_step(model, opt, *train.batch(idx))
             loss_sum += losses * len(idx)
             seen += len(idx)

@@ -31,9 +31,9 @@ COMBOS = [(), ("output",), ("input",), ("input", "output"), ("forget",), ("input
 class Reference(nn.Module):
     """Embedding -> torch.nn.LSTM on packed sequences -> linear on the final hidden state."""
 
-    def __init__(self, vocab: int, emb: int, hidden: int):
+    def __init__(self, vocab: int, emb: int, hidden: int, sparse: bool = True):
         super().__init__()
-        self.emb = nn.Embedding(vocab, emb, sparse=True)
+        self.emb = nn.Embedding(vocab, emb, sparse=sparse)
         self.lstm = nn.LSTM(emb, hidden, batch_first=True)
         self.out = nn.Linear(hidden, 2)
 
@@ -44,9 +44,9 @@ class Reference(nn.Module):
         return self.out(h[0])
 
 
-def time_reference(data, batches, cfg) -> float:
+def time_reference(data, batches, cfg, sparse: bool = True) -> float:
     torch.manual_seed(0)
-    model = Reference(len(data.vocab), cfg.model.embedding_dim, cfg.model.hidden_size)
+    model = Reference(len(data.vocab), cfg.model.embedding_dim, cfg.model.hidden_size, sparse)
     opt = torch.optim.Adagrad(model.parameters(), lr=cfg.train.lr)
     start = time.perf_counter()
     for ids, lengths, labels in batches:
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--peephole", default="none", help="our cells' peepholes (nn.LSTM has none)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--repeats", type=int, default=3, help="best of N timings per path")
+    ap.add_argument("--dense-reference", action="store_true",
+                    help="(a) with dense embedding gradients, as nn.Embedding's default gives")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = apply(RunConfig(), {"model.embeddings": "random", "model.peephole": args.peephole})
@@ -81,7 +83,7 @@ def main() -> None:
     epoch_batches = len(order)
     pack = [apply(cfg, {"model.gates": list(g)}) for g in COMBOS]
     paths = {
-        "a": ("sequential torch.nn.LSTM", 1, lambda: time_reference(data, batches, cfg)),
+        "a": ("sequential torch.nn.LSTM", 1, lambda: time_reference(data, batches, cfg, not args.dense_reference)),
         "b": ("our cell, pack of 1", 1, lambda: time_pack(data, batches, pack[-1:])),
         "c": ("fused pack of 8", 8, lambda: time_pack(data, batches, pack)),
     }
