@@ -38,7 +38,7 @@ lint: setup
 	$(BIN)/ruff check ablation tests benchmarks
 
 data: setup  ## verify the SST trees (downloading them if none are found) and print counts
-	$(BIN)/ablation data || $(BIN)/ablation data --download
+	$(BIN)/ablation data
 
 reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its figures
 	$(BIN)/ablation grid experiments/lecture.toml --out results/lecture

@@ -19,10 +19,13 @@ from pathlib import Path
 def cmd_data(args) -> int:
     from . import data
 
-    if args.download:
-        dest = data.download_sst(args.data_dir, url=args.url)
-        print(f"downloaded and verified {dest}")
-    d = data.find_sst_dir(args.data_dir)
+    try:
+        d = None if args.download else data.find_sst_dir(args.data_dir)
+    except data.DataNotFoundError:
+        d = None
+    if d is None:  # asked to, or no copy anywhere: fetch the official zip
+        d = data.download_sst(args.data_dir, url=args.url)
+        print(f"downloaded and verified {d}")
     data.verify_sst(d)
     print(f"SST at {d}: sha256 verified for {', '.join(data.SPLITS)}")
     for split in data.SPLITS:
@@ -129,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ablation", description="Which parts of an LSTM matter? Gate ablations on SST.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="verify the SST trees (or download them) and print counts")
+    p = sub.add_parser("data", help="verify the SST trees (downloading them if none are found) and print counts")
     p.add_argument("--data-dir", help="folder with train/dev/test.txt (default: SST_DIR, data/sst, ../shared/data/sst)")
-    p.add_argument("--download", action="store_true", help="fetch the official zip into data/sst (or --data-dir)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official zip into data/sst (or --data-dir) even if a copy exists")
     p.add_argument("--url", default=None, help="zip to download instead of Stanford's (tests, mirrors)")
     p.set_defaults(func=cmd_data)
 
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args.url = SST_URL
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, TypeError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ablation: error: {msg}", file=sys.stderr)
         return 2

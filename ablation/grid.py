@@ -67,8 +67,8 @@ def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: 
     """Train one pack and write each member's record; returns the record directories."""
     from .train import resolve_device, train_pack
 
+    meta = versions()  # the code as it is when training starts
     results, _ = train_pack(pack, device=resolve_device(device), on_epoch=progress, show_bar=show_bar)
-    meta = versions()
     paths = []
     for r in results:
         summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta}

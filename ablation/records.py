@@ -81,12 +81,14 @@ def versions() -> dict:
 
 
 def _git_commit() -> str | None:
+    """HEAD, with "+dirty" when the code (not results/) differs from it."""
     try:
         root = Path(__file__).resolve().parents[1]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         commit = out.stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                "--", "ablation", "pyproject.toml"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return (commit + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):

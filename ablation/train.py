@@ -221,7 +221,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         _keep_best(model, best, improved.to(device))
         if on_epoch is not None:
             on_epoch(epoch, len(order))
-        if max_steps is not None and steps >= max_steps:
+        if (max_steps is not None and steps >= max_steps) or all(d is not None for d in diverged):
             break
     final = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.load_state_dict(best, strict=False)

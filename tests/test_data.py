@@ -172,9 +172,10 @@ def test_download_verifies_and_a_bad_download_leaves_the_good_copy(sst_dir, tmp_
         download_sst(dest, url=server.url)
     verify_sst(dest)  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sst"]  # no temporaries left
-    # and through the command line
+    # and through the command line: no copy in --data-dir, so `ablation data` fetches one
     with _Server(_zip(good)) as server:
-        assert cli.main(["data", "--download", "--url", server.url, "--data-dir", str(tmp_path / "cli")]) == 0
+        assert cli.main(["data", "--url", server.url, "--data-dir", str(tmp_path / "cli")]) == 0
+    verify_sst(tmp_path / "cli")
 
 
 def test_cli_data_reports_counts(sst_dir, capsys):

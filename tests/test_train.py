@@ -85,7 +85,9 @@ def test_sparse_embedding_update_equals_dense_adagrad():
 
 def test_diverged_run_is_recorded_as_diverged(tmp_path):
     (alone,) = train_and_record([small(**{"train.lr": 1e38})], tmp_path / "lr", "cpu")
-    assert json.loads((alone / "summary.json").read_text())["status"] == "diverged"
+    summary = json.loads((alone / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["test_acc"] is None
+    assert summary["steps"] == 40  # stopped after the epoch it diverged in (400 examples / 10)
 
 
 def test_a_diverged_member_leaves_its_pack_mates_alone(tmp_path, monkeypatch):
