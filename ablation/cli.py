@@ -54,7 +54,7 @@ def cmd_train(args) -> int:
     torch.set_num_threads(args.threads)
     exp = _experiment(args)
     cfg = exp.base
-    out = Path(args.out or f"results/{exp.name}")
+    out = Path(args.out or f"runs/{exp.name}")  # scratch; the grid owns results/
     tty = sys.stderr.isatty()  # a bar per epoch on a terminal, a line per epoch otherwise
     path = train_and_record([cfg], out, args.device, progress=None if tty else _epoch_printer(cfg.train.epochs),
                             show_bar=tty)
@@ -142,11 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     def run_opts(p):
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set model.gates=input+output (repeatable)")
-        p.add_argument("--out", help="results directory (default results/<experiment name>)")
+        p.add_argument("--out", help="results directory (default: results/<experiment> for grid, "
+                                     "runs/<experiment> for train)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
         p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
 
-    p = sub.add_parser("train", help="train one model and write its run record")
+    p = sub.add_parser("train", help="train one model and write its run record (default under runs/)")
     p.add_argument("--config", help="experiment TOML; its [grid] axes are ignored (use `grid`)")
     p.add_argument("--data-dir", help="folder with the SST trees")
     run_opts(p)
