@@ -215,13 +215,13 @@ class _Scan(torch.autograd.Function):
         cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
         cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
         if peep == "diagonal":
-            # Sums over steps and batch as matmuls with a ones vector: like every other
-            # reduction here, one matrix per member, so a member's gradient does not depend
-            # on the pack it trains in (a plain .sum() reorders its additions with M).
-            ones = flat.new_ones(M, 1, T * B)
-            dci = torch.bmm(ones, flat[..., :H] * cp).squeeze(1)
-            dcf = torch.bmm(ones, flat[..., H : 2 * H] * cp).squeeze(1)
-            dco = torch.bmm(ones, flat[..., 3 * H :] * cc).squeeze(1)
+            # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
+            # products: each member's additions come in the same order whatever M is, so
+            # its gradient does not depend on its pack (summing the time-major tensor over
+            # (0, 2) reorders them with M).
+            dci = (flat[..., :H] * cp).sum(1)
+            dcf = (flat[..., H : 2 * H] * cp).sum(1)
+            dco = (flat[..., 3 * H :] * cc).sum(1)
         elif peep == "full":
             dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
             dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)

@@ -45,8 +45,8 @@ def test_same_seed_same_metrics_bit_for_bit():
 
 @pytest.mark.parametrize("peephole", ["none", "diagonal", "full"])
 def test_member_of_pack_of_8_equals_pack_of_1_after_50_steps(peephole):
-    cfgs = [small(**{"model.gates": g, "model.peephole": peephole, "train.clip_norm": 1.0})
-            for g in COMBOS]
+    cfgs = [small(**{"model.gates": g, "model.peephole": peephole, "train.clip_norm": 1.0,
+                     "model.hidden_size": 50}) for g in COMBOS]  # the lecture's shapes
     _, pack = train_pack(cfgs, max_steps=50)
     for m in (0, 3, 7):
         _, alone = train_pack([cfgs[m]], max_steps=50)
