@@ -43,14 +43,19 @@ class Runs:
     curves: pd.DataFrame  # one row per (run, epoch)
     skipped: list[str] = field(default_factory=list)  # incomplete or unreadable records
     root: Path = Path(".")
+    _tests: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # predictions.csv, read once
+
+    def _test(self, run_id: str) -> pd.DataFrame:
+        if run_id not in self._tests:
+            self._tests[run_id] = pd.read_csv(self.root / run_id / "predictions.csv")
+        return self._tests[run_id]
 
     def predictions(self, run_id: str) -> np.ndarray:
         """Test-set predictions of one run, in test-set order."""
-        df = pd.read_csv(self.root / run_id / "predictions.csv")
-        return df["prediction"].to_numpy()
+        return self._test(run_id)["prediction"].to_numpy()
 
     def labels(self, run_id: str) -> np.ndarray:
-        return pd.read_csv(self.root / run_id / "predictions.csv")["label"].to_numpy()
+        return self._test(run_id)["label"].to_numpy()
 
 
 def _flat(cfg: dict) -> dict:

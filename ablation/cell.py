@@ -212,8 +212,9 @@ class _Scan(torch.autograd.Function):
         flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
         dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
         dci = dcf = dco = None
-        cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
-        cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
+        if peep != "none":
+            cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
+            cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
         if peep == "diagonal":
             # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
             # products: each member's additions come in the same order whatever M is, so
