@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import GATES, PEEPHOLES, gates_name, parse_gates
+from .cell import CELL_GATES, GATES, PEEPHOLES, RESETS, VARIANTS, gates_name, parse_gates
 from .data import GRANULARITIES, LABELINGS
 
 
@@ -48,17 +48,31 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    gates: tuple[str, ...] = GATES  # the full cell; the grid ablates this
-    peephole: str = "diagonal"  # the lecture's gate equations have peepholes
+    gates: tuple[str, ...] = GATES  # the full cell (of any kind: see __post_init__); the grid ablates this
+    peephole: str = "diagonal"  # the lecture's gate equations have peepholes (LSTM only)
     embedding_dim: int = 25  # the lecture's 25-d word vectors
     hidden_size: int = 50  # the lecture's 50-d cell and hidden state
     embeddings: str = "glove-6b-50d"  # "random", "glove-6b-50d" (PCA to embedding_dim) or a GloVe file
     freeze_embeddings: bool = False  # the lecture fine-tunes its vectors
     forget_bias: float = 0.0  # forget-gate bias at init (Jozefowicz et al. 2015 suggest 1)
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (Elman, tanh)
+    variant: str = "vanilla"  # an LSTM variant of Greff et al. 2017: cell.VARIANTS
+    gru_reset: str = "before"  # where the GRU's reset gate applies: the lecture's "before", or "after"
 
     def __post_init__(self):
-        object.__setattr__(self, "gates", parse_gates(self.gates))
+        _choice("model.cell", self.cell, tuple(CELL_GATES))
+        if self.cell != "lstm":
+            # the default names the LSTM's gates; for another kind it means all of that kind's
+            gates = CELL_GATES[self.cell] if tuple(self.gates) == GATES else self.gates
+            object.__setattr__(self, "gates", parse_gates(gates, self.cell))
+            object.__setattr__(self, "peephole", "none")  # the LSTM's default has no meaning here
+        else:
+            object.__setattr__(self, "gates", parse_gates(self.gates))
         _choice("model.peephole", self.peephole, PEEPHOLES)
+        _choice("model.variant", self.variant, tuple(VARIANTS))
+        _choice("model.gru_reset", self.gru_reset, RESETS)
+        if self.variant != "vanilla" and self.cell != "lstm":
+            raise ValueError(f"model.variant {self.variant!r} is an LSTM variant; model.cell is {self.cell!r}")
 
 
 @dataclass(frozen=True)
@@ -81,11 +95,25 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        """Readable prefix plus a hash of the whole resolved config (seed included)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        digest = hashlib.sha256(blob).hexdigest()[:10]
-        short = "".join(g[0] for g in self.model.gates) or "none"
-        return f"{short}-{self.model.peephole[:4]}-s{self.train.seed}-{digest}"
+        """Readable prefix plus a hash of the whole resolved config (seed included).
+
+        Keys added after the first release enter the hash only when they differ from their
+        default (`LATER_KEYS`), so the ids of earlier records stay valid.
+        """
+        d = self.to_dict()
+        for dotted, default in LATER_KEYS.items():
+            section, key = dotted.split(".")
+            if d[section][key] == default:
+                del d[section][key]
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        m = self.model
+        short = "".join(g[0] for g in m.gates) or "none"
+        kind = m.peephole[:4] if m.cell == "lstm" else m.cell + (f"-{m.gru_reset}" if m.cell == "gru" else "")
+        variant = "" if m.variant == "vanilla" else f"-{m.variant}"
+        return f"{short}-{kind}{variant}-s{self.train.seed}-{digest}"
+
+
+LATER_KEYS = {"model.cell": "lstm", "model.variant": "vanilla", "model.gru_reset": "before"}
 
 
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -5,6 +5,9 @@
                    summary.json      status, best epoch, dev/test accuracy, params, coverage,
                                      seed, versions, device, wall time
                    predictions.csv   test-set gold labels and predictions (for paired tests)
+                   probes.json       gradient norms by distance, gate statistics (probes.py);
+                                     absent from records older than the probes and from
+                                     diverged runs
 
 The record is assembled in a hidden temporary directory beside its final place and moved
 there with one `os.rename`, so a run killed at any moment leaves a complete record or none.
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv")
+PROBES = "probes.json"  # optional: see the module doc
 TMP_PREFIX = ".partial-"
 
 
@@ -32,7 +36,8 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 
 
 def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: list[dict],
-                 summary: dict, labels: np.ndarray, predictions: np.ndarray | None) -> Path:
+                 summary: dict, labels: np.ndarray, predictions: np.ndarray | None,
+                 probes: dict | None = None) -> Path:
     """Write a run's record atomically; returns its directory. An existing record is kept."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +50,10 @@ def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: lis
         preds = np.full(len(labels), -1) if predictions is None else predictions
         rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
         (tmp / "predictions.csv").write_text("index,label,prediction\n" + rows)
-        for f in FILES:  # make the bytes durable before the rename publishes them
+        if probes is not None:
+            _dump(tmp / PROBES, probes)
+        # make the bytes durable before the rename publishes them
+        for f in [*FILES, PROBES] if probes is not None else FILES:
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)

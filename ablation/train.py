@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cell import CellSpec, gates_name
+from .cell import CELL_GATES, CellSpec, gates_name
 from .config import RunConfig
 from .data import Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
 from .model import PackedClassifier
+from .probes import probe_pack
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,16 @@ def initial_embeddings(cfg: RunConfig, data: SSTData) -> tuple[np.ndarray | None
 
 
 def pack_key(cfg: RunConfig) -> RunConfig:
-    """What members of one pack must share: everything but the gate set."""
-    return replace(cfg, model=replace(cfg.model, gates=()))
+    """What members of one pack must share: everything but what is per member (gates,
+    LSTM variant, forget-gate bias, word vectors)."""
+    m = cfg.model
+    return replace(cfg, model=replace(m, gates=CELL_GATES[m.cell][:0], variant="vanilla", forget_bias=0.0,
+                                      embeddings="random"))
+
+
+def cell_spec(cfg: RunConfig) -> CellSpec:
+    m = cfg.model
+    return CellSpec(m.gates, m.peephole, m.variant, m.cell, m.gru_reset)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -134,18 +143,20 @@ class MemberResult:
     summary: dict
     test_labels: np.ndarray
     test_predictions: np.ndarray | None
+    probes: dict | None = None  # probes.probe_pack on the best-on-dev parameters
 
 
 def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifier, list[dict]]:
     keys = {pack_key(c) for c in cfgs}
     if len(keys) != 1:
-        raise ValueError("a pack's runs must differ only in their gates")
+        raise ValueError("a pack's runs must differ only in gates, variant, forget bias and word vectors")
     m = cfgs[0].model
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
-        [CellSpec(c.model.gates, m.peephole) for c in cfgs], [c.train.seed for c in cfgs],
+        [cell_spec(c) for c in cfgs], [c.train.seed for c in cfgs],
         vocab_size=len(data.vocab), embedding_dim=m.embedding_dim, hidden_size=m.hidden_size,
-        embeddings=list(tables), freeze_embeddings=m.freeze_embeddings, forget_bias=m.forget_bias)
+        embeddings=list(tables), freeze_embeddings=m.freeze_embeddings,
+        forget_bias=[c.model.forget_bias for c in cfgs])
     return model, list(coverage)
 
 
@@ -227,6 +238,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     model.load_state_dict(best, strict=False)
     test_pred = model.predict(test.ids, test.lengths, t.eval_batch_size)
     test_acc = accuracy(test_pred, test.labels).cpu()
+    probes = probe_pack(model, test, t.eval_batch_size)
     wall = time.time() - start
     results = []
     for m, c in enumerate(cfgs):
@@ -234,8 +246,10 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         summary = {
             "status": "complete" if ok else "diverged",
             "diverged_epoch": diverged[m],
+            "cell": c.model.cell,
             "gates": gates_name(c.model.gates),
             "peephole": c.model.peephole,
+            "variant": c.model.variant,
             "seed": c.train.seed,
             "best_epoch": best_epoch[m] or None,
             "dev_acc": float(best_dev[m]) if ok else None,
@@ -251,7 +265,8 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
             "train_examples": len(data.train),
         }
         preds = test_pred[m].cpu().numpy() if ok else None
-        results.append(MemberResult(c, metrics[m], summary, data.test.labels.numpy(), preds))
+        results.append(MemberResult(c, metrics[m], summary, data.test.labels.numpy(), preds,
+                                    probes[m] if ok else None))
     model.load_state_dict(final, strict=False)
     return results, model
 

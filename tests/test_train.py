@@ -9,7 +9,7 @@ import torch
 from ablation import cli
 from ablation.config import RunConfig, apply
 from ablation.grid import train_and_record
-from ablation.records import FILES
+from ablation.records import FILES, PROBES
 from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
 
 COMBOS = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
@@ -119,7 +119,7 @@ def test_train_command_writes_a_complete_record(tmp_path, capsys):
                    "--out", str(tmp_path)])
     assert rc == 0
     (run,) = [p for p in tmp_path.iterdir()]
-    assert sorted(p.name for p in run.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in run.iterdir()) == sorted([*FILES, PROBES])
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     assert summary["gates"] == "input+output" and config["model"]["gates"] == ["input", "output"]
