@@ -5,8 +5,10 @@ the records, the statistics take plain arrays, `gate_table` assembles the table 
 `format_*` functions render it. Regenerating from the same records gives the same bytes:
 the bootstrap has a fixed seed and every input is sorted.
 
-Honesty rules: an incomplete record (a directory missing a file, or unreadable) is skipped
-and counted; a diverged run is listed apart and never averaged in.
+Rows are gate combinations (the lecture's table), or, for an experiment file with
+[variants], the named variants in file order, the first being the baseline of the Δ
+columns. Honesty rules: an incomplete record (a directory missing a file, or unreadable)
+is skipped and counted; a diverged run is listed apart and never averaged in.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import pandas as pd
 from scipy import stats
 
 from .cell import GATES, gates_name
-from .records import FILES, TMP_PREFIX
+from .config import Experiment, load_experiment
+from .records import FILES, PROBES, TMP_PREFIX
 
 # The lecture's column order: none, o, i, i+o, f, i+f, f+o, i+f+o.
 LECTURE_ORDER = ["none", "output", "input", "input+output", "forget", "input+forget",
                  "forget+output", "input+forget+output"]
 FULL = gates_name(GATES)
+SHORT = {"none": "none", "output": "o", "input": "i", "input+output": "i+o", "forget": "f",
+         "input+forget": "i+f", "forget+output": "f+o", "input+forget+output": "i+f+o"}
 BOOTSTRAP_SEED = 0
 N_BOOTSTRAP = 10_000
 
@@ -43,6 +48,10 @@ class Runs:
     curves: pd.DataFrame  # one row per (run, epoch)
     skipped: list[str] = field(default_factory=list)  # incomplete or unreadable records
     root: Path = Path(".")
+    key: str = "gates"  # what a table row is: "gates", or "variant" for an experiment with [variants]
+    baseline: str = FULL  # the row the Δ columns compare with
+    order: list[str] | None = None  # row order (None: the lecture's gate order)
+    groups: list[str] | None = None  # config columns that split the table (None: those that vary)
     _tests: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # predictions.csv, read once
 
     def _test(self, run_id: str) -> pd.DataFrame:
@@ -57,6 +66,11 @@ class Runs:
     def labels(self, run_id: str) -> np.ndarray:
         return self._test(run_id)["label"].to_numpy()
 
+    def probes(self, run_id: str) -> dict | None:
+        """A run's probes.json (None for records without one)."""
+        path = self.root / run_id / PROBES
+        return json.loads(path.read_text()) if path.is_file() else None
+
 
 def _flat(cfg: dict) -> dict:
     out = {}
@@ -66,9 +80,14 @@ def _flat(cfg: dict) -> dict:
     return out
 
 
-def load_runs(results: str | os.PathLike) -> Runs:
-    """Read every record directory under ``results`` (recursively)."""
+def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) -> Runs:
+    """Read every record directory under ``results`` (recursively).
+
+    With an ``experiment`` that has [variants], each run is labelled with its variant's
+    name (column "variant"); a run that matches none is skipped and counted.
+    """
     root = Path(results)
+    named = experiment is not None and bool(experiment.variants)
     rows, diverged, curves, skipped = [], [], [], []
     for d in sorted(p.parent for p in root.rglob("config.json")):
         rel = str(d.relative_to(root))
@@ -84,7 +103,12 @@ def load_runs(results: str | os.PathLike) -> Runs:
         except (OSError, ValueError):
             skipped.append(rel)
             continue
+        label = experiment.label(cfg) if named else None
+        if named and label is None:
+            skipped.append(rel)
+            continue
         row = {"run_id": rel, "gates": summary["gates"], "seed": summary["seed"],
+               **({"variant": label} if named else {}),
                "status": summary["status"], "test_acc": summary["test_acc"], "dev_acc": summary["dev_acc"],
                "best_epoch": summary["best_epoch"], "active_params": summary["active_params"],
                **{f"config.{k}": v for k, v in _flat(cfg).items()}}
@@ -92,11 +116,21 @@ def load_runs(results: str | os.PathLike) -> Runs:
             diverged.append(row)
             continue
         rows.append(row)
-        curves += [{"run_id": rel, "gates": summary["gates"], "seed": summary["seed"], **m} for m in metrics]
+        curves += [{**{k: row[k] for k in row if k not in ("test_acc", "dev_acc", "best_epoch")}, **m}
+                   for m in metrics]
     cols = ["run_id", "gates", "seed", "status", "test_acc", "dev_acc", "best_epoch", "active_params"]
-    return Runs(pd.DataFrame(rows, columns=None if rows else cols),
+    runs = Runs(pd.DataFrame(rows, columns=None if rows else cols),
                 pd.DataFrame(diverged, columns=None if diverged else cols),
                 pd.DataFrame(curves), skipped, root)
+    if named:
+        runs.key, runs.order = "variant", list(experiment.variants)
+        runs.baseline = runs.order[0]
+        runs.groups = [f"config.{k}" for k in experiment.axes if k != "train.seed"]
+    if rows:  # the curves keep only the config columns that split the table
+        cols, _ = table_groups(runs, runs.runs)
+        runs.curves = runs.curves.drop(columns=[c for c in runs.curves.columns
+                                                if c.startswith("config.") and c not in cols])
+    return runs
 
 
 def _finite(x) -> bool:
@@ -161,6 +195,32 @@ def fidelity(reference, ours, tolerance: float = 1.5) -> dict:
             "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
 
 
+# --- probes (gradient norms, gate statistics) -------------------------------------------------
+
+MIN_SENTENCES = 20  # a probe point averaged over fewer test sentences is left out
+
+
+def probe_frames(r: Runs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tidy frames of every run's probes.json: gradient norms (one row per run and distance
+    from the last token) and gate statistics (one row per run, gate and position). Points
+    over fewer than MIN_SENTENCES test sentences are dropped."""
+    cols, _ = table_groups(r, r.runs) if not r.runs.empty else ([], [])
+    grads, gates = [], []
+    for _, run in r.runs.iterrows():
+        p = r.probes(run["run_id"])
+        if p is None:
+            continue
+        ident = {r.key: run[r.key], "seed": run["seed"], **{c: run[c] for c in cols}}
+        g = p["grad_norm"]
+        grads += [{**ident, "distance": d, "log10_norm": v, "n": n}
+                  for d, v, n in zip(g["distance"], g["log10_mean"], g["n"]) if n >= MIN_SENTENCES]
+        for gate, stats_ in p["gates"].items():
+            gates += [{**ident, "gate": gate, "position": k, "mean": m, "saturated": sat, "n": n}
+                      for k, (m, sat, n) in enumerate(zip(stats_["mean"], stats_["saturated"], p["positions_n"]))
+                      if n >= MIN_SENTENCES]
+    return pd.DataFrame(grads), pd.DataFrame(gates)
+
+
 # --- the gate table ---------------------------------------------------------------------------
 
 def gate_order(names) -> list[str]:
@@ -169,38 +229,52 @@ def gate_order(names) -> list[str]:
     return [g for g in LECTURE_ORDER if g in names] + sorted(names - set(LECTURE_ORDER))
 
 
+def row_order(r: Runs, names) -> list[str]:
+    """The table's row order for the row names present."""
+    if r.order is None:
+        return gate_order(names)
+    return [v for v in r.order if v in set(names)]
+
+
+def table_groups(r: Runs, df: pd.DataFrame):
+    """(group columns, [(key tuple, rows)]): the table splits by the columns that vary (or the
+    experiment's axes, for an experiment with [variants])."""
+    cols = variant_columns(df) if r.groups is None else [c for c in r.groups if c in df.columns]
+    if not cols:
+        return cols, [((), df)]
+    return cols, [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(cols, sort=True, dropna=False)]
+
+
 def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per (variant, gate combination) with the columns of README's table."""
+    """One row per (group, gate combination or variant) with the columns of README's table."""
     reference = reference or {}
-    df = r.runs
+    df, key = r.runs, r.key
     if df.empty:
-        return pd.DataFrame(columns=["gates", "lecture", "mean", "std", "ci_low", "ci_high", "n"])
-    variants = variant_columns(df)
-    groups = df.groupby(variants, sort=True, dropna=False) if variants else [((), df)]
+        return pd.DataFrame(columns=[key, "lecture", "mean", "std", "ci_low", "ci_high", "n"])
+    variants, groups = table_groups(r, df)
     out = []
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        full = group[group["gates"] == FULL].set_index("seed")
-        for gates in gate_order(group["gates"].unique()):
-            g = group[group["gates"] == gates].sort_values("seed")
+    for values, group in groups:
+        full = group[group[key] == r.baseline].set_index("seed")
+        for gates in row_order(r, group[key].unique()):
+            g = group[group[key] == gates].sort_values("seed")
             acc = g["test_acc"].to_numpy(float)
             lo, hi = bootstrap_ci(acc)
-            row = {**dict(zip(variants, key)), "gates": gates, "lecture": reference.get(gates, math.nan),
+            row = {**dict(zip(variants, values)), key: gates, "lecture": reference.get(gates, math.nan),
                    "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else math.nan,
                    "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
                    "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
                    "active_params": int(g["active_params"].iloc[0])}
-            row.update(_versus_full(r, g, full, gates))
+            row.update(_versus_full(r, g, full, gates == r.baseline))
             out.append(row)
     table = pd.DataFrame(out)
     return table.astype({"mcnemar_b": "Int64", "mcnemar_c": "Int64"})
 
 
-def _versus_full(r: Runs, g: pd.DataFrame, full: pd.DataFrame, gates: str) -> dict:
-    """Paired comparison with the all-gates cell over the seeds both have."""
+def _versus_full(r: Runs, g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool) -> dict:
+    """Paired comparison with the baseline (the all-gates cell) over the seeds both have."""
     empty = {"diff_vs_full": math.nan, "p_paired": math.nan, "mcnemar_b": math.nan,
              "mcnemar_c": math.nan, "p_mcnemar": math.nan}
-    if gates == FULL or full.empty:
+    if is_baseline or full.empty:
         return empty
     g = g.set_index("seed")
     seeds = sorted(set(g.index) & set(full.index))
@@ -216,7 +290,7 @@ def _versus_full(r: Runs, g: pd.DataFrame, full: pd.DataFrame, gates: str) -> di
 
 # --- rendering --------------------------------------------------------------------------------
 
-DISPLAY = [("gates", "gates"), ("lecture", "lecture"), ("mean", "mean"), ("std", "std"),
+DISPLAY = [("key", "gates"), ("lecture", "lecture"), ("mean", "mean"), ("std", "std"),
            ("ci", "95% CI"), ("n", "n"), ("dev_mean", "dev"), ("best_epoch_mean", "best ep."),
            ("active_params", "params"), ("diff_vs_full", "Δ vs i+f+o"), ("p_paired", "p (paired t)"),
            ("p_mcnemar", "p (McNemar)")]
@@ -236,14 +310,18 @@ def _p(x) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], list[list[str]]]:
     variants = [c for c in table.columns if c.startswith("config.")]
-    header = [c.removeprefix("config.") for c in variants] + [name for _, name in DISPLAY]
+    key_col = "variant" if "variant" in table.columns else "gates"
+    names = {"key": key_col, "diff_vs_full": f"Δ vs {SHORT.get(baseline, baseline)}"}
+    header = [c.removeprefix("config.") for c in variants] + [names.get(k, name) for k, name in DISPLAY]
     rows = []
     for _, t in table.iterrows():
         cells = [str(t[c]) for c in variants]
         for key, _ in DISPLAY:
-            if key == "ci":
+            if key == "key":
+                cells.append(str(t[key_col]))
+            elif key == "ci":
                 cells.append(f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]")
             elif key.startswith("p_"):
                 cells.append(_p(t[key]))
@@ -275,7 +353,7 @@ def counts_line(r: Runs) -> str:
 
 
 def format_markdown(table: pd.DataFrame, r: Runs, source: str = "") -> str:
-    header, rows = display_rows(table)
+    header, rows = display_rows(table, r.baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [counts_line(r)]
@@ -284,9 +362,10 @@ def format_markdown(table: pd.DataFrame, r: Runs, source: str = "") -> str:
         notes.insert(0, fid)
     if source:
         notes.append(f"Lecture column: {source}.")
+    base = SHORT.get(r.baseline, r.baseline)
     notes.append("Test accuracy (%) over seeds: mean, sample std, 95% percentile-bootstrap CI of the mean; "
-                 "Δ and the paired t-test compare each cell with i+f+o on the same seeds (same initial "
-                 "weights and batches); McNemar's exact test pools their test predictions over those seeds.")
+                 f"Δ and the paired t-test compare each row with {base} on the same seeds (same data order "
+                 "and shared initial weights); McNemar's exact test pools their test predictions over those seeds.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
@@ -294,8 +373,8 @@ def format_csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
-def format_latex(table: pd.DataFrame) -> str:
-    header, rows = display_rows(table)
+def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
+    header, rows = display_rows(table, baseline)
     esc = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "–": "--", "Δ": r"$\Delta$", "<": r"$<$",
            "+": "+"}
 
@@ -309,24 +388,27 @@ def format_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiment_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None) -> Experiment | None:
+    """The experiment file of a results directory (default experiments/<dir name>.toml), if any."""
+    path = Path(experiment) if experiment else Path("experiments") / f"{Path(results).resolve().name}.toml"
+    return load_experiment(path) if path.is_file() else None
+
+
 def reference_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
     """(reference numbers, source) from the experiment file (default experiments/<dir name>.toml)."""
-    from .config import load_experiment
-
-    path = Path(experiment) if experiment else Path("experiments") / f"{Path(results).resolve().name}.toml"
-    if not path.is_file():
-        return {}, ""
-    exp = load_experiment(path)
-    return exp.reference, exp.reference_source
+    exp = experiment_for(results, experiment)
+    return (exp.reference, exp.reference_source) if exp else ({}, "")
 
 
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
                  experiment: str | os.PathLike | None = None) -> str:
     """Write RESULTS/table.{md,csv,tex}; returns the text of ``fmt``."""
-    r = load_runs(results)
-    reference, source = reference_for(results, experiment)
+    exp = experiment_for(results, experiment)
+    r = load_runs(results, exp)
+    reference, source = (exp.reference, exp.reference_source) if exp else ({}, "")
     table = gate_table(r, reference)
-    texts = {"md": format_markdown(table, r, source), "csv": format_csv(table), "tex": format_latex(table)}
+    texts = {"md": format_markdown(table, r, source), "csv": format_csv(table),
+             "tex": format_latex(table, r.baseline)}
     for ext, text in texts.items():
         (Path(results) / f"table.{ext}").write_text(text, encoding="utf-8")
     return texts[fmt]

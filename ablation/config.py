@@ -12,6 +12,10 @@ it changes. An experiment file may also hold:
     source = "..."
     values = { none = 80.6, ... }
 
+    [variants]                  # named points, each crossed with the grid axes; the
+    vanilla = {}                # first is the baseline the table compares the others with
+    NIG = { "model.gates" = "forget+output" }
+
     [slurm]                     # job resources for `ablation grid --executor slurm`
     partition = "gpu"           # (where runs train is not part of what they are)
 """
@@ -126,8 +130,10 @@ def _choice(key: str, value: Any, valid: tuple) -> None:
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Check a TOML value against a dataclass field type (and turn ints into floats)."""
-    if key == "model.gates":
-        return parse_gates(value)
+    if key == "model.gates":  # checked against the cell kind's gates in ModelConfig
+        if isinstance(value, str):
+            return () if value in ("", "none") else tuple(value.split("+"))
+        return tuple(value)
     hints = typing.get_args(typ) if isinstance(typ, types.UnionType) else (typ,)
     for t in hints:
         if t is type(None) and value is None:
@@ -187,14 +193,31 @@ class Experiment:
     reference: dict[str, float] = field(default_factory=dict)
     reference_source: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # executor options; not part of any run
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
-        """Every point of the grid (axes crossed, in file order); ``seeds`` keeps the first N seeds."""
+        """Every point of the grid (variants x axes crossed, in file order); ``seeds`` keeps the first N seeds."""
         axes = dict(self.axes)
         if seeds is not None:
             axes["train.seed"] = list(axes.get("train.seed", [self.base.train.seed]))[:seeds]
         keys = list(axes)
-        return [apply(self.base, dict(zip(keys, combo))) for combo in itertools.product(*axes.values())]
+        return [apply(self.base, {**overrides, **dict(zip(keys, combo))})
+                for overrides in (self.variants or {"": {}}).values()
+                for combo in itertools.product(*axes.values())]
+
+    def label(self, config: dict) -> str | None:
+        """The name of the variant a run's config (``RunConfig.to_dict()``) belongs to, if any."""
+        keys = {k for overrides in self.variants.values() for k in overrides}
+        flat = flatten(config)
+        for name, overrides in self.variants.items():
+            expected = flatten(apply(self.base, overrides).to_dict())
+            if all(_same(flat.get(k), expected[k]) for k in keys):
+                return name
+        return None
+
+
+def _same(a, b) -> bool:
+    return (list(a) if isinstance(a, list | tuple) else a) == (list(b) if isinstance(b, list | tuple) else b)
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
@@ -209,9 +232,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     grid = raw.pop("grid", {})
     ref = raw.pop("reference", {})
     slurm = raw.pop("slurm", {})
+    variants = raw.pop("variants", {})
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm"])
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "variants"])
         raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
@@ -222,6 +246,12 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
             raise ValueError(f"{path}: grid axis {k!r} is empty")
         for value in v:
             apply(base, {k: value})
-    reference = {gates_name(parse_gates(k)): float(v) for k, v in ref.get("values", {}).items()}
+    for name, overrides in variants.items():  # validate each variant now, and against the axes
+        clash = set(overrides) & set(axes)
+        if clash:
+            raise ValueError(f"{path}: variant {name!r} sets {sorted(clash)[0]!r}, which is also a grid axis")
+        apply(base, overrides)
+    values = ref.get("values", {})
+    reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm)
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants)

@@ -1,6 +1,11 @@
 """Figures from the aggregated runs. Each plot function takes data and returns (fig, ax);
 none calls plt.show(), so they render headless in tests and scripts (matplotlib falls back
-to Agg without a display) and inline in notebooks."""
+to Agg without a display) and inline in notebooks.
+
+Rows are gate combinations or named variants (the frame's ``key`` column: "gates" or
+"variant"); when an experiment splits into groups (e.g. peephole kinds), accuracy shows one
+series per group and the curve plots one panel per group.
+"""
 
 from __future__ import annotations
 
@@ -11,56 +16,151 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .aggregate import gate_order, gate_table, load_runs, reference_for
+from .aggregate import SHORT, experiment_for, gate_table, load_runs, probe_frames
+from .cell import CELL_GATES
 
-SHORT = {"none": "none", "output": "o", "input": "i", "input+output": "i+o", "forget": "f",
-         "input+forget": "i+f", "forget+output": "f+o", "input+forget+output": "i+f+o"}
+LEGEND = {"fontsize": 8}
 
 
-def short(gates: str) -> str:
-    return SHORT.get(gates, gates)
+def short(name: str) -> str:
+    return SHORT.get(name, name)
+
+
+def _key(df: pd.DataFrame) -> str:
+    return "variant" if "variant" in df.columns else "gates"
+
+
+def _group_cols(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("config.")]
+
+
+def _group_label(cols: list[str], values) -> str:
+    return ", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(cols, values))
+
+
+def _panels(df: pd.DataFrame, cols: list[str]):
+    """[(title, rows)] for each group of ``cols`` (one untitled panel without groups)."""
+    if not cols:
+        return [("", df)]
+    return [(_group_label(cols, k if isinstance(k, tuple) else (k,)), g)
+            for k, g in df.groupby(cols, sort=True, dropna=False)]
+
+
+def _axes(n: int, width: float = 8, height: float = 4.2):
+    fig, axes = plt.subplots(1, n, figsize=(width if n == 1 else 4.2 * n, height), squeeze=False, sharey=True)
+    return fig, list(axes[0])
 
 
 def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-2 test accuracy"):
-    """Mean test accuracy per gate combination with its 95% CI, each seed a dot, the lecture an x."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    order = gate_order(table["gates"])
-    t = table.set_index("gates").loc[order]
-    x = np.arange(len(order))
-    err = np.vstack([t["mean"] - t["ci_low"], t["ci_high"] - t["mean"]])
-    ax.errorbar(x, t["mean"], yerr=np.nan_to_num(err), fmt="o", color="C0", capsize=4, label="ours: mean, 95% CI")
+    """Mean test accuracy per row with its 95% CI, each seed a dot, the lecture an x; one
+    series per group, side by side."""
+    key, cols = _key(table), _group_cols(table)
+    order = list(dict.fromkeys(table[key]))
+    panels = _panels(table, cols)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 1), 4.2))
+    width = 0.7 / len(panels)
     rng = np.random.default_rng(0)  # fixed jitter: same figure every time
-    for k, gates in enumerate(order):
-        acc = runs.loc[runs["gates"] == gates, "test_acc"].to_numpy()
-        ax.scatter(k + 0.18 + rng.uniform(-0.05, 0.05, len(acc)), acc, s=12, color="C0", alpha=0.45,
-                   label="ours: one seed" if k == 0 else None)
-    if t["lecture"].notna().any():
-        ax.scatter(x, t["lecture"], marker="x", s=60, color="C3", zorder=3, label="lecture")
-    ax.set_xticks(x, [short(g) for g in order])
-    ax.set_xlabel("gates present")
+    for j, (label, t) in enumerate(panels):
+        t = t.set_index(key).reindex(order)
+        x = np.arange(len(order)) + (j - (len(panels) - 1) / 2) * width
+        err = np.vstack([t["mean"] - t["ci_low"], t["ci_high"] - t["mean"]])
+        ax.errorbar(x, t["mean"], yerr=np.nan_to_num(err), fmt="o", color=f"C{j}", capsize=3,
+                    label=f"{label or 'ours'}: mean, 95% CI")
+        sel = runs
+        for c in cols:
+            sel = sel[sel[c].astype(str) == str(t[c].dropna().iloc[0])]
+        for k, name in enumerate(order):
+            acc = sel.loc[sel[key] == name, "test_acc"].to_numpy()
+            ax.scatter(x[k] + width * 0.3 + rng.uniform(-0.03, 0.03, len(acc)), acc, s=10, color=f"C{j}",
+                       alpha=0.4, label="one seed" if j == 0 and k == 0 else None)
+    lecture = table.drop_duplicates(key).set_index(key).reindex(order)["lecture"]
+    if lecture.notna().any():
+        ax.scatter(np.arange(len(order)), lecture, marker="x", s=60, color="C3", zorder=3, label="lecture")
+    ax.set_xticks(np.arange(len(order)), [short(g) for g in order])
+    ax.set_xlabel("gates present" if key == "gates" else "variant")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", **LEGEND)
     fig.tight_layout()
     return fig, ax
 
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by epoch"):
-    """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per gate combination."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for k, gates in enumerate(gate_order(curves["gates"].unique())):
-        c = curves[curves["gates"] == gates].groupby("epoch")["dev_acc"]
-        mean, std = c.mean(), c.std(ddof=1).fillna(0)
-        ax.plot(mean.index, mean, color=f"C{k}", label=short(gates))
-        ax.fill_between(mean.index, mean - std, mean + std, color=f"C{k}", alpha=0.15, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("dev accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=4, fontsize=8, loc="lower right")
+    """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per row, one panel per group."""
+    key, cols = _key(curves), _group_cols(curves)
+    panels = _panels(curves, cols)
+    fig, axes = _axes(len(panels))
+    for ax, (label, df) in zip(axes, panels):
+        for k, name in enumerate(dict.fromkeys(df[key])):
+            c = df[df[key] == name].groupby("epoch")["dev_acc"]
+            mean, std = c.mean(), c.std(ddof=1).fillna(0)
+            ax.plot(mean.index, mean, color=f"C{k}", label=short(name))
+            ax.fill_between(mean.index, mean - std, mean + std, color=f"C{k}", alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_title(label or title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dev accuracy (%)")
+    axes[-1].legend(ncol=2, loc="lower right", **LEGEND)
+    if len(panels) > 1:
+        fig.suptitle(title)
     fig.tight_layout()
-    return fig, ax
+    return fig, axes[0]
+
+
+def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured"):
+    """||∂J/∂h_k|| against the distance from the last token (log scale): the geometric mean
+    over test sentences, averaged over seeds; one line per row, one panel per group."""
+    key, cols = _key(grads), _group_cols(grads)
+    panels = _panels(grads, cols)
+    fig, axes = _axes(len(panels))
+    for ax, (label, df) in zip(axes, panels):
+        for k, name in enumerate(dict.fromkeys(df[key])):
+            curve = df[df[key] == name].groupby("distance")["log10_norm"].mean()
+            ax.plot(curve.index, 10.0**curve, color=f"C{k % 10}", linestyle="-" if k < 10 else "--",
+                    label=short(name))
+        ax.set_yscale("log")
+        ax.set_xlabel("distance from the last token (k)")
+        ax.set_title(label or title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("||∂J/∂h_k|| (geometric mean)")
+    axes[-1].legend(ncol=2, **LEGEND)
+    if len(panels) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes[0]
+
+
+def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations by position"):
+    """Mean activation (solid) and fraction saturated (dashed) of each gate by position from
+    the start of the sentence, averaged over seeds; one panel per gate, one colour per row
+    (first group only when the experiment has several)."""
+    if gates.empty:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        ax.set_title(f"{title}: no gated cells")
+        return fig, ax
+    key, cols = _key(gates), _group_cols(gates)
+    label, df = _panels(gates, cols)[-1]
+    canonical = [g for kind in CELL_GATES.values() for g in kind]
+    names = sorted(set(df["gate"]), key=canonical.index)
+    fig, axes = _axes(len(names), height=4.0)
+    for ax, gate in zip(axes, names):
+        g = df[df["gate"] == gate]
+        for k, name in enumerate(dict.fromkeys(df[key])):
+            rows = g[g[key] == name].groupby("position")[["mean", "saturated"]].mean()
+            if rows.empty:
+                continue
+            ax.plot(rows.index, rows["mean"], color=f"C{k % 10}", label=short(name))
+            ax.plot(rows.index, rows["saturated"], color=f"C{k % 10}", linestyle=":", alpha=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("position in the sentence")
+        ax.set_title(f"{gate} gate", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean activation (—), fraction saturated (···)")
+    axes[-1].legend(**LEGEND)
+    fig.suptitle(f"{title}{f' ({label})' if label else ''}")
+    fig.tight_layout()
+    return fig, axes[0]
 
 
 def save(fig, path: Path) -> list[Path]:
@@ -76,12 +176,16 @@ def save(fig, path: Path) -> list[Path]:
 def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | None = None) -> list[Path]:
     """All figures for a results directory, into RESULTS/figures/."""
     results = Path(results)
-    r = load_runs(results)
+    exp = experiment_for(results, experiment)
+    r = load_runs(results, exp)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records to plot")
-    reference, _ = reference_for(results, experiment)
-    table = gate_table(r, reference)
+    table = gate_table(r, exp.reference if exp else {})
     figs = results / "figures"
     paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
     paths += save(plot_learning_curves(r.curves)[0], figs / "learning_curves")
+    grads, gates = probe_frames(r)
+    if not grads.empty:
+        paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
+        paths += save(plot_gate_statistics(gates)[0], figs / "gate_statistics")
     return paths

@@ -122,3 +122,47 @@ def test_table_command_formats(messy, capsys):
     out = capsys.readouterr().out
     assert out.startswith("gates,lecture,mean,std,ci_low,ci_high,n")
     assert out.splitlines()[1].startswith("none,,80.5000,")
+
+
+def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
+    """An experiment with [variants]: rows are the variants in file order, Δ against the first;
+    a record matching no variant is skipped and counted; probes give their figures."""
+    from ablation.aggregate import probe_frames
+    from ablation.config import load_experiment
+    from ablation.plots import plot_gate_statistics, plot_gradient_norms
+
+    exp_path = tmp_path / "cellsx.toml"
+    exp_path.write_text('[grid]\n"train.seed" = [1, 2]\n[variants]\nLSTM = {}\n'
+                        'GRU = { "model.cell" = "gru" }\nNIG = { "model.gates" = "forget+output" }\n')
+    exp = load_experiment(exp_path)
+    out = tmp_path / "results"
+    labels = np.array([0, 1, 1, 0])
+    accs = {"LSTM": (84.0, 86.0), "GRU": (83.0, 84.0), "NIG": (80.0, 82.0)}
+    for cfg in exp.runs():
+        name = exp.label(cfg.to_dict())
+        acc = accs[name][cfg.train.seed - 1]
+        gates = {g: {"mean": [0.5, 0.6], "saturated": [0.0, 0.1]} for g in cfg.model.gates}
+        probes = {"grad_norm": {"distance": [0, 1], "mean": [1.0, 0.1], "log10_mean": [0.0, -1.0], "n": [30, 30]},
+                  "gates": gates, "positions_n": [30, 30]}
+        summary = {"status": "complete", "gates": "+".join(cfg.model.gates), "seed": cfg.train.seed,
+                   "test_acc": acc, "dev_acc": acc, "best_epoch": 1, "active_params": 10}
+        write_record(out, cfg.run_id(), cfg.to_dict(), [{"epoch": 1, "train_loss": 0.4, "dev_acc": acc}],
+                     summary, labels, labels, probes)
+    stray = apply(RunConfig(), {"model.gates": "input"})
+    write_record(out, stray.run_id(), stray.to_dict(), [], {"status": "complete", "gates": "input", "seed": 1,
+                 "test_acc": 1.0, "dev_acc": 1.0, "best_epoch": 1, "active_params": 1}, labels, labels)
+    r = load_runs(out, exp)
+    assert len(r.runs) == 6 and len(r.skipped) == 1
+    table = gate_table(r)
+    assert list(table["variant"]) == ["LSTM", "GRU", "NIG"]
+    assert table.set_index("variant").loc["GRU", "diff_vs_full"] == -1.5
+    text = write_tables(out, experiment=exp_path)
+    assert "| variant |" in text and "Δ vs LSTM" in text and "compare each row with LSTM" in text
+    grads, gate_stats = probe_frames(r)
+    assert len(grads) == 12 and set(gate_stats["gate"]) == {"input", "forget", "output", "reset", "update"}
+    _, ax = plot_gradient_norms(grads)
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3
+    fig, _ = plot_gate_statistics(gate_stats)
+    assert len(fig.axes) == 5
+    paths = save_figures(out, experiment=exp_path)
+    assert {p.stem for p in paths} == {"accuracy", "learning_curves", "gradient_norms", "gate_statistics"}

@@ -77,3 +77,44 @@ def test_committed_experiments_load():
     assert lecture.reference["input+forget+output"] == 85.3
     assert load_experiment("experiments/lecture_random.toml").base.model.embeddings == "random"
     assert len(load_experiment("experiments/smoke.toml").runs()) == 6
+
+
+def test_variants_cross_the_axes_and_label_runs(tmp_path):
+    path = tmp_path / "v.toml"
+    path.write_text('[grid]\n"train.seed" = [1, 2]\n[variants]\nbase = {}\n'
+                    'NIG = { "model.gates" = "forget+output" }\nGRU = { "model.cell" = "gru" }\n')
+    exp = load_experiment(path)
+    runs = exp.runs()
+    assert len(runs) == 6 and [exp.label(r.to_dict()) for r in runs] == ["base"] * 2 + ["NIG"] * 2 + ["GRU"] * 2
+    assert runs[4].model.gates == ("reset", "update")  # the default gates mean all of the kind's
+    assert runs[4].model.peephole == "none"
+    other = apply(RunConfig(), {"model.gates": "input"})
+    assert exp.label(other.to_dict()) is None
+    path.write_text('[grid]\n"model.gates" = ["none"]\n[variants]\nNIG = { "model.gates" = "forget+output" }\n')
+    with pytest.raises(ValueError, match="also a grid axis"):
+        load_experiment(path)
+    path.write_text('[variants]\nbad = { "model.cel" = "gru" }\n')
+    with pytest.raises(KeyError, match="valid model keys"):
+        load_experiment(path)
+
+
+def test_cell_kinds_check_their_options():
+    with pytest.raises(ValueError, match="valid: lstm, gru, rnn"):
+        apply(RunConfig(), {"model.cell": "lstmx"})
+    with pytest.raises(ValueError, match="LSTM variant"):
+        apply(RunConfig(), {"model.cell": "gru", "model.variant": "cifg"})
+    with pytest.raises(ValueError, match="valid gates: reset, update"):
+        apply(RunConfig(), {"model.cell": "gru", "model.gates": "input"})
+    with pytest.raises(ValueError, match="valid: before, after"):
+        apply(RunConfig(), {"model.cell": "gru", "model.gru_reset": "middle"})
+
+
+def test_run_ids_of_earlier_records_are_stable():
+    """Keys added later enter the hash only when set: the committed lecture records keep their ids."""
+    from pathlib import Path
+
+    exp = load_experiment("experiments/lecture.toml")
+    committed = {p.name for p in Path("results/lecture").iterdir() if p.is_dir() and p.name != "figures"}
+    assert {r.run_id() for r in exp.runs()} == committed
+    gru = apply(RunConfig(), {"model.cell": "gru"}).run_id()
+    assert gru.startswith("ru-gru-before-s1-") and gru != RunConfig().run_id()

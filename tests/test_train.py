@@ -57,6 +57,31 @@ def test_member_of_pack_of_8_equals_pack_of_1_after_50_steps(peephole):
             assert torch.equal(pack.member_state(m)[name], p), name
 
 
+def test_variants_and_forget_biases_share_a_pack_bit_for_bit():
+    """Odyssey and cells members that share a pack train exactly as they would alone."""
+    cfgs = [small(**{"model.hidden_size": 50, **kw}) for kw in (
+        {}, {"model.variant": "niaf"}, {"model.variant": "noaf"}, {"model.variant": "cifg"},
+        {"model.variant": "fgr"}, {"model.forget_bias": 1.0}, {"model.gates": "forget+output"})]
+    _, pack = train_pack(cfgs, max_steps=30)
+    for m in (0, 2, 3, 4, 5):
+        _, alone = train_pack([cfgs[m]], max_steps=30)
+        for name, p in alone.member_state(0).items():
+            assert torch.equal(pack.member_state(m)[name], p), (cfgs[m].model.variant, name)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_baseline_cells_train_and_record(cell, tmp_path):
+    cfgs = [small(**{"model.cell": cell, "model.gates": g}) for g in (("none", "reset+update") if cell == "gru"
+                                                                      else ("none",))]
+    paths = train_and_record(cfgs, tmp_path, "cpu")
+    for path in paths:
+        summary = json.loads((path / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["cell"] == cell and 40 < summary["test_acc"] < 80
+        probes = json.loads((path / PROBES).read_text())
+        assert set(probes["gates"]) == set(cfgs[paths.index(path)].model.gates)
+        assert len(probes["grad_norm"]["mean"]) == len(probes["positions_n"])
+
+
 def test_same_seed_shares_initial_weights_across_gates_and_peepholes():
     data = data_for(small())
     a, _ = build_pack([small(**{"model.gates": "none"}), small(**{"model.gates": "input"})], data)

@@ -1,0 +1,117 @@
+"""LSTM variants of Greff et al. 2017 (NIAF, NOAF, CIFG, FGR): a hand-computed step each,
+gradcheck with every peephole kind, and equality with the vanilla cell where they must agree."""
+
+import pytest
+import torch
+
+from ablation.cell import GATES, PEEPHOLES, VARIANTS, CellSpec, GatedLSTM, active_lstm_params
+
+s, tanh = torch.sigmoid, torch.tanh
+X1, X2 = 0.5, -1.0
+
+
+def one_unit(variant: str, peephole: str = "none") -> GatedLSTM:
+    """H = I = 1 with W_ih rows (i, f, g, o) = 1, 2, 3, 4, W_hh rows 0.5, -0.5, 1, 0.25, biases 0.1..0.4."""
+    cell = GatedLSTM(1, 1, peephole=peephole, variant=variant, seed=0)
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
+        cell.weight_hh.copy_(torch.tensor([[0.5], [-0.5], [1.0], [0.25]]))
+        cell.bias_ih.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+        cell.bias_hh.zero_()
+        if variant == "fgr":  # rows i, f, o from columns i, f, o at t-1
+            cell.weight_gr.copy_(torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [-0.7, -0.8, -0.9]]))
+    return cell
+
+
+def by_hand(variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two steps of the variant's equations, written out (h_0 = c_0 = 0)."""
+    h = c = torch.tensor(0.0)
+    a = torch.zeros(3)  # [i, f, o] of the step before
+    R = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [-0.7, -0.8, -0.9]])
+    for x in (X1, X2):
+        gr = R @ a if variant == "fgr" else torch.zeros(3)
+        i = s(1 * x + 0.5 * h + 0.1 + gr[0])
+        f = 1 - i if variant == "cifg" else s(2 * x - 0.5 * h + 0.2 + gr[1])
+        pre_g = 3 * x + 1.0 * h + 0.3
+        g = pre_g if variant == "niaf" else tanh(pre_g)
+        c = f * c + i * g
+        o = s(4 * x + 0.25 * h + 0.4 + gr[2])
+        h = o * (c if variant == "noaf" else tanh(c))
+        a = torch.stack([i, f, o])
+    return h, c
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_two_steps_by_hand(variant):
+    cell = one_unit(variant)
+    _, (h, c) = cell(torch.tensor([[[X1], [X2]]]))
+    want_h, want_c = by_hand(variant)
+    torch.testing.assert_close(h[0, 0], want_h)
+    torch.testing.assert_close(c[0, 0], want_c)
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vanilla"])
+def test_gradcheck(variant, peephole):
+    cell = GatedLSTM(3, 2, peephole=peephole, variant=variant, forget_bias=0.5, seed=0).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    x = torch.randn(3, 4, 3, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+    names = [n for n, _ in cell.named_parameters()]
+
+    def f(x, *ps):
+        out, (h, c) = torch.func.functional_call(cell, dict(zip(names, ps)), (x, lengths))
+        return out, h, c
+
+    ps = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *ps))
+
+
+def test_cifg_forget_rows_take_no_gradient_and_do_not_count():
+    H = 3
+    cell = GatedLSTM(2, H, peephole="diagonal", variant="cifg", seed=1)
+    out, (h, c) = cell(torch.randn(2, 5, 2))
+    (out.sum() + c.sum()).backward()
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        assert getattr(cell, name).grad[H : 2 * H].abs().sum() == 0
+        assert getattr(cell, name).grad[:H].abs().sum() > 0
+    assert cell.weight_cf.grad.abs().sum() == 0
+    I = 25
+    full = active_lstm_params(CellSpec(GATES, "diagonal"), I, 50)
+    assert active_lstm_params(CellSpec(GATES, "diagonal", "cifg"), I, 50) == full - 50 * (I + 50 + 2) - 50
+    assert active_lstm_params(CellSpec(GATES, "none", "fgr"), I, 50) == active_lstm_params(
+        CellSpec(GATES, "none"), I, 50) + 9 * 50 * 50
+
+
+def test_variants_share_a_pack_exactly():
+    """A pack holding every variant gives each member what it computes alone, bit for bit
+    (the FGR weights of the others are zero and stay zero)."""
+    from ablation.cell import ScanFlags, gate_masks, lstm_scan
+
+    torch.manual_seed(0)
+    T, B, H = 5, 3, 4
+    specs = [CellSpec(GATES, "diagonal", v) for v in VARIANTS]
+    M = len(specs)
+    xw = torch.randn(T, M, B, 4 * H, requires_grad=True)
+    whh = torch.randn(M, 4 * H, H, requires_grad=True)
+    peeps = [torch.randn(M, H, requires_grad=True) for _ in range(3)]
+    fgr = torch.tensor([v == "fgr" for v in VARIANTS], dtype=torch.float32).view(M, 1, 1)
+    w_gr = (torch.randn(M, 3 * H, 3 * H) * fgr).requires_grad_()
+    hs, cs, _ = lstm_scan(xw, whh, peeps, gate_masks(specs), ScanFlags(specs), w_gr)
+    (hs.square().sum() + cs.sum()).backward()
+    assert w_gr.grad[fgr.view(-1) == 0].abs().sum() == 0
+    for m, spec in enumerate(specs):
+        xm = xw.detach()[:, m : m + 1].clone().requires_grad_()
+        alone_gr = w_gr.detach()[m : m + 1] if spec.variant == "fgr" else None
+        hm, cm, _ = lstm_scan(xm, whh.detach()[m : m + 1], [p.detach()[m : m + 1] for p in peeps],
+                              gate_masks([spec]), ScanFlags([spec]), alone_gr)
+        (hm.square().sum() + cm.sum()).backward()
+        assert torch.equal(hm[:, 0], hs[:, m]) and torch.equal(cm[:, 0], cs[:, m]), spec.variant
+        torch.testing.assert_close(xm.grad[:, 0], xw.grad[:, m], rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_variant_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: vanilla, niaf, noaf, cifg, fgr"):
+        CellSpec(variant="coupled")
