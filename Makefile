@@ -46,6 +46,19 @@ reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its
 	$(BIN)/ablation plot results/lecture > /dev/null
 	cat results/lecture/table.md
 
+# Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
+# table and figures into results/<name>/. `make beyond` runs all four (~2 h on 2 cores).
+EXPERIMENTS := peepholes odyssey cells protocol
+.PHONY: beyond $(EXPERIMENTS)
+
+$(EXPERIMENTS): setup
+	$(BIN)/ablation grid experiments/$@.toml --out results/$@
+	$(BIN)/ablation table results/$@ > /dev/null
+	$(BIN)/ablation plot results/$@ > /dev/null
+	cat results/$@/table.md
+
+beyond: $(EXPERIMENTS)
+
 bench: setup
 	$(BIN)/python benchmarks/bench_grid.py
 

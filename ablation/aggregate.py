@@ -352,11 +352,32 @@ def counts_line(r: Runs) -> str:
     return line + "."
 
 
+def pivot_markdown(table: pd.DataFrame) -> str:
+    """For a table split into groups: the means side by side, "mean [CI]", one column per group."""
+    cols = [c for c in table.columns if c.startswith("config.")]
+    if not cols or table.empty:
+        return ""
+    key = "variant" if "variant" in table.columns else "gates"
+    label = table[cols].astype(str).agg(", ".join, axis=1)
+    groups = list(dict.fromkeys(label))
+    names = list(dict.fromkeys(table[key]))
+    cells = {(lab, t[key]): f"{_fmt(t['mean'])} [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]"
+             for lab, (_, t) in zip(label, table.iterrows())}
+    head = [key] + groups
+    lines = [f"Side by side ({', '.join(c.removeprefix('config.') for c in cols)}): mean test accuracy [95% CI].", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join([SHORT.get(n, n)] + [cells.get((g, n), "–") for g in groups]) + " |" for n in names]
+    return "\n".join(lines)
+
+
 def format_markdown(table: pd.DataFrame, r: Runs, source: str = "") -> str:
     header, rows = display_rows(table, r.baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [counts_line(r)]
+    pivot = pivot_markdown(table)
+    if pivot:
+        notes.insert(0, pivot)
     fid = fidelity_line(table)
     if fid:
         notes.insert(0, fid)

@@ -1,10 +1,12 @@
 """The grid runner: expand an experiment, pack its runs, train what is missing, resumably.
 
 A run's identity is `RunConfig.run_id()` (its resolved config and seed). Runs whose record
-is complete are skipped; the rest are grouped into packs of runs that differ only in their
-gates (same seed, so same data order and shared initial weights; see `train.pack_key`), and
-each pack trains in one fused pass. Each record is written atomically the moment its pack
-ends, so a grid killed at any moment (SIGKILL included) resumes where it stopped.
+is complete are skipped; the rest are grouped into packs of runs that differ only in
+per-member settings such as their gates (same seed, so same data order and shared initial
+weights; see `train.pack_key`), and each pack trains in one fused pass; a run that cannot
+share (another cell kind, peephole shape or data) gets a pack of its own kind. Each record
+is written atomically the moment its pack ends, so a grid killed at any moment (SIGKILL
+included) resumes where it stopped.
 
 Packs run in worker processes (one torch thread each: the per-step work is small, so two
 single-threaded packs on two cores beat one pack on two threads).

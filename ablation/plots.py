@@ -111,6 +111,8 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by 
 def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured"):
     """||∂J/∂h_k|| against the distance from the last token (log scale): the geometric mean
     over test sentences, averaged over seeds; one line per row, one panel per group."""
+    if grads.empty:
+        return _empty(f"{title}: no probes in these records")
     key, cols = _key(grads), _group_cols(grads)
     panels = _panels(grads, cols)
     fig, axes = _axes(len(panels))
@@ -136,9 +138,7 @@ def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations 
     the start of the sentence, averaged over seeds; one panel per gate, one colour per row
     (first group only when the experiment has several)."""
     if gates.empty:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        ax.set_title(f"{title}: no gated cells")
-        return fig, ax
+        return _empty(f"{title}: no gated cells or no probes in these records")
     key, cols = _key(gates), _group_cols(gates)
     label, df = _panels(gates, cols)[-1]
     canonical = [g for kind in CELL_GATES.values() for g in kind]
@@ -161,6 +161,13 @@ def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations 
     fig.suptitle(f"{title}{f' ({label})' if label else ''}")
     fig.tight_layout()
     return fig, axes[0]
+
+
+def _empty(title: str):
+    fig, ax = plt.subplots(figsize=(8, 2))
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    return fig, ax
 
 
 def save(fig, path: Path) -> list[Path]:

@@ -2,8 +2,9 @@
 
 AdaGrad, mini-batches of 10, a fixed number of epochs, dev accuracy after each epoch, the
 best-on-dev parameters kept and evaluated once on test. A single run is a pack of one; the
-grid trains packs of up to 8 gate combinations with the same seed, so every member sees the
-same batches and starts from the same shared weights (paired comparisons).
+grid trains packs of up to 8 runs with the same seed that differ only in per-member settings
+(gates, LSTM variant, forget bias, word vectors: `pack_key`), so every member sees the same
+batches and starts from the same shared weights (paired comparisons).
 
 Each member takes exactly the steps it would take alone: its loss, gradient norm (for
 clipping) and AdaGrad state are its own; nothing mixes members.
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cell import CELL_GATES, CellSpec, gates_name
+from .cell import CellSpec, gates_name
 from .config import RunConfig
 from .data import Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
@@ -77,8 +78,7 @@ def pack_key(cfg: RunConfig) -> RunConfig:
     """What members of one pack must share: everything but what is per member (gates,
     LSTM variant, forget-gate bias, word vectors)."""
     m = cfg.model
-    return replace(cfg, model=replace(m, gates=CELL_GATES[m.cell][:0], variant="vanilla", forget_bias=0.0,
-                                      embeddings="random"))
+    return replace(cfg, model=replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"))
 
 
 def cell_spec(cfg: RunConfig) -> CellSpec:
