@@ -52,6 +52,7 @@ class Runs:
     baseline: str = FULL  # the row the Δ columns compare with
     order: list[str] | None = None  # row order (None: the lecture's gate order)
     groups: list[str] | None = None  # config columns that split the table (None: those that vary)
+    levels: dict[str, list[str]] = field(default_factory=dict)  # group column -> its values in file order
     _tests: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # predictions.csv, read once
 
     def _test(self, run_id: str) -> pd.DataFrame:
@@ -122,6 +123,9 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
     runs = Runs(pd.DataFrame(rows, columns=None if rows else cols),
                 pd.DataFrame(diverged, columns=None if diverged else cols),
                 pd.DataFrame(curves), skipped, root)
+    if experiment is not None:
+        runs.levels = {f"config.{k}": ["+".join(v) if isinstance(v, list) else str(v) for v in values]
+                       for k, values in experiment.axes.items()}
     if named:
         runs.key, runs.order = "variant", list(experiment.variants)
         runs.baseline = runs.order[0]
@@ -197,7 +201,7 @@ def fidelity(reference, ours, tolerance: float = 1.5) -> dict:
 
 # --- probes (gradient norms, gate statistics) -------------------------------------------------
 
-MIN_SENTENCES = 20  # a probe point averaged over fewer test sentences is left out
+MIN_SENTENCES = 50  # a probe point averaged over fewer test sentences is left out
 
 
 def probe_frames(r: Runs) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -242,7 +246,13 @@ def table_groups(r: Runs, df: pd.DataFrame):
     cols = variant_columns(df) if r.groups is None else [c for c in r.groups if c in df.columns]
     if not cols:
         return cols, [((), df)]
-    return cols, [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(cols, sort=True, dropna=False)]
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(cols, sort=True, dropna=False)]
+
+    def rank(item):  # each axis in the experiment file's order (values it does not list last)
+        levels = [r.levels.get(c, []) for c in cols]
+        return tuple(lv.index(str(v)) if str(v) in lv else len(lv) for lv, v in zip(levels, item[0]))
+
+    return cols, sorted(groups, key=rank)
 
 
 def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFrame:

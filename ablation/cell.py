@@ -66,8 +66,8 @@ def parse_gates(value: str | Iterable[str], cell: str = "lstm") -> tuple[str, ..
     names = list(value)
     bad = [g for g in names if g not in valid]
     if bad:
-        listed = ", ".join(valid) if valid else "none (an Elman RNN has no gates)"
-        raise ValueError(f"unknown {cell} gate {bad[0]!r}; valid gates: {listed} (or 'none')")
+        listed = f"{', '.join(valid)} (or 'none')" if valid else f"none (the {cell} cell has no gates)"
+        raise ValueError(f"unknown {cell} gate {bad[0]!r}; valid gates: {listed}")
     return tuple(g for g in valid if g in names)
 
 

@@ -43,7 +43,7 @@ def _panels(df: pd.DataFrame, cols: list[str]):
     if not cols:
         return [("", df)]
     return [(_group_label(cols, k if isinstance(k, tuple) else (k,)), g)
-            for k, g in df.groupby(cols, sort=True, dropna=False)]
+            for k, g in df.groupby(cols, sort=False, dropna=False)]  # in the order rows come
 
 
 def _axes(n: int, width: float = 8, height: float = 4.2):
@@ -163,6 +163,16 @@ def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations 
     return fig, axes[0]
 
 
+def _like(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s rows in the table's order of groups and rows (so panels and colours follow it)."""
+    if df.empty:
+        return df
+    cols = [c for c in _group_cols(table) if c in df.columns] + [_key(table)]
+    order = {tuple(map(str, k)): n for n, k in enumerate(table[cols].itertuples(index=False))}
+    rank = df[cols].astype(str).apply(lambda row: order.get(tuple(row), len(order)), axis=1)
+    return df.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+
+
 def _empty(title: str):
     fig, ax = plt.subplots(figsize=(8, 2))
     ax.set_title(title, fontsize=10)
@@ -190,8 +200,8 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     table = gate_table(r, exp.reference if exp else {})
     figs = results / "figures"
     paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
-    paths += save(plot_learning_curves(r.curves)[0], figs / "learning_curves")
-    grads, gates = probe_frames(r)
+    paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")
+    grads, gates = (_like(f, table) for f in probe_frames(r))
     if not grads.empty:
         paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
         paths += save(plot_gate_statistics(gates)[0], figs / "gate_statistics")
