@@ -142,8 +142,8 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
         name = exp.label(cfg.to_dict())
         acc = accs[name][cfg.train.seed - 1]
         gates = {g: {"mean": [0.5, 0.6], "saturated": [0.0, 0.1]} for g in cfg.model.gates}
-        probes = {"grad_norm": {"distance": [0, 1], "mean": [1.0, 0.1], "log10_mean": [0.0, -1.0], "n": [30, 30]},
-                  "gates": gates, "positions_n": [30, 30]}
+        probes = {"grad_norm": {"distance": [0, 1], "mean": [1.0, 0.1], "log10_mean": [0.0, -1.0], "n": [60, 60]},
+                  "gates": gates, "positions_n": [60, 60]}
         summary = {"status": "complete", "gates": "+".join(cfg.model.gates), "seed": cfg.train.seed,
                    "test_acc": acc, "dev_acc": acc, "best_epoch": 1, "active_params": 10}
         write_record(out, cfg.run_id(), cfg.to_dict(), [{"epoch": 1, "train_loss": 0.4, "dev_acc": acc}],
