@@ -133,33 +133,38 @@ def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradient
     return fig, axes[0]
 
 
-def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations by position"):
+def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations by position",
+                         order: list[str] | None = None):
     """Mean activation (solid) and fraction saturated (dashed) of each gate by position from
     the start of the sentence, averaged over seeds; one panel per gate, one colour per row
-    (first group only when the experiment has several)."""
+    (the first group only, when the experiment has several). ``order``: the rows whose
+    colours the other figures use, in their order (the gateless rows have no panel here)."""
     if gates.empty:
         return _empty(f"{title}: no gated cells or no probes in these records")
     key, cols = _key(gates), _group_cols(gates)
-    label, df = _panels(gates, cols)[-1]
+    label, df = _panels(gates, cols)[0]
     canonical = [g for kind in CELL_GATES.values() for g in kind]
     names = sorted(set(df["gate"]), key=canonical.index)
+    rows = order or list(dict.fromkeys(df[key]))  # one colour per row, the same in every panel
     fig, axes = _axes(len(names), height=4.0)
     for ax, gate in zip(axes, names):
         g = df[df["gate"] == gate]
-        for k, name in enumerate(dict.fromkeys(df[key])):
-            rows = g[g[key] == name].groupby("position")[["mean", "saturated"]].mean()
-            if rows.empty:
+        for k, name in enumerate(rows):
+            stats = g[g[key] == name].groupby("position")[["mean", "saturated"]].mean()
+            if stats.empty:
                 continue
-            ax.plot(rows.index, rows["mean"], color=f"C{k % 10}", label=short(name))
-            ax.plot(rows.index, rows["saturated"], color=f"C{k % 10}", linestyle=":", alpha=0.8)
+            ax.plot(stats.index, stats["mean"], color=f"C{k % 10}", label=short(name))
+            ax.plot(stats.index, stats["saturated"], color=f"C{k % 10}", linestyle=":", alpha=0.8)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("position in the sentence")
         ax.set_title(f"{gate} gate", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean activation (—), fraction saturated (···)")
-    axes[-1].legend(**LEGEND)
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")}
+    handles = {n: handles[n] for n in map(short, rows) if n in handles}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 9), **LEGEND)
     fig.suptitle(f"{title}{f' ({label})' if label else ''}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig, axes[0]
 
 
@@ -204,5 +209,6 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     grads, gates = (_like(f, table) for f in probe_frames(r))
     if not grads.empty:
         paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
-        paths += save(plot_gate_statistics(gates)[0], figs / "gate_statistics")
+        order = list(dict.fromkeys(table[_key(table)]))
+        paths += save(plot_gate_statistics(gates, order=order)[0], figs / "gate_statistics")
     return paths
