@@ -274,14 +274,15 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFra
                    "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
                    "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
                    "active_params": int(g["active_params"].iloc[0])}
-            row.update(_versus_full(r, g, full, gates == r.baseline))
+            row.update(_versus_baseline(r, g, full, gates == r.baseline))
             out.append(row)
     table = pd.DataFrame(out)
     return table.astype({"mcnemar_b": "Int64", "mcnemar_c": "Int64"})
 
 
-def _versus_full(r: Runs, g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool) -> dict:
-    """Paired comparison with the baseline (the all-gates cell) over the seeds both have."""
+def _versus_baseline(r: Runs, g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool) -> dict:
+    """Paired comparison with the baseline row (the all-gates cell, or the first variant) over
+    the seeds both have (columns named *_vs_full for the lecture's table)."""
     empty = {"diff_vs_full": math.nan, "p_paired": math.nan, "mcnemar_b": math.nan,
              "mcnemar_c": math.nan, "p_mcnemar": math.nan}
     if is_baseline or full.empty:
@@ -324,11 +325,12 @@ def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], 
     variants = [c for c in table.columns if c.startswith("config.")]
     key_col = "variant" if "variant" in table.columns else "gates"
     names = {"key": key_col, "diff_vs_full": f"Δ vs {SHORT.get(baseline, baseline)}"}
-    header = [c.removeprefix("config.") for c in variants] + [names.get(k, name) for k, name in DISPLAY]
+    shown = [(k, name) for k, name in DISPLAY if k != "lecture" or table["lecture"].notna().any()]
+    header = [c.removeprefix("config.") for c in variants] + [names.get(k, name) for k, name in shown]
     rows = []
     for _, t in table.iterrows():
         cells = [str(t[c]) for c in variants]
-        for key, _ in DISPLAY:
+        for key, _ in shown:
             if key == "key":
                 cells.append(str(t[key_col]))
             elif key == "ci":
@@ -412,7 +414,8 @@ def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
     def tex(s: str) -> str:
         return "".join(esc.get(ch, ch) for ch in s)
 
-    lines = [r"\begin{tabular}{" + "l" * (len(header) - len(DISPLAY) + 1) + "r" * (len(DISPLAY) - 1) + "}",
+    left = 1 + sum(c.startswith("config.") for c in table.columns)  # group columns and the row name
+    lines = [r"\begin{tabular}{" + "l" * left + "r" * (len(header) - left) + "}",
              r"\toprule", " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(tex(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
