@@ -46,9 +46,15 @@ def _panels(df: pd.DataFrame, cols: list[str]):
             for k, g in df.groupby(cols, sort=False, dropna=False)]  # in the order rows come
 
 
-def _axes(n: int, width: float = 8, height: float = 4.2):
-    fig, axes = plt.subplots(1, n, figsize=(width if n == 1 else 4.2 * n, height), squeeze=False, sharey=True)
-    return fig, list(axes[0])
+def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3):
+    """n panels sharing the y axis, at most ``per_row`` to a row."""
+    cols, rows = min(n, per_row), -(-n // per_row)
+    fig, axes = plt.subplots(rows, cols, figsize=(width if n == 1 else 4.2 * cols, height * rows), squeeze=False,
+                             sharey=True)
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
 
 
 def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-2 test accuracy"):
