@@ -47,7 +47,7 @@ reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its
 	cat results/lecture/table.md
 
 # Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
-# table and figures into results/<name>/. `make beyond` runs all four (~2 h on 2 cores).
+# table and figures into results/<name>/. `make beyond` runs all four (~1 h 45 min on 2 cores).
 EXPERIMENTS := peepholes odyssey cells protocol
 .PHONY: beyond $(EXPERIMENTS)
 
