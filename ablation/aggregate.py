@@ -299,6 +299,16 @@ def _versus_baseline(r: Runs, g: pd.DataFrame, full: pd.DataFrame, is_baseline: 
     return {"diff_vs_full": diff, "p_paired": p, "mcnemar_b": n01, "mcnemar_c": n10, "p_mcnemar": pm}
 
 
+def row_key(table: pd.DataFrame) -> str:
+    """The column naming a table's rows (or a frame's, shaped like one): "variant" or "gates"."""
+    return "variant" if "variant" in table.columns else "gates"
+
+
+def group_columns(table: pd.DataFrame) -> list[str]:
+    """The config columns a table (or a frame shaped like one) is split by."""
+    return [c for c in table.columns if c.startswith("config.")]
+
+
 # --- rendering --------------------------------------------------------------------------------
 
 DISPLAY = [("key", "gates"), ("lecture", "lecture"), ("mean", "mean"), ("std", "std"),
@@ -322,8 +332,7 @@ def _p(x) -> str:
 
 
 def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], list[list[str]]]:
-    variants = [c for c in table.columns if c.startswith("config.")]
-    key_col = "variant" if "variant" in table.columns else "gates"
+    variants, key_col = group_columns(table), row_key(table)
     names = {"key": key_col, "diff_vs_full": f"Δ vs {SHORT.get(baseline, baseline)}"}
     shown = [(k, name) for k, name in DISPLAY if k != "lecture" or table["lecture"].notna().any()]
     header = [c.removeprefix("config.") for c in variants] + [names.get(k, name) for k, name in shown]
@@ -366,10 +375,9 @@ def counts_line(r: Runs) -> str:
 
 def pivot_markdown(table: pd.DataFrame) -> str:
     """For a table split into groups: the means side by side, "mean [CI]", one column per group."""
-    cols = [c for c in table.columns if c.startswith("config.")]
+    cols, key = group_columns(table), row_key(table)
     if not cols or table.empty:
         return ""
-    key = "variant" if "variant" in table.columns else "gates"
     label = table[cols].astype(str).agg(", ".join, axis=1)
     groups = list(dict.fromkeys(label))
     names = list(dict.fromkeys(table[key]))
@@ -414,7 +422,7 @@ def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
     def tex(s: str) -> str:
         return "".join(esc.get(ch, ch) for ch in s)
 
-    left = 1 + sum(c.startswith("config.") for c in table.columns)  # group columns and the row name
+    left = 1 + len(group_columns(table))  # group columns and the row name
     lines = [r"\begin{tabular}{" + "l" * left + "r" * (len(header) - left) + "}",
              r"\toprule", " & ".join(tex(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(tex(c) for c in row) + r" \\" for row in rows]

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .aggregate import SHORT, experiment_for, gate_table, load_runs, probe_frames
+from .aggregate import SHORT, experiment_for, gate_table, group_columns, load_runs, probe_frames, row_key
 from .cell import CELL_GATES
 
 LEGEND = {"fontsize": 8}
@@ -24,14 +24,6 @@ LEGEND = {"fontsize": 8}
 
 def short(name: str) -> str:
     return SHORT.get(name, name)
-
-
-def _key(df: pd.DataFrame) -> str:
-    return "variant" if "variant" in df.columns else "gates"
-
-
-def _group_cols(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.startswith("config.")]
 
 
 def _group_label(cols: list[str], values) -> str:
@@ -60,7 +52,7 @@ def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3):
 def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-2 test accuracy"):
     """Mean test accuracy per row with its 95% CI, each seed a dot, the lecture an x; one
     series per group, side by side."""
-    key, cols = _key(table), _group_cols(table)
+    key, cols = row_key(table), group_columns(table)
     order = list(dict.fromkeys(table[key]))
     panels = _panels(table, cols)
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 1), 4.2))
@@ -94,7 +86,7 @@ def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by epoch"):
     """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per row, one panel per group."""
-    key, cols = _key(curves), _group_cols(curves)
+    key, cols = row_key(curves), group_columns(curves)
     panels = _panels(curves, cols)
     fig, axes = _axes(len(panels))
     for ax, (label, df) in zip(axes, panels):
@@ -119,7 +111,7 @@ def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradient
     over test sentences, averaged over seeds; one line per row, one panel per group."""
     if grads.empty:
         return _empty(f"{title}: no probes in these records")
-    key, cols = _key(grads), _group_cols(grads)
+    key, cols = row_key(grads), group_columns(grads)
     panels = _panels(grads, cols)
     fig, axes = _axes(len(panels))
     for ax, (label, df) in zip(axes, panels):
@@ -147,7 +139,7 @@ def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations 
     colours the other figures use, in their order (the gateless rows have no panel here)."""
     if gates.empty:
         return _empty(f"{title}: no gated cells or no probes in these records")
-    key, cols = _key(gates), _group_cols(gates)
+    key, cols = row_key(gates), group_columns(gates)
     label, df = _panels(gates, cols)[0]
     canonical = [g for kind in CELL_GATES.values() for g in kind]
     names = sorted(set(df["gate"]), key=canonical.index)
@@ -178,7 +170,7 @@ def _like(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """``df``'s rows in the table's order of groups and rows (so panels and colours follow it)."""
     if df.empty:
         return df
-    cols = [c for c in _group_cols(table) if c in df.columns] + [_key(table)]
+    cols = [c for c in group_columns(table) if c in df.columns] + [row_key(table)]
     order = {tuple(map(str, k)): n for n, k in enumerate(table[cols].itertuples(index=False))}
     rank = df[cols].astype(str).apply(lambda row: order.get(tuple(row), len(order)), axis=1)
     return df.iloc[np.argsort(rank.to_numpy(), kind="stable")]
@@ -215,6 +207,6 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     grads, gates = (_like(f, table) for f in probe_frames(r))
     if not grads.empty:
         paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
-        order = list(dict.fromkeys(table[_key(table)]))
+        order = list(dict.fromkeys(table[row_key(table)]))
         paths += save(plot_gate_statistics(gates, order=order)[0], figs / "gate_statistics")
     return paths
