@@ -14,6 +14,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,6 +41,27 @@ def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, eve
             events.put((len(pack), epoch))
     train_and_record(pack, out, device, on_epoch)
     return len(pack)
+
+
+class Cancelled(RuntimeError):
+    """The job was told to stop (scancel, a time limit, the node going away)."""
+
+
+def _cancel(signum, frame):
+    raise Cancelled(f"stopped by {signal.Signals(signum).name}; its unfinished runs left no record")
+
+
+def run_slurm_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int) -> int:
+    """`run_pack` as a Slurm task that stops when Slurm says so.
+
+    Slurm stops a job with SIGTERM, then SIGKILL after `KillWait` seconds; submitit
+    ignores SIGTERM (it waits for its own requeue signal), so a cancelled pack would go on
+    training and might even finish and write its records. Our packs do not checkpoint, so
+    SIGTERM ends the pack at once: the job fails with this reason and writes nothing more.
+    """
+    signal.signal(signal.SIGTERM, _cancel)
+    print(f"ablation: training a pack of {len(pack)} runs; SIGTERM stops it", file=sys.stderr, flush=True)
+    return run_pack(pack, out, device, threads)
 
 
 class LocalJob:
@@ -149,7 +172,7 @@ class SlurmExecutor:
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[SlurmJob]:
         """One job array for the whole grid."""
         n = len(packs)
-        jobs = self.executor.map_array(run_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
+        jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
                                        [self.threads] * n)
         self.jobs = [SlurmJob(j) for j in jobs]
         return self.jobs

@@ -102,17 +102,20 @@ def test_cancelled_job_is_detected_then_rerun_completes(tmp_path):
 
     driver = threading.Thread(target=drive)
     driver.start()
+    # Cancel once the pack is training (its log says so), not while Python starts: that is
+    # the case a user meets, and the moment before it is submitit's, not ours.
     deadline = time.time() + 120
     running = ""
     while time.time() < deadline and not running:
-        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True,
-                                 text=True).stdout.split()
-        running = running[0] if running else ""
+        started = any("training a pack" in p.read_text() for p in out.glob(".slurm/*/*_log.err"))
+        ids = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True,
+                             text=True).stdout.split()
+        running = ids[0] if started and ids else ""
         time.sleep(0.2)
     assert running, "no job started"
     subprocess.run(["scancel", running], check=True)
     driver.join(timeout=300)
-    assert "CANCELLED" in result.get("error", ""), result
+    assert "CANCELLED" in result.get("error", "") and "Cancelled: stopped by SIGTERM" in result["error"], result
     assert "1 of 2 packs failed" in result["error"] and "log: " in result["error"]
     done = summaries(out)
     assert len(done) == 3  # the other pack finished
