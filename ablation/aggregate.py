@@ -436,19 +436,28 @@ def experiment_for(results: str | os.PathLike, experiment: str | os.PathLike | N
     return load_experiment(path) if path.is_file() else None
 
 
+def _reference(exp: Experiment | None) -> tuple[dict[str, float], str]:
+    return (exp.reference, exp.reference_source) if exp else ({}, "")
+
+
 def reference_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
     """(reference numbers, source) from the experiment file (default experiments/<dir name>.toml)."""
+    return _reference(experiment_for(results, experiment))
+
+
+def load_table(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
+    """(runs, table, reference source) of a results directory, its runs labelled and compared
+    with the reference as its experiment file (`experiment_for`) says."""
     exp = experiment_for(results, experiment)
-    return (exp.reference, exp.reference_source) if exp else ({}, "")
+    r = load_runs(results, exp)
+    reference, source = _reference(exp)
+    return r, gate_table(r, reference), source
 
 
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
                  experiment: str | os.PathLike | None = None) -> str:
     """Write RESULTS/table.{md,csv,tex}; returns the text of ``fmt``."""
-    exp = experiment_for(results, experiment)
-    r = load_runs(results, exp)
-    reference, source = (exp.reference, exp.reference_source) if exp else ({}, "")
-    table = gate_table(r, reference)
+    r, table, source = load_table(results, experiment)
     texts = {"md": format_markdown(table, r, source), "csv": format_csv(table),
              "tex": format_latex(table, r.baseline)}
     for ext, text in texts.items():

@@ -58,12 +58,17 @@ VARIANTS = {
 }
 
 
+def split_gates(value: str | Iterable[str]) -> tuple[str, ...]:
+    """'input+output' or 'none' -> ('input', 'output') as written, unchecked."""
+    if isinstance(value, str):
+        return () if value in ("", "none") else tuple(value.split("+"))
+    return tuple(value)
+
+
 def parse_gates(value: str | Iterable[str], cell: str = "lstm") -> tuple[str, ...]:
     """'input+output', ['output', 'input'] or 'none' -> ('input', 'output') (canonical order)."""
     valid = CELL_GATES[cell]
-    if isinstance(value, str):
-        value = [] if value in ("", "none") else value.split("+")
-    names = list(value)
+    names = split_gates(value)
     bad = [g for g in names if g not in valid]
     if bad:
         listed = f"{', '.join(valid)} (or 'none')" if valid else f"none (the {cell} cell has no gates)"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import CELL_GATES, GATES, PEEPHOLES, RESETS, VARIANTS, gates_name, parse_gates
+from .cell import CELL_GATES, GATES, PEEPHOLES, RESETS, VARIANTS, gates_name, parse_gates, split_gates
 from .data import GRANULARITIES, LABELINGS
 
 
@@ -65,13 +65,12 @@ class ModelConfig:
 
     def __post_init__(self):
         _choice("model.cell", self.cell, tuple(CELL_GATES))
+        gates = self.gates
         if self.cell != "lstm":
             # the default names the LSTM's gates; for another kind it means all of that kind's
-            gates = CELL_GATES[self.cell] if tuple(self.gates) == GATES else self.gates
-            object.__setattr__(self, "gates", parse_gates(gates, self.cell))
+            gates = CELL_GATES[self.cell] if tuple(gates) == GATES else gates
             object.__setattr__(self, "peephole", "none")  # the LSTM's default has no meaning here
-        else:
-            object.__setattr__(self, "gates", parse_gates(self.gates))
+        object.__setattr__(self, "gates", parse_gates(gates, self.cell))
         _choice("model.peephole", self.peephole, PEEPHOLES)
         _choice("model.variant", self.variant, tuple(VARIANTS))
         _choice("model.gru_reset", self.gru_reset, RESETS)
@@ -131,9 +130,7 @@ def _choice(key: str, value: Any, valid: tuple) -> None:
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Check a TOML value against a dataclass field type (and turn ints into floats)."""
     if key == "model.gates":  # checked against the cell kind's gates in ModelConfig
-        if isinstance(value, str):
-            return () if value in ("", "none") else tuple(value.split("+"))
-        return tuple(value)
+        return split_gates(value)
     hints = typing.get_args(typ) if isinstance(typ, types.UnionType) else (typ,)
     for t in hints:
         if t is type(None) and value is None:

@@ -18,14 +18,23 @@ from the rows a batch uses, so the embedding gradient holds those rows only (see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .cell import PEEPHOLE_NAMES, CellSpec, ScanFlags, active_lstm_params, gate_masks, init_lstm, last_step, lstm_scan
+from .cell import (
+    PEEPHOLE_NAMES,
+    CellSpec,
+    ScanFlags,
+    active_lstm_params,
+    gate_masks,
+    init_lstm,
+    last_step,
+    lstm_scan,
+    uniform,
+)
 from .rnn import active_gru_params, active_rnn_params, gru_scan, init_gru, init_rnn, rnn_scan
 
 # Cell kind -> active-parameter count (the kind's scan is chosen in `PackedClassifier.hidden`).
@@ -70,9 +79,8 @@ class PackedClassifier(nn.Module):
         if emb is not None:
             table = torch.as_tensor(emb, dtype=torch.float32).clone()
         table[0] = 0.0  # <pad>
-        k = 1.0 / math.sqrt(self.H)
         p = {"embedding": table,
-             "cls_weight": torch.rand(self.C, self.H, generator=gen) * (2 * k) - k,
+             "cls_weight": uniform(gen, self.H)(self.C, self.H),  # nn.Linear's U(-1/√H, 1/√H)
              "cls_bias": torch.zeros(self.C)}
         if self.kind == "lstm":
             p.update(init_lstm(gen, self.E, self.H, self.peephole, forget_bias, fgr))  # peepholes last

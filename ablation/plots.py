@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .aggregate import SHORT, experiment_for, gate_table, group_columns, load_runs, probe_frames, row_key
+from .aggregate import SHORT, group_columns, load_table, probe_frames, row_key
 from .cell import CELL_GATES
 
 LEGEND = {"fontsize": 8}
@@ -86,24 +86,18 @@ def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by epoch"):
     """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per row, one panel per group."""
-    key, cols = row_key(curves), group_columns(curves)
-    panels = _panels(curves, cols)
-    fig, axes = _axes(len(panels))
-    for ax, (label, df) in zip(axes, panels):
+    key = row_key(curves)
+
+    def panel(ax, df):
         for k, name in enumerate(dict.fromkeys(df[key])):
             c = df[df[key] == name].groupby("epoch")["dev_acc"]
             mean, std = c.mean(), c.std(ddof=1).fillna(0)
             ax.plot(mean.index, mean, color=f"C{k}", label=short(name))
             ax.fill_between(mean.index, mean - std, mean + std, color=f"C{k}", alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
-        ax.set_title(label or title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("dev accuracy (%)")
-    axes[-1].legend(ncol=2, loc="lower right", **LEGEND)
-    if len(panels) > 1:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig, axes[0]
+
+    return _panel_figure(curves, title, "dev accuracy (%)", panel, loc="lower right")
 
 
 def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured"):
@@ -111,20 +105,30 @@ def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradient
     over test sentences, averaged over seeds; one line per row, one panel per group."""
     if grads.empty:
         return _empty(f"{title}: no probes in these records")
-    key, cols = row_key(grads), group_columns(grads)
-    panels = _panels(grads, cols)
-    fig, axes = _axes(len(panels))
-    for ax, (label, df) in zip(axes, panels):
+    key = row_key(grads)
+
+    def panel(ax, df):
         for k, name in enumerate(dict.fromkeys(df[key])):
             curve = df[df[key] == name].groupby("distance")["log10_norm"].mean()
             ax.plot(curve.index, 10.0**curve, color=f"C{k % 10}", linestyle="-" if k < 10 else "--",
                     label=short(name))
         ax.set_yscale("log")
         ax.set_xlabel("distance from the last token (k)")
-        ax.set_title(label or title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("||∂J/∂h_k|| (geometric mean)")
-    axes[-1].legend(ncol=2, **LEGEND)
+
+    return _panel_figure(grads, title, "||∂J/∂h_k|| (geometric mean)", panel)
+
+
+def _panel_figure(df: pd.DataFrame, title: str, ylabel: str, panel, **legend):
+    """One panel per group of ``df`` (`_panels`), drawn by ``panel(ax, rows)``, sharing the y
+    axis; the legend on the last panel. Returns (fig, first axes)."""
+    panels = _panels(df, group_columns(df))
+    fig, axes = _axes(len(panels))
+    for ax, (label, rows) in zip(axes, panels):
+        panel(ax, rows)
+        ax.set_title(label or title, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(ncol=2, **legend, **LEGEND)
     if len(panels) > 1:
         fig.suptitle(title)
     fig.tight_layout()
@@ -196,11 +200,9 @@ def save(fig, path: Path) -> list[Path]:
 def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | None = None) -> list[Path]:
     """All figures for a results directory, into RESULTS/figures/."""
     results = Path(results)
-    exp = experiment_for(results, experiment)
-    r = load_runs(results, exp)
+    r, table, _ = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records to plot")
-    table = gate_table(r, exp.reference if exp else {})
     figs = results / "figures"
     paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
     paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")

@@ -65,21 +65,14 @@ def probe_pack(model: PackedClassifier, test: Encoded, batch_size: int = 256) ->
             gates[g][:, 0, :T] += (mean * w.unsqueeze(1)).sum(-1).t()
             gates[g][:, 1, :T] += (sat * w.unsqueeze(1)).sum(-1).t()
     by_position = (test.lengths.cpu().view(-1, 1) > torch.arange(L)).sum(0).double()  # sentences reaching t
-    out = []
-    for m, spec in enumerate(model.specs):
-        n = by_distance.clamp(min=1)
-        probes = {
-            "grad_norm": {"distance": list(range(L)), "mean": _round(grad_sum[m] / n),
-                          "log10_mean": _round(grad_log[m] / n), "n": by_distance.long().tolist()},
-            "gates": {g: {"mean": _round(gates[g][m, 0] / by_position.clamp(min=1)),
-                          "saturated": _round(gates[g][m, 1] / by_position.clamp(min=1))}
-                      for g in spec.gates},
-            "positions_n": by_position.long().tolist(),
-            "saturation_thresholds": list(SATURATED),
-        }
-        out.append(probes)
-    return out
-
+    n_d, n_p = by_distance.clamp(min=1), by_position.clamp(min=1)  # divisors (a point no sentence reaches is 0)
+    return [{"grad_norm": {"distance": list(range(L)), "mean": _round(grad_sum[m] / n_d),
+                           "log10_mean": _round(grad_log[m] / n_d), "n": by_distance.long().tolist()},
+             "gates": {g: {"mean": _round(gates[g][m, 0] / n_p), "saturated": _round(gates[g][m, 1] / n_p)}
+                       for g in spec.gates},
+             "positions_n": by_position.long().tolist(),
+             "saturation_thresholds": list(SATURATED)}
+            for m, spec in enumerate(model.specs)]
 
 def _round(x: torch.Tensor) -> list[float]:
     return [float(f"{v:.6g}") for v in x.tolist()]

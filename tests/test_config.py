@@ -61,13 +61,21 @@ def test_experiment_file_grid_and_reference(tmp_path):
     assert [r.train.seed for r in fixed.runs()] == [7, 7]
 
 
-def test_experiment_file_errors(tmp_path):
+BAD_FILES = {
+    "table": ("[modle]\ngates = 'none'\n", KeyError, "unknown table"),
+    "gate": ('[grid]\n"model.gates" = ["none", "inputt"]\n', ValueError, "valid gates"),
+    "variant-on-an-axis": ('[grid]\n"model.gates" = ["none"]\n[variants]\nNIG = { "model.gates" = "forget+output" }\n',
+                           ValueError, "also a grid axis"),
+    "variant-key": ('[variants]\nbad = { "model.cel" = "gru" }\n', KeyError, "valid model keys"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_experiment_file_errors(tmp_path, name):
+    text, error, match = BAD_FILES[name]
     bad = tmp_path / "bad.toml"
-    bad.write_text("[modle]\ngates = 'none'\n")
-    with pytest.raises(KeyError, match="unknown table"):
-        load_experiment(bad)
-    bad.write_text('[grid]\n"model.gates" = ["none", "inputt"]\n')
-    with pytest.raises(ValueError, match="valid gates"):
+    bad.write_text(text)
+    with pytest.raises(error, match=match):
         load_experiment(bad)
 
 
@@ -90,12 +98,6 @@ def test_variants_cross_the_axes_and_label_runs(tmp_path):
     assert runs[4].model.peephole == "none"
     other = apply(RunConfig(), {"model.gates": "input"})
     assert exp.label(other.to_dict()) is None
-    path.write_text('[grid]\n"model.gates" = ["none"]\n[variants]\nNIG = { "model.gates" = "forget+output" }\n')
-    with pytest.raises(ValueError, match="also a grid axis"):
-        load_experiment(path)
-    path.write_text('[variants]\nbad = { "model.cel" = "gru" }\n')
-    with pytest.raises(KeyError, match="valid model keys"):
-        load_experiment(path)
 
 
 def test_cell_kinds_check_their_options():
