@@ -205,9 +205,12 @@ MIN_SENTENCES = 50  # a probe point averaged over fewer test sentences is left o
 
 
 def probe_frames(r: Runs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tidy frames of every run's probes.json: gradient norms (one row per run and distance
-    from the last token) and gate statistics (one row per run, gate and position). Points
-    over fewer than MIN_SENTENCES test sentences are dropped."""
+    """Tidy frames of every run's probes.json: gradient decay (one row per run, checkpoint,
+    sentence-length bin and distance from the last token: the number of sentences and the
+    mean and quantiles of their log-ratios, see `probes`) and gate statistics (one row per
+    run, gate and position). Points over fewer than MIN_SENTENCES test sentences are dropped;
+    records from before probes format 2 give no gradient rows (their single curve mixed
+    sentence lengths)."""
     cols, _ = table_groups(r, r.runs) if not r.runs.empty else ([], [])
     grads, gates = [], []
     for _, run in r.runs.iterrows():
@@ -215,9 +218,14 @@ def probe_frames(r: Runs) -> tuple[pd.DataFrame, pd.DataFrame]:
         if p is None:
             continue
         ident = {r.key: run[r.key], "seed": run["seed"], **{c: run[c] for c in cols}}
-        g = p["grad_norm"]
-        grads += [{**ident, "distance": d, "log10_norm": v, "n": n}
-                  for d, v, n in zip(g["distance"], g["log10_mean"], g["n"]) if n >= MIN_SENTENCES]
+        for checkpoint, bins in p.get("gradient_decay", {}).get("checkpoints", {}).items():
+            for b in bins["bins"]:
+                lo, hi = b["lengths"]
+                label = f"{lo}-{hi}" if hi is not None else f"{lo}+"
+                stats_ = [k for k in b if k not in ("lengths", "distance", "n")]  # zero, mean, q10, ...
+                grads += [{**ident, "checkpoint": checkpoint, "lengths": label, "distance": d, "n": n,
+                           **{k: b[k][j] for k in stats_}}
+                          for j, (d, n) in enumerate(zip(b["distance"], b["n"])) if n >= MIN_SENTENCES]
         for gate, stats_ in p["gates"].items():
             gates += [{**ident, "gate": gate, "position": k, "mean": m, "saturated": sat, "n": n}
                       for k, (m, sat, n) in enumerate(zip(stats_["mean"], stats_["saturated"], p["positions_n"]))

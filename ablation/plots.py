@@ -100,23 +100,67 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by 
     return _panel_figure(curves, title, "dev accuracy (%)", panel, loc="lower right")
 
 
-def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured"):
-    """||∂J/∂h_k|| against the distance from the last token (log scale): the geometric mean
-    over test sentences, averaged over seeds; one line per row, one panel per group."""
+RATIO_FLOOR = 1e-8  # below this the gradient has vanished for any purpose; the axis stops there
+CHECKPOINT_NAMES = {"init": "at initialisation", "epoch1": "after epoch 1", "best": "best on dev"}
+
+
+def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured",
+                        order: list[str] | None = None):
+    """The per-sentence ratio ||∂J/∂h_{T-d}|| / ||∂J/∂h_T|| against the distance d from the
+    last token (log scale): one panel per checkpoint (columns) and sentence-length bin (rows),
+    one line per row of the table (the median log-ratio over sentences, averaged over seeds:
+    robust to the sentences that get no gradient at all), its band the 10-90% spread over
+    sentences (averaged over seeds), and the number of sentences behind each point in grey
+    (right axis). The y axis stops at `RATIO_FLOOR`. The first group only, when the
+    experiment has several. Frames come from `aggregate.probe_frames`."""
     if grads.empty:
-        return _empty(f"{title}: no probes in these records")
-    key = row_key(grads)
-
-    def panel(ax, df):
-        for k, name in enumerate(dict.fromkeys(df[key])):
-            curve = df[df[key] == name].groupby("distance")["log10_norm"].mean()
-            ax.plot(curve.index, 10.0**curve, color=f"C{k % 10}", linestyle="-" if k < 10 else "--",
-                    label=short(name))
-        ax.set_yscale("log")
-        ax.set_xlabel("distance from the last token (k)")
-        ax.grid(alpha=0.3, which="both")
-
-    return _panel_figure(grads, title, "||∂J/∂h_k|| (geometric mean)", panel)
+        return _empty(f"{title}: no gradient probes (format 2) in these records")
+    key, cols = row_key(grads), group_columns(grads)
+    label, df = _panels(grads, cols)[0]
+    rows = order or list(dict.fromkeys(df[key]))
+    checkpoints = [c for c in CHECKPOINT_NAMES if c in set(df["checkpoint"])]
+    bins = list(dict.fromkeys(df["lengths"]))
+    fig, axes = plt.subplots(len(bins), len(checkpoints), figsize=(4.2 * len(checkpoints), 2.9 * len(bins)),
+                             squeeze=False, sharex="row", sharey=True)
+    for i, lengths in enumerate(bins):
+        for j, checkpoint in enumerate(checkpoints):
+            ax = axes[i][j]
+            cell = df[(df["lengths"] == lengths) & (df["checkpoint"] == checkpoint)]
+            for k, name in enumerate(rows):
+                c = cell[cell[key] == name].groupby("distance")[["q50", "q10", "q90"]].mean()
+                if c.empty:
+                    continue
+                colour = f"C{k % 10}"
+                ax.plot(c.index, 10.0 ** c["q50"], color=colour, linestyle="-" if k < 10 else "--",
+                        label=short(name))
+                ax.fill_between(c.index, 10.0 ** c["q10"], 10.0 ** c["q90"], color=colour, alpha=0.07,
+                                linewidth=0)
+            ax.set_yscale("log")
+            ax.set_ylim(max(10.0 ** df["q10"].min(), RATIO_FLOOR), 2 * 10.0 ** df["q90"].max())
+            ax.grid(alpha=0.3, which="both")
+            n = cell.groupby("distance")["n"].first()
+            twin = ax.twinx()
+            twin.step(n.index, n, where="mid", color="0.6", linewidth=0.8)
+            twin.set_ylim(0, None)
+            twin.tick_params(labelsize=7, colors="0.5")
+            if j == len(checkpoints) - 1:
+                twin.set_ylabel("sentences", color="0.5", fontsize=8)
+            if i == 0:
+                ax.set_title(CHECKPOINT_NAMES[checkpoint], fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"length {lengths}\nratio to d = 0")
+            if i == len(bins) - 1:
+                ax.set_xlabel("distance from the last token (d)")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines() if not h.get_label().startswith("_")}
+    handles = {n: handles[n] for n in map(short, rows) if n in handles}
+    band = plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2)
+    count = plt.Line2D([], [], color="0.6", linewidth=0.8)
+    fig.legend([*handles.values(), band, count],
+               [*handles.keys(), "10-90% of sentences (line: median)", "sentences at d (right axis)"],
+               loc="lower center", ncol=min(len(handles) + 2, 6), **LEGEND)
+    fig.suptitle(f"{title}: ||∂J/∂h_(T−d)|| / ||∂J/∂h_T|| per test sentence{f' ({label})' if label else ''}")
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 6), 1, 1))
+    return fig, axes[0][0]
 
 
 def _panel_figure(df: pd.DataFrame, title: str, ylabel: str, panel, **legend):
@@ -207,8 +251,12 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
     paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")
     grads, gates = (_like(f, table) for f in probe_frames(r))
+    order = list(dict.fromkeys(table[row_key(table)]))
     if not grads.empty:
-        paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
-        order = list(dict.fromkeys(table[row_key(table)]))
+        paths += save(plot_gradient_norms(grads, order=order)[0], figs / "gradient_norms")
+    else:  # no format-2 probes: a figure from an older format would misread them
+        for ext in (".png", ".pdf"):
+            (figs / "gradient_norms").with_suffix(ext).unlink(missing_ok=True)
+    if not gates.empty:
         paths += save(plot_gate_statistics(gates, order=order)[0], figs / "gate_statistics")
     return paths

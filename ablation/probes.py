@@ -1,21 +1,32 @@
 """Probes of a trained pack: vanishing gradients, measured, and gate statistics.
 
-- Gradient norms. The lecture argues that in a plain RNN ∂J/∂h^(1) shrinks (or grows)
+- Gradient decay. The lecture argues that in a plain RNN ∂J/∂h^(1) shrinks (or grows)
   geometrically with the number of steps between h^(1) and the loss, and that the LSTM's
-  additive cell path keeps it from vanishing. We measure it: for every test sentence, J is
-  the cross-entropy of the classifier on the final hidden vector, and ||∂J/∂h_k|| is taken
-  for every position k, as a function of the distance from the last token (0 = the last
-  token itself). ∂J/∂h_k is the total derivative through the recurrence (the scans return
-  it through their ``probe`` input), as in the lecture's ∂J/∂h^(1).
+  additive cell path keeps it from vanishing. We measure it per sentence: J is the
+  cross-entropy of the classifier on the sentence's final hidden vector, ∂J/∂h_k the total
+  derivative through the recurrence (the scans return it through their ``probe`` input),
+  and the statistic is the sentence's own log-ratio
+
+      r_d = log10 ||∂J/∂h_{T-d}|| − log10 ||∂J/∂h_T||      (T the last token, d = 0, 1, ...)
+
+  so each sentence is compared with itself. Averaging raw norms over sentences instead would
+  mix lengths: at distance d only sentences longer than d contribute, and their last-token
+  gradient differs from that of short ones, so a curve over all sentences confounds decay
+  with composition. The ratios are summarised within sentence-length bins (`LENGTH_BINS`):
+  for each bin and distance, the number of sentences, how many of them get no gradient at all
+  (below `FLOOR`), the mean and the 10/50/90% quantiles.
 - Gate statistics. Mean activation of each gate present, by position from the start of the
   sentence, and the fraction of units saturated (< 0.05 or > 0.95).
 
-Both are computed on the best-on-dev parameters over the test sentences, and written to
-each run's record as probes.json (`probe_pack` returns one dict per member).
+The gradient probe is taken at three checkpoints (`CHECKPOINTS`: initialisation, after the
+first epoch, the best-on-dev parameters), the gate statistics at the best-on-dev one, all
+over the test sentences; `train.train_pack` writes them to each run's record as probes.json
+(format `VERSION`; records from before it hold a single "grad_norm" curve, not read any more).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,56 +34,121 @@ from .cell import last_step
 from .data import Encoded
 from .model import PackedClassifier
 
-SATURATED = (0.05, 0.95)
+VERSION = 2
+SATURATED = (0.05, 0.95)  # a gate unit this close to 0 or 1 passes (or blocks) nearly everything
+CHECKPOINTS = ("init", "epoch1", "best")  # where the gradient probe is taken (see train.train_pack)
+# Sentence-length bins (inclusive); SST's test sentences are 2-56 tokens, 19 on average, so
+# the last bin still holds ~300 sentences.
+LENGTH_BINS = ((1, 10), (11, 20), (21, 30), (31, None))
+QUANTILES = (0.1, 0.5, 0.9)  # the spread band (10-90%) and the median
+# A float32 gradient below the smallest normal float32 is no gradient: it is counted in
+# "zero" and its log taken at this floor, so the mean stays finite (the median is robust to it).
+FLOOR = torch.finfo(torch.float32).tiny
 
 
-def probe_pack(model: PackedClassifier, test: Encoded, batch_size: int = 256) -> list[dict]:
-    """Gradient-norm and gate probes of every member over ``test``; see the module doc."""
-    M, L = model.M, int(test.lengths.max())
-    grad_sum = torch.zeros(M, L, dtype=torch.float64)  # Σ ||∂J/∂h_k|| by distance
-    grad_log = torch.zeros(M, L, dtype=torch.float64)  # Σ log10 ||∂J/∂h_k||
-    by_distance = torch.zeros(L, dtype=torch.float64)  # sentences with a token at that distance
-    gates = {g: torch.zeros(M, 2, L, dtype=torch.float64) for s in model.specs for g in s.gates}
+def _sweep(model: PackedClassifier, test: Encoded, batch_size: int, gates: bool):
+    """One pass over ``test`` in length-sorted batches: per-sentence log10 ||∂J/∂h_k|| by
+    distance, (M, N, L) with NaN past each sentence's start, and (if ``gates``) each gate's
+    summed mean and saturated fraction by position, {gate: (M, 2, L)}."""
+    M, N, L = model.M, len(test.lengths), int(test.lengths.max())
+    log_norm = torch.full((M, N, L), float("nan"), dtype=torch.float64)
+    sums = {g: torch.zeros(M, 2, L, dtype=torch.float64) for s in model.specs for g in s.gates} if gates else {}
     order = torch.argsort(test.lengths.cpu(), stable=True)
-    for k in range(0, len(order), batch_size):
-        sel = order[k : k + batch_size].to(test.ids.device)
-        lengths = test.lengths[sel]
+    for k in range(0, N, batch_size):
+        sel = order[k : k + batch_size]
+        dev_sel = sel.to(test.ids.device)
+        lengths = test.lengths[dev_sel]
         T = int(lengths.max())
-        ids, labels = test.ids[sel, :T], test.labels[sel]
+        ids, labels = test.ids[dev_sel, :T], test.labels[dev_sel]
         with torch.enable_grad():
             x = model.embedding.detach()[:, ids.t()]  # (M, T, B, E)
             probe = x.new_zeros(T, M, len(sel), model.H, requires_grad=True)
             hs, acts = model.hidden(x, probe)
             logits = model.classify(last_step(hs, lengths))  # (M, B, C)
+            # summed over sentences, so ∂J/∂h_k of sentence b is that of its own J_b
             loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(M), reduction="sum")
-            (dh,) = torch.autograd.grad(loss, probe)  # (T, M, B, H): ∂J_b/∂h_k, one sentence each
-        valid = (torch.arange(T, device=ids.device).view(T, 1) < lengths.view(1, -1)).float()  # (T, B)
-        # position t of sentence b is at distance lengths[b] - 1 - t from its last token
-        dist = (lengths.view(1, -1) - 1 - torch.arange(T, device=ids.device).view(T, 1)).clamp(min=0)
-        norm = dh.norm(dim=-1).double().cpu()  # (T, M, B)
-        w, dist = valid.double().cpu(), dist.cpu()
-        flat_d = dist.flatten()
-        for m in range(M):
-            grad_sum[m].index_add_(0, flat_d, (norm[:, m] * w).flatten())
-            grad_log[m].index_add_(0, flat_d, (norm[:, m].clamp(min=1e-300).log10() * w).flatten())
-        by_distance.index_add_(0, flat_d, w.flatten())
-        for g, a in acts.items():  # a (T, M, B, H)
-            if g not in gates:
-                continue
-            a = a.detach()
-            mean = a.mean(-1).double().cpu()  # (T, M, B)
-            sat = ((a < SATURATED[0]) | (a > SATURATED[1])).double().mean(-1).cpu()
-            gates[g][:, 0, :T] += (mean * w.unsqueeze(1)).sum(-1).t()
-            gates[g][:, 1, :T] += (sat * w.unsqueeze(1)).sum(-1).t()
+            (dh,) = torch.autograd.grad(loss, probe)  # (T, M, B, H)
+        lengths = lengths.cpu()
+        norm = dh.norm(dim=-1).double().cpu().clamp(min=FLOOR).log10()  # (T, M, B)
+        # distance d of sentence b sits at position lengths[b] - 1 - d
+        d = torch.arange(T).view(T, 1)
+        pos = (lengths.view(1, -1) - 1 - d)  # (D=T, B): position of distance d
+        valid = pos >= 0
+        gathered = norm.permute(1, 2, 0).gather(2, pos.clamp(min=0).t().unsqueeze(0).expand(M, -1, -1))  # (M, B, D)
+        log_norm[:, sel, :T] = torch.where(valid.t().unsqueeze(0), gathered, float("nan"))
+        if gates:
+            w = (torch.arange(T).view(T, 1) < lengths.view(1, -1)).double()  # (T, B) real tokens
+            for g, a in acts.items():  # a (T, M, B, H)
+                if g not in sums:
+                    continue
+                a = a.detach()
+                mean = a.mean(-1).double().cpu()  # (T, M, B)
+                sat = ((a < SATURATED[0]) | (a > SATURATED[1])).double().mean(-1).cpu()
+                sums[g][:, 0, :T] += (mean * w.unsqueeze(1)).sum(-1).t()
+                sums[g][:, 1, :T] += (sat * w.unsqueeze(1)).sum(-1).t()
+    return log_norm, sums
+
+
+def gradient_decay(log_norm: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
+    """Per-sentence log-ratios (module doc) summarised by length bin, one dict per member.
+
+    ``log_norm`` (M, N, L): log10 ||∂J/∂h|| of sentence n at distance d (NaN where it has no
+    token); ``lengths`` (N,). A point with no finite ratio (no sentence reaches it, or the
+    member diverged) is None.
+    """
+    ratio = (log_norm - log_norm[:, :, :1]).numpy()  # (M, N, L): r_d, 0 at d = 0
+    lengths = lengths.cpu().numpy()
+    out = []
+    for m in range(ratio.shape[0]):
+        bins = []
+        for lo, hi in LENGTH_BINS:
+            in_bin = (lengths >= lo) & (lengths <= (hi if hi is not None else lengths.max()))
+            top = int(lengths[in_bin].max()) if in_bin.any() else 0
+            r = ratio[m][in_bin][:, :top]  # (n_bin, distances up to the longest)
+            n = np.isfinite(r).sum(0) if len(r) else np.zeros(0, int)
+            zero = (log_norm[m].numpy()[in_bin][:, :top] <= np.log10(FLOOR)).sum(0) if len(r) else n
+            with np.errstate(all="ignore"):
+                cols = {"mean": [_num(np.nanmean(c)) for c in r.T]}
+                for q in QUANTILES:
+                    cols[f"q{round(q * 100)}"] = [_num(np.nanquantile(c, q)) for c in r.T]
+            bins.append({"lengths": [lo, hi], "distance": list(range(top)), "n": n.tolist(), "zero": zero.tolist(),
+                         **cols})
+        out.append({"bins": bins})
+    return out
+
+
+def probe_gradients(model: PackedClassifier, test: Encoded, batch_size: int = 256) -> list[dict]:
+    """The gradient-decay probe of every member over ``test`` (one checkpoint)."""
+    log_norm, _ = _sweep(model, test, batch_size, gates=False)
+    return gradient_decay(log_norm, test.lengths)
+
+
+def probe_pack(model: PackedClassifier, test: Encoded, batch_size: int = 256,
+               earlier: dict[str, list[dict]] | None = None) -> list[dict]:
+    """Every probe of every member over ``test`` at the model's current parameters (the
+    "best" checkpoint), joined with the gradient probes of ``earlier`` checkpoints
+    ({name: `probe_gradients` result}); see the module doc for the format."""
+    log_norm, sums = _sweep(model, test, batch_size, gates=True)
+    best = gradient_decay(log_norm, test.lengths)
+    earlier = earlier or {}
+    L = sums[next(iter(sums))].shape[-1] if sums else int(test.lengths.max())
     by_position = (test.lengths.cpu().view(-1, 1) > torch.arange(L)).sum(0).double()  # sentences reaching t
-    n_d, n_p = by_distance.clamp(min=1), by_position.clamp(min=1)  # divisors (a point no sentence reaches is 0)
-    return [{"grad_norm": {"distance": list(range(L)), "mean": _round(grad_sum[m] / n_d),
-                           "log10_mean": _round(grad_log[m] / n_d), "n": by_distance.long().tolist()},
-             "gates": {g: {"mean": _round(gates[g][m, 0] / n_p), "saturated": _round(gates[g][m, 1] / n_p)}
+    n_p = by_position.clamp(min=1)  # divisor (a position no sentence reaches is 0)
+    return [{"version": VERSION,
+             "gradient_decay": {"statistic": "log10 ||dJ/dh_(T-d)|| - log10 ||dJ/dh_T|| per test sentence",
+                                "checkpoints": {**{name: probes[m] for name, probes in earlier.items()},
+                                                "best": best[m]}},
+             "gates": {g: {"mean": _round(sums[g][m, 0] / n_p), "saturated": _round(sums[g][m, 1] / n_p)}
                        for g in spec.gates},
              "positions_n": by_position.long().tolist(),
              "saturation_thresholds": list(SATURATED)}
             for m, spec in enumerate(model.specs)]
 
+
+def _num(x) -> float | None:
+    """A finite float rounded to 6 significant digits, or None (JSON has no NaN)."""
+    return float(f"{x:.6g}") if np.isfinite(x) else None
+
+
 def _round(x: torch.Tensor) -> list[float]:
-    return [float(f"{v:.6g}") for v in x.tolist()]
+    return [_num(v) for v in x.tolist()]

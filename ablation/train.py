@@ -28,7 +28,7 @@ from .config import RunConfig
 from .data import Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
 from .model import PackedClassifier
-from .probes import probe_pack
+from .probes import probe_gradients, probe_pack
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class MemberResult:
     summary: dict
     test_labels: np.ndarray
     test_predictions: np.ndarray | None
-    probes: dict | None = None  # probes.probe_pack on the best-on-dev parameters
+    probes: dict | None = None  # probes.probe_pack: best-on-dev, gradients also at init and after epoch 1
 
 
 def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifier, list[dict]]:
@@ -201,6 +201,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     best_epoch = [0] * M
     diverged: list[int | None] = [None] * M
     metrics: list[list[dict]] = [[] for _ in range(M)]
+    early_probes = {"init": probe_gradients(model, test, t.eval_batch_size)}  # probes.CHECKPOINTS
     steps = 0
     for epoch in range(1, t.epochs + 1):
         t0 = time.time()
@@ -230,6 +231,8 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
             if dev_acc[m] > best_dev[m]:
                 best_dev[m], best_epoch[m], improved[m] = dev_acc[m], epoch, True
         _keep_best(model, best, improved.to(device))
+        if epoch == 1:
+            early_probes["epoch1"] = probe_gradients(model, test, t.eval_batch_size)
         if on_epoch is not None:
             on_epoch(epoch, len(order))
         if (max_steps is not None and steps >= max_steps) or all(d is not None for d in diverged):
@@ -238,7 +241,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     model.load_state_dict(best, strict=False)
     test_pred = model.predict(test.ids, test.lengths, t.eval_batch_size)
     test_acc = accuracy(test_pred, test.labels).cpu()
-    probes = probe_pack(model, test, t.eval_batch_size)
+    probes = probe_pack(model, test, t.eval_batch_size, earlier=early_probes)
     wall = time.time() - start
     results = []
     for m, c in enumerate(cfgs):

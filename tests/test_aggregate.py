@@ -142,7 +142,11 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
         name = exp.label(cfg.to_dict())
         acc = accs[name][cfg.train.seed - 1]
         gates = {g: {"mean": [0.5, 0.6], "saturated": [0.0, 0.1]} for g in cfg.model.gates}
-        probes = {"grad_norm": {"distance": [0, 1], "mean": [1.0, 0.1], "log10_mean": [0.0, -1.0], "n": [60, 60]},
+        bins = [{"lengths": [1, 10], "distance": [0, 1], "n": [60, 60], "mean": [0.0, -1.0], "q10": [0.0, -1.5],
+                 "q50": [0.0, -1.0], "q90": [0.0, -0.5]},
+                {"lengths": [11, None], "distance": [0, 1], "n": [60, 40], "mean": [0.0, -1.0], "q10": [0.0, -1.5],
+                 "q50": [0.0, -1.0], "q90": [0.0, -0.5]}]
+        probes = {"version": 2, "gradient_decay": {"checkpoints": {"init": {"bins": bins}, "best": {"bins": bins}}},
                   "gates": gates, "positions_n": [60, 60]}
         summary = {"status": "complete", "gates": "+".join(cfg.model.gates), "seed": cfg.train.seed,
                    "test_acc": acc, "dev_acc": acc, "best_epoch": 1, "active_params": 10}
@@ -159,9 +163,11 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
     text = write_tables(out, experiment=exp_path)
     assert "| variant |" in text and "Δ vs LSTM" in text and "compare each row with LSTM" in text
     grads, gate_stats = probe_frames(r)
-    assert len(grads) == 12 and set(gate_stats["gate"]) == {"input", "forget", "output", "reset", "update"}
-    _, ax = plot_gradient_norms(grads)
+    # 6 runs x 2 checkpoints x (2 distances in the first bin + 1 with >= 50 sentences in the second)
+    assert len(grads) == 36 and set(gate_stats["gate"]) == {"input", "forget", "output", "reset", "update"}
+    fig, ax = plot_gradient_norms(grads)
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3
+    assert len([a for a in fig.axes if a.get_yscale() == "log"]) == 4  # 2 length bins x 2 checkpoints
     fig, _ = plot_gate_statistics(gate_stats)
     assert len(fig.axes) == 5
     paths = save_figures(out, experiment=exp_path)

@@ -22,7 +22,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "Best cell:" in text and "10 tokens back is" in text
+    assert "Best cell:" in text and "10 tokens before the last is" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4
     assert os.environ["ABLATION_RESULTS"] == str(results)

@@ -1,5 +1,6 @@
 """Probes: ∂J/∂h_k through every scan, checked against autograd; gate statistics by hand."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from ablation.cell import CellSpec, last_step
 from ablation.data import Encoded
 from ablation.model import PackedClassifier
-from ablation.probes import probe_pack
+from ablation.probes import CHECKPOINTS, LENGTH_BINS, gradient_decay, probe_gradients, probe_pack
 
 SPECS = {
     "lstm": [CellSpec(("input", "forget", "output"), "diagonal"), CellSpec((), "diagonal"),
@@ -114,10 +115,40 @@ def test_gate_statistics_and_counts_by_hand():
         model.bias_ih[1, :3] = 4.0  # member 1: i = σ(4) = 0.982 > 0.95
     test = Encoded(ids=torch.tensor([[1, 2, 3], [1, 2, 0]]), lengths=torch.tensor([3, 2]),
                    labels=torch.tensor([0, 1]))
-    p0, p1 = probe_pack(model, test)
-    assert p0["positions_n"] == [2, 2, 1] and p0["grad_norm"]["n"] == [2, 2, 1]
+    p0, p1 = probe_pack(model, test, earlier={"init": probe_gradients(model, test)})
+    assert p0["positions_n"] == [2, 2, 1]
+    assert list(p0["gradient_decay"]["checkpoints"]) == ["init", "best"]
+    first = p0["gradient_decay"]["checkpoints"]["best"]["bins"][0]  # lengths 1-10: both sentences
+    assert first["lengths"] == [1, 10] and first["n"] == [2, 2, 1] and first["distance"] == [0, 1, 2]
     assert p0["gates"]["input"]["mean"] == [0.5, 0.5, 0.5] and p0["gates"]["input"]["saturated"] == [0, 0, 0]
     assert p1["gates"]["input"]["mean"] == [pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), rel=1e-5)] * 3
     assert p1["gates"]["input"]["saturated"] == [1, 1, 1]
     assert set(p0["gates"]) == {"input", "forget", "output"}
-    assert p0["grad_norm"]["mean"][1] == 0  # zero recurrent weights: no gradient reaches back a step
+    # zero recurrent weights: no gradient reaches back a step (a zero norm counts as 1e-300)
+    assert first["mean"][0] == 0 and first["q50"][1] < -290
+    assert all(not b["n"] for b in p0["gradient_decay"]["checkpoints"]["best"]["bins"][1:])
+
+
+def test_gradient_decay_is_each_sentences_own_log_ratio_by_length_bin():
+    """Hand-made log10 norms: the ratio is taken against each sentence's own last token, so
+    two sentences with different last-token norms but the same decay agree exactly."""
+    lengths = torch.tensor([3, 3, 2, 12])
+    nan = float("nan")
+    log_norm = torch.full((1, 4, 12), nan, dtype=torch.float64)
+    log_norm[0, 0, :3] = torch.tensor([0.0, -1.0, -2.0])  # decays 10x a step
+    log_norm[0, 1, :3] = torch.tensor([5.0, 4.0, 3.0])  # the same decay from a larger start
+    log_norm[0, 2, :2] = torch.tensor([1.0, 1.5])  # grows
+    log_norm[0, 3, :] = torch.arange(12, dtype=torch.float64) * -0.5
+    (member,) = gradient_decay(log_norm, lengths)
+    short, mid = member["bins"][0], member["bins"][1]
+    assert short["lengths"] == list(LENGTH_BINS[0]) and short["distance"] == [0, 1, 2]
+    assert short["n"] == [3, 3, 2]
+    assert short["mean"] == [0.0, pytest.approx((-1 - 1 + 0.5) / 3), -2.0]
+    assert short["q50"][1] == -1.0 and short["q50"][2] == -2.0
+    assert mid["n"] == [1] * 12 and mid["mean"][11] == -5.5
+    assert member["bins"][2]["n"] == [] and member["bins"][3]["n"] == []
+    assert np.isfinite(short["q10"][1]) and short["q10"][1] <= short["q50"][1] <= short["q90"][1]
+
+
+def test_probe_checkpoints_are_the_documented_ones():
+    assert CHECKPOINTS == ("init", "epoch1", "best")

@@ -79,7 +79,9 @@ def test_baseline_cells_train_and_record(cell, tmp_path):
         assert summary["status"] == "complete" and summary["cell"] == cell and 40 < summary["test_acc"] < 80
         probes = json.loads((path / PROBES).read_text())
         assert set(probes["gates"]) == set(cfgs[paths.index(path)].model.gates)
-        assert len(probes["grad_norm"]["mean"]) == len(probes["positions_n"])
+        decay = probes["gradient_decay"]["checkpoints"]
+        assert set(decay) == {"init", "epoch1", "best"}  # written with sorted keys
+        assert sum(sum(b["n"]) for b in decay["best"]["bins"]) == sum(probes["positions_n"])
 
 
 def test_same_seed_shares_initial_weights_across_gates_and_peepholes():
