@@ -25,7 +25,7 @@ from .data import PTB_ESCAPES, SPLITS, UNK, encode, load_sst
 # (pattern, replacement), applied in order to " text "; each step of the Treebank script.
 _RULES = [(re.compile(p), r) for p, r in [
     # opening double quotes
-    (r'^"', "``"), (r"(``)", r" \1 "), (r'([ (\[{<])("|\'{2})', r"\1 `` "),
+    (r'^"', "``"), (r"(``)", r" \1 "), (r'([ (\[{<])"', r"\1 `` "),  # '' stays closing, as in SST
     # punctuation
     (r"([:,])([^\d])", r" \1 \2"), (r"([:,])$", r" \1 "), (r"\.\.\.", " ... "),
     (r"[;@#$%&]", r" \g<0> "), (r'([^\.])(\.)([\]\)}>"\']*)\s*$', r"\1 \2\3 "), (r"[?!]", r" \g<0> "),
@@ -45,6 +45,7 @@ _RULES = [(re.compile(p), r) for p, r in [
 _TYPOGRAPHIC = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'", "\u2013": "--",
                               "\u2014": "--", "\u2026": "...", "\u00a0": " "})
 _BRACKETS = {v: k for k, v in PTB_ESCAPES.items()}  # "(" -> "-LRB-", ...
+_ESCAPE = re.compile(r"(?<!\\)([/*])")  # SST writes / and * as \/ and \* (once: "\/" stays)
 
 
 def tokenize(text: str) -> list[str]:
@@ -53,7 +54,7 @@ def tokenize(text: str) -> list[str]:
     text = f" {text.translate(_TYPOGRAPHIC)} "
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
-    return [_BRACKETS.get(t, t).replace("/", "\\/").replace("*", "\\*") for t in text.split()]
+    return [_ESCAPE.sub(r"\\\1", _BRACKETS.get(t, t)) for t in text.split()]
 
 
 @dataclass(frozen=True)
