@@ -167,7 +167,7 @@ def test_predict_command_prints_label_probability_gates_and_plots(runs, tmp_path
 
 # --- SST-5 ---------------------------------------------------------------------------------
 
-def test_fine_labels_train_a_five_class_model(tmp_path, capsys):
+def test_fine_labels_train_a_five_class_model(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     assert cli.main(["train", "--config", "experiments/smoke.toml", "--set", "data.labels=fine",
                      "--set", "data.train_limit=200", "--set", "train.epochs=1", "--out", str(tmp_path)]) == 0
@@ -186,6 +186,13 @@ def test_fine_labels_train_a_five_class_model(tmp_path, capsys):
     assert evaluate(loaded).accuracy == summary["test_acc"]
     (p,) = predict(loaded, ["a gripping , funny film"])
     assert len(p.probs) == 5 and p.name == LABEL_NAMES["fine"][p.label]
+    from ablation import plots
+
+    titles = []
+    real = plots.plot_accuracy
+    monkeypatch.setattr(plots, "plot_accuracy", lambda *a, **kw: titles.append(kw["title"]) or real(*a, **kw))
+    plots.save_figures(tmp_path, experiment="experiments/fine.toml")
+    assert titles == ["SST-5 test accuracy"]
 
 
 def test_fine_experiment_is_the_lecture_grid_on_five_classes():
