@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "words outside the vocabulary read as <unk> and are listed. Prints label, "
                                    "probability and sentence, one line each; --gates adds each token's gate "
                                    "activations; --plot writes their heat map to FILE. Writes nothing else.")
-    p.add_argument("run", help="a run record with a checkpoint.pt, e.g. results/single/<run_id>")
+    p.add_argument("run", metavar="RUN_DIR", help="a run record with a checkpoint.pt, e.g. results/single/<run_id>")
     p.add_argument("sentences", nargs="*", help="sentences to classify (quote each)")
     p.add_argument("--file", help="also classify this file's lines, one sentence a line")
     p.add_argument("--gates", action="store_true", help="print each token's gate activations (mean over units)")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Recompute a run's dev or test accuracy from RUN_DIR/checkpoint.pt on the SST "
                                    "sentences and compare it with the record's summary.json. Prints one line and "
                                    "writes nothing; exit status 1 when the numbers differ.")
-    p.add_argument("run", help="a run record with a checkpoint.pt")
+    p.add_argument("run", metavar="RUN_DIR", help="a run record with a checkpoint.pt")
     p.add_argument("--split", default="test", choices=["dev", "test"], help="which sentences (default test)")
     p.add_argument("--data-dir", help="folder with the SST trees (default: the run's, else the usual search)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "name>/<run path>/): per-epoch train_loss, dev_acc and seconds, the best dev "
                                    "and the test accuracy, and the config as hyperparameters. A rerun replaces "
                                    "the event files. Needs the tensorboard extra.")
-    p.add_argument("results", help="results directory of run records (searched recursively)")
+    p.add_argument("results", metavar="RESULTS_DIR", help="results directory of run records (searched recursively)")
     p.add_argument("--logdir", help="where to write (default runs/tensorboard/<RESULTS_DIR name>)")
     p.set_defaults(func=cmd_tensorboard)
     return ap
