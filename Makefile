@@ -7,14 +7,14 @@ STAMP  := $(VENV)/.installed
 # `make setup TORCH=torch` takes the CUDA build instead. The code picks the device itself.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test test-fast lint data reproduce bench clean slurm-up slurm-down
+.PHONY: setup test test-fast lint data reproduce bench clean slurm-up slurm-down notebook
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tensorboard]'
 	touch $(STAMP)
 
 # The whole suite, slow and Slurm tests included (what CI runs): a single-node Slurm
@@ -51,13 +51,22 @@ reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its
 EXPERIMENTS := peepholes odyssey cells protocol
 .PHONY: beyond $(EXPERIMENTS)
 
-$(EXPERIMENTS): setup
+# `make fine`: the lecture's gate grid on SST-5 (experiments/fine.toml; 159,274 training
+# phrases, twice SST-2's, so an estimated ~30 min on 2 cores). Not part of `make beyond`.
+.PHONY: fine
+$(EXPERIMENTS) fine: setup
 	$(BIN)/ablation grid experiments/$@.toml --out results/$@
 	$(BIN)/ablation table results/$@ > /dev/null
 	$(BIN)/ablation plot results/$@ > /dev/null
 	cat results/$@/table.md
 
 beyond: $(EXPERIMENTS)
+
+# notebooks/lecture_table.ipynb run top to bottom against results/lecture, outputs saved
+# in place (so it reads as a report on the repository's web page); run it after `make reproduce`.
+notebook: setup
+	cd notebooks && env -u MPLBACKEND ABLATION_RESULTS=$(CURDIR)/results/lecture \
+	  $(CURDIR)/$(BIN)/jupyter execute --inplace --timeout=600 lecture_table.ipynb
 
 bench: setup
 	$(BIN)/python benchmarks/bench_grid.py

@@ -7,11 +7,15 @@
                      --slurm.cpus N --slurm.mem-gb N --slurm.max-parallel K]
     ablation table  RESULTS_DIR [--format md|csv|tex]
     ablation plot   RESULTS_DIR
+    ablation predict  RUN_DIR ["a sentence" ...] [--file F] [--gates] [--plot FILE]
+    ablation evaluate RUN_DIR [--split dev|test]
+    ablation tensorboard RESULTS_DIR [--logdir D]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -58,8 +62,11 @@ def cmd_train(args) -> int:
     tty = sys.stderr.isatty()  # a bar per epoch on a terminal, a line per epoch otherwise
     path = train_and_record([cfg], out, args.device, progress=None if tty else _epoch_printer(cfg.train.epochs),
                             show_bar=tty)
-    summary = (path[0] / "summary.json").read_text()
-    print(f"record: {path[0]}\n{summary}")
+    s = json.loads((path[0] / "summary.json").read_text())
+    if s["status"] != "complete":
+        print(f"diverged at epoch {s['diverged_epoch']}; record: {path[0]}")
+        return 1
+    print(f"test {s['test_acc']:.2f}%, dev {s['dev_acc']:.2f}% (best epoch {s['best_epoch']}); record: {path[0]}")
     return 0
 
 
@@ -128,11 +135,62 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .checkpoint import load_run
+    from .predict import format_prediction, gate_figure, predict
+
+    texts = list(args.sentences)
+    if args.file:
+        texts += [line.strip() for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("nothing to predict: give sentences or --file F (one sentence a line)")
+    run = load_run(args.run)
+    preds = predict(run, texts)
+    for p in preds:
+        print(format_prediction(p, gates=args.gates))
+    if args.plot:
+        import matplotlib.pyplot as plt
+
+        fig, _ = gate_figure(preds, run.config.model.cell)
+        path = Path(args.plot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")  # the format follows the suffix (.png, .pdf, .svg)
+        plt.close(fig)
+        print(f"gate heat map: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_run
+    from .predict import evaluate
+    from .train import resolve_device
+
+    run = load_run(args.run, resolve_device(args.device))
+    e = evaluate(run, args.split, args.data_dir)
+    same = "" if e.recorded is None else (f"; the record says {e.recorded:.2f}%"
+                                          + (" (equal)" if e.recorded == e.accuracy else " (DIFFERENT)"))
+    print(f"{e.split} accuracy {e.accuracy:.2f}% on {e.sentences} sentences{same}")
+    return 0 if e.recorded is None or e.recorded == e.accuracy else 1
+
+
+def cmd_tensorboard(args) -> int:
+    from .tb_export import export
+
+    logdir = Path(args.logdir or Path("runs") / "tensorboard" / Path(args.results).resolve().name)
+    runs = export(args.results, logdir)
+    print(f"{len(runs)} runs -> {logdir} (view: tensorboard --logdir {logdir})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ablation", description="Which parts of an LSTM matter? Gate ablations on SST.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="verify the SST trees (downloading them if none are found) and print counts")
+    p = sub.add_parser("data", help="verify the SST trees (downloading them if none are found) and print counts",
+                       description="Find the SST trees (--data-dir, $SST_DIR, data/sst, ../shared/data/sst), check "
+                                   "their SHA-256 and print counts. Writes nothing unless no copy is found or "
+                                   "--download is given: then it fetches the official zip and writes train.txt, "
+                                   "dev.txt and test.txt into data/sst (or --data-dir).")
     p.add_argument("--data-dir", help="folder with train/dev/test.txt (default: SST_DIR, data/sst, ../shared/data/sst)")
     p.add_argument("--download", action="store_true",
                    help="fetch the official zip into data/sst (or --data-dir) even if a copy exists")
@@ -147,13 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
         p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
 
-    p = sub.add_parser("train", help="train one model and write its run record (default under runs/)")
+    p = sub.add_parser("train", help="train one model and write its run record (default under runs/)",
+                       description="Train one model (config defaults < --config's fixed settings < --set) and write "
+                                   "its run record to OUT/<run_id>/ (default runs/<experiment>/<run_id>/): "
+                                   "config.json, metrics.jsonl, summary.json, predictions.csv, probes.json and "
+                                   "checkpoint.pt (the best-on-dev weights). Prints one line (test and dev accuracy, "
+                                   "best epoch, record path); progress goes to stderr.")
     p.add_argument("--config", help="experiment TOML; its [grid] axes are ignored (use `grid`)")
     p.add_argument("--data-dir", help="folder with the SST trees")
     run_opts(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("grid", help="train every run of an experiment's grid, skipping finished ones")
+    p = sub.add_parser("grid", help="train every run of an experiment's grid, skipping finished ones",
+                       description="Train every run of an experiment's grid that has no complete record yet; each "
+                                   "run's record goes to OUT/<run_id>/ (default results/<experiment>/), with the "
+                                   "files `ablation train` writes; Slurm logs go to OUT/.slurm/. Prints one line.")
     p.add_argument("experiment", help="experiment TOML with a [grid] table")
     p.add_argument("--seeds", type=int, help="keep only the first N seeds of the grid")
     p.add_argument("--pack-size", type=int, default=8, help="runs fused into one training pass")
@@ -165,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(p)
     p.set_defaults(func=cmd_grid)
 
-    for name, func, text in (("table", cmd_table, "the gate table with uncertainty"),
-                             ("plot", cmd_plot, "figures into RESULTS_DIR/figures")):
-        p = sub.add_parser(name, help=text)
+    for name, func, text, writes in (
+            ("table", cmd_table, "the gate table with uncertainty",
+             "Write the gate table with uncertainty to RESULTS_DIR/table.md, table.csv and table.tex and print "
+             "the --format one; --readme also fills that file's generated block."),
+            ("plot", cmd_plot, "figures into RESULTS_DIR/figures",
+             "Write the figures (accuracy, learning curves, probes) into RESULTS_DIR/figures/ as PNG and PDF "
+             "and print their paths.")):
+        p = sub.add_parser(name, help=text, description=writes)
         p.add_argument("results", help="results directory of run records")
         p.add_argument("--experiment",
                        help="experiment TOML for reference numbers (default: experiments/<folder name>.toml)")
@@ -175,6 +246,39 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
             p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->' block")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("predict", help="classify raw sentences with a run's checkpoint",
+                       description="Classify raw sentences with a run's best-on-dev weights (RUN_DIR/checkpoint.pt, "
+                                   "config.json). The text is tokenised as SST was (Penn Treebank style, case kept); "
+                                   "words outside the vocabulary read as <unk> and are listed. Prints label, "
+                                   "probability and sentence, one line each; --gates adds each token's gate "
+                                   "activations; --plot writes their heat map to FILE. Writes nothing else.")
+    p.add_argument("run", metavar="RUN_DIR", help="a run record with a checkpoint.pt, e.g. results/single/<run_id>")
+    p.add_argument("sentences", nargs="*", help="sentences to classify (quote each)")
+    p.add_argument("--file", help="also classify this file's lines, one sentence a line")
+    p.add_argument("--gates", action="store_true", help="print each token's gate activations (mean over units)")
+    p.add_argument("--plot", metavar="FILE", help="write a heat map of the gate activations to FILE (.png, .pdf)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="recompute a run's accuracy from its checkpoint",
+                       description="Recompute a run's dev or test accuracy from RUN_DIR/checkpoint.pt on the SST "
+                                   "sentences and compare it with the record's summary.json. Prints one line and "
+                                   "writes nothing; exit status 1 when the numbers differ.")
+    p.add_argument("run", metavar="RUN_DIR", help="a run record with a checkpoint.pt")
+    p.add_argument("--split", default="test", choices=["dev", "test"], help="which sentences (default test)")
+    p.add_argument("--data-dir", help="folder with the SST trees (default: the run's, else the usual search)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tensorboard", help="write run records as TensorBoard event files",
+                       description="Write every complete run record below RESULTS_DIR as TensorBoard event files, "
+                                   "one run per record, into --logdir (default runs/tensorboard/<RESULTS_DIR "
+                                   "name>/<run path>/): per-epoch train_loss, dev_acc and seconds, the best dev "
+                                   "and the test accuracy, and the config as hyperparameters. A rerun replaces "
+                                   "the event files. Needs the tensorboard extra.")
+    p.add_argument("results", metavar="RESULTS_DIR", help="results directory of run records (searched recursively)")
+    p.add_argument("--logdir", help="where to write (default runs/tensorboard/<RESULTS_DIR name>)")
+    p.set_defaults(func=cmd_tensorboard)
     return ap
 
 

@@ -36,6 +36,9 @@ SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRANULARITIES = ("sentences", "phrases")
 LABELINGS = ("binary", "fine")
+# Class names by label id: binary drops the neutral 2 (`binary_label`); fine keeps SST's five.
+LABEL_NAMES = {"binary": ("negative", "positive"),
+               "fine": ("very negative", "negative", "neutral", "positive", "very positive")}
 PAD, UNK = "<pad>", "<unk>"
 # PTB escapes, undone only when asked (unescape=True): the files' text is the default.
 PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}

@@ -75,7 +75,8 @@ def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: 
     for r in results:
         summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta}
         paths.append(write_record(out, r.config.run_id(), r.config.to_dict(), r.metrics, summary,
-                                  r.test_labels, r.test_predictions, r.probes))
+                                  r.test_labels, r.test_predictions, r.probes,
+                                  r.checkpoint))
     return paths
 
 

@@ -248,7 +248,8 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records to plot")
     figs = results / "figures"
-    paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
+    fine = "fine" in set(r.runs.get("config.data.labels", []))  # SST-5 records (experiments/fine.toml)
+    paths = save(plot_accuracy(table, r.runs, title=f"SST-{5 if fine else 2} test accuracy")[0], figs / "accuracy")
     paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")
     grads, gates = (_like(f, table) for f in probe_frames(r))
     order = list(dict.fromkeys(table[row_key(table)]))

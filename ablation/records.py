@@ -8,6 +8,8 @@
                    probes.json       gradient norms by distance, gate statistics (probes.py);
                                      absent from records older than the probes and from
                                      diverged runs
+                   checkpoint.pt     the best-on-dev weights and the vocabulary (checkpoint.py);
+                                     optional like probes.json (absent from older records)
 
 The record is assembled in a hidden temporary directory beside its final place and moved
 there with one `os.rename`, so a run killed at any moment leaves a complete record or none.
@@ -28,6 +30,7 @@ import numpy as np
 
 FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv")
 PROBES = "probes.json"  # optional: see the module doc
+CHECKPOINT = "checkpoint.pt"  # optional: see the module doc
 TMP_PREFIX = ".partial-"
 
 
@@ -37,8 +40,12 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 
 def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: list[dict],
                  summary: dict, labels: np.ndarray, predictions: np.ndarray | None,
-                 probes: dict | None = None) -> Path:
-    """Write a run's record atomically; returns its directory. An existing record is kept."""
+                 probes: dict | None = None, checkpoint: dict | None = None) -> Path:
+    """Write a run's record atomically; returns its directory. An existing record is kept.
+
+    ``checkpoint`` (tensors, strings and numbers only: `checkpoint.member_checkpoint`) is
+    saved with `torch.save`, so `torch.load(weights_only=True)` reads it back.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / run_id
@@ -50,10 +57,17 @@ def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: lis
         preds = np.full(len(labels), -1) if predictions is None else predictions
         rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
         (tmp / "predictions.csv").write_text("index,label,prediction\n" + rows)
+        written = list(FILES)
         if probes is not None:
             _dump(tmp / PROBES, probes)
+            written.append(PROBES)
+        if checkpoint is not None:
+            import torch
+
+            torch.save(checkpoint, tmp / CHECKPOINT)
+            written.append(CHECKPOINT)
         # make the bytes durable before the rename publishes them
-        for f in [*FILES, PROBES] if probes is not None else FILES:
+        for f in written:
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)

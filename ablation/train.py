@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .cell import CellSpec, gates_name
+from .checkpoint import member_checkpoint
 from .config import RunConfig
-from .data import Encoded, Vocab, batch_order, encode, load_sst
+from .data import LABEL_NAMES, Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
 from .model import PackedClassifier
 from .probes import probe_gradients, probe_pack
@@ -144,6 +145,7 @@ class MemberResult:
     test_labels: np.ndarray
     test_predictions: np.ndarray | None
     probes: dict | None = None  # probes.probe_pack: best-on-dev, gradients also at init and after epoch 1
+    checkpoint: dict | None = None  # best-on-dev weights and vocabulary (checkpoint.member_checkpoint)
 
 
 def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifier, list[dict]]:
@@ -155,8 +157,8 @@ def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifi
     model = PackedClassifier(
         [cell_spec(c) for c in cfgs], [c.train.seed for c in cfgs],
         vocab_size=len(data.vocab), embedding_dim=m.embedding_dim, hidden_size=m.hidden_size,
-        embeddings=list(tables), freeze_embeddings=m.freeze_embeddings,
-        forget_bias=[c.model.forget_bias for c in cfgs])
+        num_classes=len(LABEL_NAMES[cfgs[0].data.labels]), embeddings=list(tables),
+        freeze_embeddings=m.freeze_embeddings, forget_bias=[c.model.forget_bias for c in cfgs])
     return model, list(coverage)
 
 
@@ -242,6 +244,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     test_pred = model.predict(test.ids, test.lengths, t.eval_batch_size)
     test_acc = accuracy(test_pred, test.labels).cpu()
     probes = probe_pack(model, test, t.eval_batch_size, earlier=early_probes)
+    checkpoints = [member_checkpoint(model, m, data.vocab) for m in range(M)]
     wall = time.time() - start
     results = []
     for m, c in enumerate(cfgs):
@@ -259,6 +262,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
             "test_acc": float(test_acc[m]) if ok else None,
             "active_params": model.active_parameters(m),
             "embedding_params": model.V * model.E,
+            "num_classes": model.C,
             "embedding_coverage": coverage[m],
             "pack_size": M,
             "steps": steps,
@@ -269,7 +273,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         }
         preds = test_pred[m].cpu().numpy() if ok else None
         results.append(MemberResult(c, metrics[m], summary, data.test.labels.numpy(), preds,
-                                    probes[m] if ok else None))
+                                    probes[m] if ok else None, checkpoints[m] if ok else None))
     model.load_state_dict(final, strict=False)
     return results, model
 

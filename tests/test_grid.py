@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ablation.config import load_experiment
 from ablation.grid import plan, run_grid
-from ablation.records import FILES, PROBES, TMP_PREFIX, is_complete
+from ablation.records import CHECKPOINT, FILES, PROBES, TMP_PREFIX, is_complete
 
 SMOKE = "experiments/smoke.toml"
 
@@ -66,7 +66,7 @@ def test_sigkill_mid_grid_then_resume(tmp_path):
     assert sorted(after) == sorted(r.run_id() for r in exp.runs())
     assert all(after[k] == v for k, v in before.items())  # finished runs were not retrained
     assert sorted(p.name for p in out.iterdir()) == sorted(after)  # no temporaries, no duplicates
-    assert all(sorted(f.name for f in (out / k).iterdir()) == sorted([*FILES, PROBES]) for k in after)
+    assert all(sorted(f.name for f in (out / k).iterdir()) == sorted([*FILES, PROBES, CHECKPOINT]) for k in after)
 
 
 def test_trailing_packs_are_split_to_fill_the_last_round(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from ablation import cli
 from ablation.config import RunConfig, apply
 from ablation.grid import train_and_record
-from ablation.records import FILES, PROBES
+from ablation.records import CHECKPOINT, FILES, PROBES
 from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
 
 COMBOS = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
@@ -117,6 +117,7 @@ def test_diverged_run_is_recorded_as_diverged(tmp_path):
     (alone,) = train_and_record([small(**{"train.lr": 1e38})], tmp_path / "lr", "cpu")
     summary = json.loads((alone / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["test_acc"] is None
+    assert not (alone / CHECKPOINT).exists()  # no best-on-dev weights to keep
     assert summary["steps"] == 40  # stopped after the epoch it diverged in (400 examples / 10)
 
 
@@ -146,11 +147,14 @@ def test_train_command_writes_a_complete_record(tmp_path, capsys):
                    "--out", str(tmp_path)])
     assert rc == 0
     (run,) = [p for p in tmp_path.iterdir()]
-    assert sorted(p.name for p in run.iterdir()) == sorted([*FILES, PROBES])
+    assert sorted(p.name for p in run.iterdir()) == sorted([*FILES, PROBES, CHECKPOINT])
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
     assert summary["gates"] == "input+output" and config["model"]["gates"] == ["input", "output"]
     assert summary["seed"] == 1 and summary["device"] == "cpu" and summary["versions"]["torch"]
+    assert summary["num_classes"] == 2
+    assert capsys.readouterr().out == (f"test {summary['test_acc']:.2f}%, dev {summary['dev_acc']:.2f}% "
+                                       f"(best epoch {summary['best_epoch']}); record: {run}\n")
     assert 0 <= summary["test_acc"] <= 100
     assert summary["active_params"] == 3 * 8 * (25 + 8 + 2) + 2 * 8 + 2 * 9
     lines = (run / "metrics.jsonl").read_text().splitlines()

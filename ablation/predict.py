@@ -1,0 +1,148 @@
+"""Using a trained run: raw text tokenised as SST was, predictions with gate activations,
+accuracy recomputed from the checkpoint.
+
+SST's leaves are Penn Treebank tokens, cased as written (`The`, `the`): clitics split off
+(`is n't`, `film 's`, `ca n't`), brackets as `-LRB-`/`-RRB-`, double quotes as `` and '',
+punctuation apart (`,` `.` `...` `--` `;` `:`), hyphenated words whole (`well-made`), and
+`/` and `*` escaped (`writer\\/director`). `tokenize` follows the Treebank tokenizer's
+rules (R. MacIntyre's sed script, as in NLTK's `TreebankWordTokenizer`) with SST's escapes,
+and keeps case, because the vocabulary is built from those tokens as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cell import last_step
+from .checkpoint import LoadedRun
+from .data import PTB_ESCAPES, SPLITS, UNK, encode, load_sst
+
+# (pattern, replacement), applied in order to " text "; each step of the Treebank script.
+_RULES = [(re.compile(p), r) for p, r in [
+    # opening double quotes
+    (r'^"', "``"), (r"(``)", r" \1 "), (r'([ (\[{<])"', r"\1 `` "),  # '' stays closing, as in SST
+    # punctuation
+    (r"([:,])([^\d])", r" \1 \2"), (r"([:,])$", r" \1 "), (r"\.\.\.", " ... "),
+    (r"[;@#$%&]", r" \g<0> "), (r'([^\.])(\.)([\]\)}>"\']*)\s*$', r"\1 \2\3 "), (r"[?!]", r" \g<0> "),
+    (r"([^'])' ", r"\1 ' "),
+    # brackets and dashes
+    (r"[\]\[\(\)\{\}\<\>]", r" \g<0> "), (r"--", r" -- "),
+    # closing double quotes, then clitics
+    (r'"', " '' "), (r"(\S)('')", r"\1 \2 "),
+    (r"([^' ])('[sS]|'[mM]|'[dD]|') ", r"\1 \2 "),
+    (r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) ", r"\1 \2 "),
+    # words the Treebank writes as two
+    *[(rf"(?i)\b({a})({b})\b", r" \1 \2 ") for a, b in
+      [("can", "not"), ("d", "'ye"), ("gim", "me"), ("gon", "na"), ("got", "ta"), ("lem", "me"),
+       ("more", "'n"), ("wan", "na")]],
+    (r"(?i) ('t)(is)\b", r" \1 \2 "), (r"(?i) ('t)(was)\b", r" \1 \2 "),
+]]
+_TYPOGRAPHIC = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'", "\u2013": "--",
+                              "\u2014": "--", "\u2026": "...", "\u00a0": " "})
+_BRACKETS = {v: k for k, v in PTB_ESCAPES.items()}  # "(" -> "-LRB-", ...
+_ESCAPE = re.compile(r"(?<!\\)([/*])")  # SST writes / and * as \/ and \* (once: "\/" stays)
+
+
+def tokenize(text: str) -> list[str]:
+    """Raw English text -> SST tokens: 'It isn't (quite) "great".' ->
+    ['It', 'is', "n't", '-LRB-', 'quite', '-RRB-', '``', 'great', "''", '.']"""
+    text = f" {text.translate(_TYPOGRAPHIC)} "
+    for pattern, repl in _RULES:
+        text = pattern.sub(repl, text)
+    return [_ESCAPE.sub(r"\\\1", _BRACKETS.get(t, t)) for t in text.split()]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    tokens: list[str]
+    unknown: list[str]  # tokens outside the run's vocabulary (read as <unk>)
+    label: int
+    name: str  # the label's name (data.LABEL_NAMES)
+    probs: list[float]  # softmax over the classes
+    gates: dict[str, list[float]]  # gate -> its activation at each token, mean over the hidden units
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, texts: Sequence[str]) -> list[Prediction]:
+    """Classify each text with the run's best-on-dev weights, one sentence at a time."""
+    model, device = run.model, run.model.embedding.device
+    spec = model.specs[0]
+    out = []
+    for text in texts:
+        tokens = tokenize(text)
+        if not tokens:
+            raise ValueError(f"nothing to classify in {text!r}: no tokens")
+        ids = torch.tensor([run.vocab.encode(tokens)], device=device)  # (1, T)
+        hs, acts = model.hidden(model.embedding[:, ids.t()])  # as `model.logits`, keeping the gates
+        probs = torch.softmax(model.classify(last_step(hs, None))[0, 0], -1)  # (C,); one sentence: no padding
+        label = int(probs.argmax())
+        gates = {g: acts[g][:, 0, 0].mean(-1).tolist() for g in spec.gates}  # (T, M, B, H) -> (T,)
+        out.append(Prediction(text, tokens, [t for t, i in zip(tokens, ids[0].tolist()) if i == 1], label,
+                              run.label_names[label], probs.tolist(), gates))
+    return out
+
+
+def format_prediction(p: Prediction, gates: bool = False) -> str:
+    """One line per sentence (label, probability, unknown words); with ``gates`` a token table."""
+    unk = f"; {len(p.unknown)} of {len(p.tokens)} tokens unknown ({UNK}): {' '.join(p.unknown)}" if p.unknown else ""
+    lines = [f"{p.name}\t{p.probs[p.label]:.3f}\t{p.text}{unk}"]
+    if gates:
+        names = list(p.gates)
+        width = max(len(t) for t in p.tokens)
+        lines.append("  " + "token".ljust(width) + "".join(f"{g:>8}" for g in names))
+        for k, t in enumerate(p.tokens):
+            lines.append("  " + t.ljust(width) + "".join(f"{p.gates[g][k]:8.3f}" for g in names))
+    return "\n".join(lines)
+
+
+def gate_figure(preds: Sequence[Prediction], cell: str = "lstm"):
+    """Heat maps of the gate activations (rows: gates, columns: tokens), one panel per sentence."""
+    import matplotlib.pyplot as plt
+
+    if not preds or not preds[0].gates:
+        raise ValueError(f"no gates to plot: the run's {cell} cell has none")
+    width = max(4.0, 0.45 * max(len(p.tokens) for p in preds) + 2)  # ~0.45 in per token label
+    height = len(preds) * (0.35 * len(preds[0].gates) + 1.4)  # gate rows plus title and rotated tokens
+    fig, axes = plt.subplots(len(preds), 1, figsize=(width, height), squeeze=False, layout="constrained")
+    for ax, p in zip(axes[:, 0], preds):
+        grid = np.array([p.gates[g] for g in p.gates])  # (gates, T)
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(p.tokens)), p.tokens, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(p.gates)), list(p.gates), fontsize=8)
+        ax.set_title(f"{p.name} ({p.probs[p.label]:.2f})", fontsize=9)
+    fig.colorbar(im, ax=axes[:, 0].tolist(), label="mean activation")
+    return fig, axes
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    split: str
+    accuracy: float  # percent, as the trainer computes it (`train.accuracy`)
+    sentences: int
+    recorded: float | None  # the record's number for this split (summary.json), if any
+    predictions: np.ndarray
+
+
+def evaluate(run: LoadedRun, split: str = "test", data_dir: str | None = None) -> Evaluation:
+    """Accuracy on the dev or test sentences, encoded with the checkpoint's own vocabulary.
+
+    Dev and test are whole sentences whatever the training granularity (`train.load_data`),
+    labelled as the run was (`data.labels`); ``data_dir`` defaults to the run's.
+    """
+    from .train import accuracy
+
+    if split not in SPLITS[1:]:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS[1:])}")
+    cfg = run.config
+    examples = load_sst(split, labels=cfg.data.labels, data_dir=data_dir or cfg.data.data_dir)
+    data = encode(examples, run.vocab).to(run.model.embedding.device)
+    pred = run.model.predict(data.ids, data.lengths, cfg.train.eval_batch_size)
+    acc = float(accuracy(pred, data.labels)[0])
+    recorded = run.summary.get(f"{split}_acc")
+    return Evaluation(split, acc, len(data), recorded, pred[0].cpu().numpy())
