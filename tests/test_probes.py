@@ -124,8 +124,9 @@ def test_gate_statistics_and_counts_by_hand():
     assert p1["gates"]["input"]["mean"] == [pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), rel=1e-5)] * 3
     assert p1["gates"]["input"]["saturated"] == [1, 1, 1]
     assert set(p0["gates"]) == {"input", "forget", "output"}
-    # zero recurrent weights: no gradient reaches back a step (a zero norm counts as 1e-300)
-    assert first["mean"][0] == 0 and first["q50"][1] < -290
+    # zero recurrent weights: no gradient reaches back a step (counted in "zero", its log at FLOOR)
+    assert first["zero"] == [0, 2, 1]
+    assert first["mean"][0] == 0 and first["q50"][1] < -30
     assert all(not b["n"] for b in p0["gradient_decay"]["checkpoints"]["best"]["bins"][1:])
 
 
