@@ -15,6 +15,7 @@ with bootstrap-t and BCa available from n = 10 on.
     tost                  two one-sided tests of equivalence within ±margin
     paired_power, minimal_detectable_difference   the power of the paired t-test
     factorial_effects     main effects and interactions of a 2^3 gate design, paired by seed
+    fidelity              rank agreement and distance to a reference table (the lecture)
 """
 
 from __future__ import annotations
@@ -217,3 +218,20 @@ def factorial_effects(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> list[
     for row, ph in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = float(ph)
     return rows
+
+
+# --- agreement with a reference table ---------------------------------------------------------
+
+def fidelity(reference, ours, tolerance: float = 1.5) -> dict:
+    """How well our numbers reproduce the reference's: rank agreement and distance."""
+    r, o = _array(reference), _array(ours)
+    keep = np.isfinite(r) & np.isfinite(o)
+    r, o = r[keep], o[keep]
+    if len(r) < 2:
+        return {"n": int(len(r)), "kendall_tau": math.nan, "spearman_rho": math.nan,
+                "mean_abs_diff": float(np.abs(r - o).mean()) if len(r) else math.nan,
+                "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
+    return {"n": int(len(r)), "kendall_tau": float(stats.kendalltau(r, o).statistic),
+            "spearman_rho": float(stats.spearmanr(r, o).statistic),
+            "mean_abs_diff": float(np.abs(r - o).mean()),
+            "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
