@@ -221,3 +221,30 @@ def test_table_command_on_missing_or_empty_directory(tmp_path, capsys, make):
     err = capsys.readouterr().err
     assert err.startswith("ablation: error: ") and str(path) in err
     assert ("no such results directory" if make == "missing" else "no run records") in err
+
+
+def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
+    from ablation.aggregate import group_label
+    from ablation.plots import plot_interactions
+
+    assert group_label(["config.model.peephole"], ["diagonal"]) == "diagonal peepholes"
+    assert group_label(["config.data.granularity", "config.model.embeddings"],
+                       ["sentences", "random"]) == "trained on sentences, random vectors"
+    assert group_label(["config.train.lr"], [0.1]) == "lr: 0.1"
+    accs = {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE}
+    for kind in ("none", "diagonal"):
+        _grid(tmp_path, accs, peephole=kind)
+    r = load_runs(tmp_path)
+    table = gate_table(r)
+    fig, ax = plot_accuracy(table, r.runs)
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "no peepholes: mean, 95% t-interval of the mean" in texts and "one seed (one dot each)" in texts
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # right of the data, not on it
+    fig, _ = plot_interactions(table)
+    assert len(fig.axes) == 4  # 2 groups x output gate off/on
+    assert {a.get_title() for a in fig.axes} >= {"diagonal peepholes, output gate on"}
+    fig, ax = plot_learning_curves(r.curves)
+    assert "shaded: ±1 std over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "interactions" in {p.stem for p in save_figures(tmp_path)}
