@@ -192,7 +192,7 @@ def plot_interactions(table: pd.DataFrame, *, title: str = "Do the gates matter 
             groups.append((label, t, cells))
     if not groups:
         return _empty(f"{title}: no group with all 8 gate sets")
-    fig, axes = plt.subplots(len(groups), 2, figsize=(8.5, 3.6 * len(groups)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 3.8 * len(groups)), squeeze=False, sharey=True)
     for row, (label, t, cells) in zip(axes, groups):
         for ax, out in zip(row, (False, True)):
             for k, inp in enumerate((False, True)):
@@ -203,7 +203,7 @@ def plot_interactions(table: pd.DataFrame, *, title: str = "Do the gates matter 
                             marker="o", capsize=3, label=f"input gate {'on' if inp else 'off'}")
             ax.set_xticks([0, 1], ["forget gate off", "forget gate on"])
             ax.set_xlim(-0.4, 1.4)
-            ax.set_title(f"{label + ', ' if label else ''}output gate {'on' if out else 'off'}", fontsize=10)
+            ax.set_title(f"{label + chr(10) if label else ''}output gate {'on' if out else 'off'}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
         row[0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0][-1].get_legend_handles_labels()

@@ -68,3 +68,31 @@ def test_readme_holds_what_the_records_generate(monkeypatch):
             if block in blocks:
                 assert blocks[block] == text, f"README block {block} is stale: run `make tables`"
     assert blocks[("reading", "probes")] == ""  # kept for the probe sentences (probes v2)
+
+
+def test_committed_tables_are_honest():
+    """Every committed table: intervals at least as wide as the t-interval of its own mean, std
+    and n; p_holm is Holm over its p_paired; verdicts follow p_holm; no McNemar; every full
+    gate grid has its effects.csv."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as sps
+
+    from ablation.aggregate import LECTURE_ORDER
+    from ablation.stats import holm
+
+    tables = sorted(ROOT.glob("results/*/table.csv"))
+    assert len(tables) >= 5
+    for path in tables:
+        t = pd.read_csv(path)
+        assert {"p_paired", "p_holm", "verdict"} <= set(t.columns) and not any("mcnemar" in c for c in t.columns)
+        half = sps.t.ppf(0.975, t["n"] - 1) * t["std"] / np.sqrt(t["n"])
+        assert (t["ci_high"] - t["ci_low"] >= 2 * half - 2e-4).all(), path  # CSV keeps 4 decimals
+        p = t["p_paired"].dropna()
+        assert np.allclose(t["p_holm"].dropna(), holm(p), atol=len(p) * 1e-4), path
+        tested = t[t["verdict"] != "reference"]
+        assert ((tested["p_holm"] < 0.05) == tested["verdict"].isin(["better", "worse"])).all(), path
+        if "gates" in t and set(LECTURE_ORDER) <= set(t["gates"]):
+            effects = pd.read_csv(path.with_name("effects.csv"))
+            cols = [c for c in t.columns if c.startswith("config.")]
+            assert len(effects) == 7 * (len(t[cols].drop_duplicates()) if cols else 1), path
