@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `make setup TORCH=torch` takes the CUDA build instead. The code picks the device itself.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test test-fast lint data reproduce bench clean slurm-up slurm-down notebook
+.PHONY: setup test test-fast lint data reproduce tables bench clean slurm-up slurm-down notebook
 
 setup: $(STAMP)
 
@@ -40,11 +40,29 @@ lint: setup
 data: setup  ## verify the SST trees (downloading them if none are found) and print counts
 	$(BIN)/ablation data
 
-reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table and its figures
-	$(BIN)/ablation grid experiments/lecture.toml --out results/lecture
-	$(BIN)/ablation table results/lecture --readme README.md > /dev/null
-	$(BIN)/ablation plot results/lecture > /dev/null
+# Tables, effects, figures and README blocks come from one path, `ablation table --readme`
+# then `ablation plot`, so the README cannot drift from the records. `python -m ablation.cli`
+# (not the installed script) so that PYTHONPATH may point at another checkout.
+ABLATION := $(BIN)/python -m ablation.cli
+# Every committed results directory with a table (results/single holds single runs of
+# different configs, one seed each: nothing to tabulate).
+TABLES := lecture peepholes odyssey cells protocol
+
+define table_and_figures
+	$(ABLATION) table results/$(1) --readme README.md > /dev/null
+	$(ABLATION) plot results/$(1) > /dev/null
+endef
+
+reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table, figures and README reading
+	$(ABLATION) grid experiments/lecture.toml --out results/lecture
+	$(call table_and_figures,lecture)
 	cat results/lecture/table.md
+
+tables: setup  ## regenerate every committed table, effects file, figure and README block (no training)
+	set -e; for d in $(TABLES); do \
+	  $(ABLATION) table results/$$d --readme README.md > /dev/null; \
+	  $(ABLATION) plot results/$$d > /dev/null; \
+	done
 
 # Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
 # table and figures into results/<name>/. `make beyond` runs all four (~1 h 45 min on 2 cores).
@@ -52,12 +70,11 @@ EXPERIMENTS := peepholes odyssey cells protocol
 .PHONY: beyond $(EXPERIMENTS)
 
 # `make fine`: the lecture's gate grid on SST-5 (experiments/fine.toml; 159,274 training
-# phrases, twice SST-2's, so an estimated ~30 min on 2 cores). Not part of `make beyond`.
+# phrases, twice SST-2's). Not part of `make beyond`.
 .PHONY: fine
 $(EXPERIMENTS) fine: setup
-	$(BIN)/ablation grid experiments/$@.toml --out results/$@
-	$(BIN)/ablation table results/$@ > /dev/null
-	$(BIN)/ablation plot results/$@ > /dev/null
+	$(ABLATION) grid experiments/$@.toml --out results/$@
+	$(call table_and_figures,$@)
 	cat results/$@/table.md
 
 beyond: $(EXPERIMENTS)

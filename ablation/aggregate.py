@@ -1,14 +1,16 @@
 """The aggregator: run records -> one tidy table -> the gate table with uncertainty.
 
-Pure functions over arrays and data frames (in the manner of rliable): `load_runs` reads
-the records, the statistics take plain arrays, `gate_table` assembles the table and the
-`format_*` functions render it. Regenerating from the same records gives the same bytes:
-the bootstrap has a fixed seed and every input is sorted.
+Pure functions over data frames (in the manner of rliable): `load_runs` reads the records,
+the statistics (`ablation/stats.py`) take plain arrays, `gate_table` assembles the table,
+`effects_table` reads a full gate grid as a 2^3 design, and the `format_*` functions render
+them. Regenerating from the same records gives the same bytes: every input is sorted.
 
 Rows are gate combinations (the lecture's table), or, for an experiment file with
 [variants], the named variants in file order, the first being the baseline of the Δ
 columns. Honesty rules: an incomplete record (a directory missing a file, or unreadable)
-is skipped and counted; a diverged run is listed apart and never averaged in.
+is skipped and counted; a diverged run is listed apart and never averaged in. One primary
+test per row: the paired t-test over seeds against the baseline, Holm-adjusted over every
+comparison of the table; the verdict follows it (or TOST equivalence within the margin).
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .cell import GATES, gates_name
 from .config import Experiment, load_experiment
 from .records import FILES, PROBES, TMP_PREFIX
+from .stats import (
+    ALPHA,
+    FACTORS,
+    POWER,
+    factorial_effects,
+    fidelity,
+    holm,
+    mean_interval,
+    minimal_detectable_difference,
+    paired_comparison,
+    verdict,
+)
 
 # The lecture's column order: none, o, i, i+o, f, i+f, f+o, i+f+o.
 LECTURE_ORDER = ["none", "output", "input", "input+output", "forget", "input+forget",
@@ -33,8 +46,8 @@ LECTURE_ORDER = ["none", "output", "input", "input+output", "forget", "input+for
 FULL = gates_name(GATES)
 SHORT = {"none": "none", "output": "o", "input": "i", "input+output": "i+o", "forget": "f",
          "input+forget": "i+f", "forget+output": "f+o", "input+forget+output": "i+f+o"}
-BOOTSTRAP_SEED = 0
-N_BOOTSTRAP = 10_000
+MARGIN = 0.5  # equivalence margin (points) when no experiment file sets [stats] margin
+MIN_SEEDS = 3  # fewer seeds than this per row and the table says its intervals mean little
 
 
 # --- reading records --------------------------------------------------------------------------
@@ -148,57 +161,6 @@ def variant_columns(runs: pd.DataFrame) -> list[str]:
             and runs[c].astype(str).nunique() > 1]
 
 
-# --- statistics (pure, on arrays) -------------------------------------------------------------
-
-def bootstrap_ci(values, *, confidence: float = 0.95, n_boot: int = N_BOOTSTRAP,
-                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over seeds; (nan, nan) for fewer than 2 values."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def paired_test(a, b) -> tuple[float, float]:
-    """Mean of a - b over paired seeds and the two-sided paired t-test p-value."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = a - b
-    if len(diff) < 2:
-        return (float(diff.mean()) if len(diff) else math.nan), math.nan
-    if np.all(diff == diff[0]):  # no spread: t is undefined
-        return float(diff[0]), (1.0 if diff[0] == 0 else 0.0)
-    return float(diff.mean()), float(stats.ttest_rel(a, b).pvalue)
-
-
-def mcnemar(labels, pred_a, pred_b) -> tuple[int, int, float]:
-    """Exact McNemar test: (a right & b wrong, a wrong & b right, two-sided p-value)."""
-    y, a, b = (np.asarray(v) for v in (labels, pred_a, pred_b))
-    n01 = int(np.sum((a == y) & (b != y)))
-    n10 = int(np.sum((a != y) & (b == y)))
-    if n01 + n10 == 0:
-        return n01, n10, 1.0
-    return n01, n10, float(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
-
-
-def fidelity(reference, ours, tolerance: float = 1.5) -> dict:
-    """How well our numbers reproduce the reference's: rank agreement and distance."""
-    r, o = np.asarray(reference, dtype=float), np.asarray(ours, dtype=float)
-    keep = np.isfinite(r) & np.isfinite(o)
-    r, o = r[keep], o[keep]
-    if len(r) < 2:
-        return {"n": int(len(r)), "kendall_tau": math.nan, "spearman_rho": math.nan,
-                "mean_abs_diff": float(np.abs(r - o).mean()) if len(r) else math.nan,
-                "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
-    return {"n": int(len(r)), "kendall_tau": float(stats.kendalltau(r, o).statistic),
-            "spearman_rho": float(stats.spearmanr(r, o).statistic),
-            "mean_abs_diff": float(np.abs(r - o).mean()),
-            "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
-
-
 # --- probes (gradient norms, gate statistics) -------------------------------------------------
 
 MIN_SENTENCES = 50  # a probe point averaged over fewer test sentences is left out
@@ -263,8 +225,12 @@ def table_groups(r: Runs, df: pd.DataFrame):
     return cols, sorted(groups, key=rank)
 
 
-def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per (group, gate combination or variant) with the columns of README's table."""
+def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: float = MARGIN,
+               interval: str = "t") -> pd.DataFrame:
+    """One row per (group, gate combination or variant): mean, std and interval of the test
+    accuracy over seeds, and the paired comparison with the baseline row of its group (Δ, its
+    95% t-interval, paired p, Holm over every comparison in the table, TOST within ±margin,
+    the verdict). ``table.attrs`` keeps margin, interval and the size of the Holm family."""
     reference = reference or {}
     df, key = r.runs, r.key
     if df.empty:
@@ -276,35 +242,41 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None) -> pd.DataFra
         for gates in row_order(r, group[key].unique()):
             g = group[group[key] == gates].sort_values("seed")
             acc = g["test_acc"].to_numpy(float)
-            lo, hi = bootstrap_ci(acc)
+            try:
+                lo, hi = mean_interval(acc, interval)
+            except ValueError as e:
+                raise ValueError(f"{r.root}: row {gates!r}: {e}") from None
             row = {**dict(zip(variants, values)), key: gates, "lecture": reference.get(gates, math.nan),
                    "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else math.nan,
                    "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
                    "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
                    "active_params": int(g["active_params"].iloc[0])}
-            row.update(_versus_baseline(r, g, full, gates == r.baseline))
+            row.update(_versus_baseline(g, full, gates == r.baseline, margin))
             out.append(row)
     table = pd.DataFrame(out)
-    return table.astype({"mcnemar_b": "Int64", "mcnemar_c": "Int64"})
+    table.insert(table.columns.get_loc("p_paired") + 1, "p_holm", holm(table["p_paired"]))
+    table.insert(table.columns.get_loc("p_holm") + 1, "verdict", [
+        "reference" if is_base else verdict(d, ph, eq) for is_base, d, ph, eq in
+        zip(table[key] == r.baseline, table["diff_vs_full"], table["p_holm"], table["equivalent"])])
+    table = table.drop(columns="equivalent")
+    table.attrs.update(margin=margin, interval=interval, family=int(table["p_paired"].notna().sum()))
+    return table
 
 
-def _versus_baseline(r: Runs, g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool) -> dict:
+def _versus_baseline(g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool, margin: float) -> dict:
     """Paired comparison with the baseline row (the all-gates cell, or the first variant) over
     the seeds both have (columns named *_vs_full for the lecture's table)."""
-    empty = {"diff_vs_full": math.nan, "p_paired": math.nan, "mcnemar_b": math.nan,
-             "mcnemar_c": math.nan, "p_mcnemar": math.nan}
+    empty = {"diff_vs_full": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p_paired": math.nan,
+             "tost_low": math.nan, "tost_high": math.nan, "diff_std": math.nan, "mdd": math.nan,
+             "equivalent": False}
     if is_baseline or full.empty:
         return empty
     g = g.set_index("seed")
     seeds = sorted(set(g.index) & set(full.index))
     if not seeds:
         return empty
-    diff, p = paired_test(g.loc[seeds, "test_acc"], full.loc[seeds, "test_acc"])
-    y = np.concatenate([r.labels(full.loc[s, "run_id"]) for s in seeds])
-    a = np.concatenate([r.predictions(g.loc[s, "run_id"]) for s in seeds])
-    b = np.concatenate([r.predictions(full.loc[s, "run_id"]) for s in seeds])
-    n01, n10, pm = mcnemar(y, a, b)
-    return {"diff_vs_full": diff, "p_paired": p, "mcnemar_b": n01, "mcnemar_c": n10, "p_mcnemar": pm}
+    c = paired_comparison(g.loc[seeds, "test_acc"], full.loc[seeds, "test_acc"], margin)
+    return {"diff_vs_full": c["diff"], **{k: c[k] for k in empty if k != "diff_vs_full"}}
 
 
 def row_key(table: pd.DataFrame) -> str:
@@ -317,20 +289,73 @@ def group_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("config.")]
 
 
+# --- the 2^3 factorial reading of a gate grid -------------------------------------------------
+
+def _presence(gates: str) -> tuple[bool, bool, bool]:
+    names = set() if gates == "none" else set(gates.split("+"))
+    return tuple(f in names for f in FACTORS)
+
+
+def effects_table(r: Runs) -> pd.DataFrame:
+    """Main effects and interactions of the input, forget and output gates (stats.factorial_effects)
+    for every group of an LSTM gate grid that has all 8 gate sets, paired over the seeds all 8
+    share; empty when there is no such grid. Holm runs over the 7 terms of each group."""
+    cols = ["term", "effect", "ci_low", "ci_high", "p", "p_holm", "n"]
+    df = r.runs
+    if r.key != "gates" or df.empty:
+        return pd.DataFrame(columns=cols)
+    group_cols, groups = table_groups(r, df)
+    out = []
+    for values, g in groups:
+        if "config.model.cell" in g and set(g["config.model.cell"]) != {"lstm"}:
+            continue
+        names = {n for n in g["gates"].unique() if n == "none" or set(n.split("+")) <= set(FACTORS)}
+        if len({_presence(n) for n in names}) < 8:
+            continue
+        by = {n: g[g["gates"] == n].set_index("seed")["test_acc"] for n in names}
+        seeds = sorted(set.intersection(*(set(s.index) for s in by.values())))
+        if len(seeds) < 2:
+            continue
+        cells = {_presence(n): s.loc[seeds].to_numpy(float) for n, s in by.items()}
+        out += [{**dict(zip(group_cols, values)), **row} for row in factorial_effects(cells)]
+    return pd.DataFrame(out, columns=[*group_cols, *cols] if out else cols)
+
+
 # --- rendering --------------------------------------------------------------------------------
 
 DISPLAY = [("key", "gates"), ("lecture", "lecture"), ("mean", "mean"), ("std", "std"),
            ("ci", "95% CI"), ("n", "n"), ("dev_mean", "dev"), ("best_epoch_mean", "best ep."),
-           ("active_params", "params"), ("diff_vs_full", "Δ vs i+f+o"), ("p_paired", "p (paired t)"),
-           ("p_mcnemar", "p (McNemar)")]
+           ("active_params", "params"), ("diff_vs_full", "Δ vs i+f+o"), ("diff_ci", "95% CI of Δ"),
+           ("p_paired", "p (paired t)"), ("p_holm", "p (Holm)"), ("verdict", "verdict")]
+MINUS = "−"  # U+2212: a minus sign, not a hyphen ($-$ in LaTeX)
+
+# Group values in words (figures, side-by-side headers, readings); others read "key: value".
+WORDS = {"config.model.peephole": {"none": "no peepholes", "diagonal": "diagonal peepholes",
+                                   "full": "full peepholes"},
+         "config.data.granularity": {"phrases": "trained on phrases", "sentences": "trained on sentences"},
+         "config.model.embeddings": {"glove-6b-50d": "GloVe vectors", "random": "random vectors"},
+         "config.data.labels": {"binary": "SST-2 (binary)", "fine": "SST-5 (fine-grained)"}}
+
+
+def group_label(cols: list[str], values) -> str:
+    """A group in words: ("config.model.peephole",), ("diagonal",) -> "diagonal peepholes"."""
+    return ", ".join(WORDS.get(c, {}).get(str(v), f"{c.rsplit('.', 1)[-1].replace('_', ' ')}: {v}")
+                     for c, v in zip(cols, values))
 
 
 def _fmt(x, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if isinstance(x, float):
-        return f"{x:.{digits}f}"
+        return f"{x:.{digits}f}".replace("-", MINUS)
     return str(x)
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """+1.2 / −1.2 (a minus sign); "–" for NaN."""
+    if x is None or math.isnan(x):
+        return "–"
+    return f"{x:+.{digits}f}".replace("-", MINUS)
 
 
 def _p(x) -> str:
@@ -352,10 +377,13 @@ def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], 
                 cells.append(str(t[key_col]))
             elif key == "ci":
                 cells.append(f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]")
+            elif key == "diff_ci":
+                cells.append("–" if math.isnan(t["diff_ci_low"]) else
+                             f"[{signed(t['diff_ci_low'])}, {signed(t['diff_ci_high'])}]")
             elif key.startswith("p_"):
                 cells.append(_p(t[key]))
             elif key == "diff_vs_full":
-                cells.append("–" if math.isnan(t[key]) else f"{t[key]:+.1f}")
+                cells.append(signed(t[key]))
             elif key == "best_epoch_mean":
                 cells.append(_fmt(float(t[key]), 1))
             else:
@@ -386,36 +414,85 @@ def pivot_markdown(table: pd.DataFrame) -> str:
     cols, key = group_columns(table), row_key(table)
     if not cols or table.empty:
         return ""
-    label = table[cols].astype(str).agg(", ".join, axis=1)
+    label = [group_label(cols, v) for v in table[cols].itertuples(index=False)]
     groups = list(dict.fromkeys(label))
     names = list(dict.fromkeys(table[key]))
     cells = {(lab, t[key]): f"{_fmt(t['mean'])} [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]"
              for lab, (_, t) in zip(label, table.iterrows())}
     head = [key] + groups
-    lines = [f"Side by side ({', '.join(c.removeprefix('config.') for c in cols)}): mean test accuracy [95% CI].", "",
+    method = INTERVAL_NAMES[table.attrs.get("interval", "t")]
+    lines = [f"Side by side: mean test accuracy [{method}].", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join([SHORT.get(n, n)] + [cells.get((g, n), "–") for g in groups]) + " |" for n in names]
     return "\n".join(lines)
 
 
-def format_markdown(table: pd.DataFrame, r: Runs, source: str = "") -> str:
+INTERVAL_NAMES = {"t": "95% Student t-interval", "bootstrap-t": "95% bootstrap-t interval",
+                  "bca": "95% BCa bootstrap interval"}
+
+
+def few_seeds_line(table: pd.DataFrame) -> str:
+    """A warning for rows with fewer than MIN_SEEDS seeds ("" when there are none)."""
+    few = table[table["n"] < MIN_SEEDS]
+    if few.empty:
+        return ""
+    key = row_key(table)
+    listed = ", ".join(f"{SHORT.get(k, k)} (n = {n})" for k, n in zip(few[key], few["n"]))
+    return (f"Warning: fewer than {MIN_SEEDS} seeds in {listed}: with so few seeds the intervals are "
+            "very wide (or undefined) and the tests have almost no power.")
+
+
+def method_line(table: pd.DataFrame, baseline: str) -> str:
+    """The footer: interval, primary test, Holm family, verdict rule, margin, detectable difference."""
+    margin, interval = table.attrs.get("margin", MARGIN), table.attrs.get("interval", "t")
+    family = table.attrs.get("family", int(table["p_paired"].notna().sum()))
+    base = SHORT.get(baseline, baseline)
+    groups = " (across all groups)" if group_columns(table) else ""
+    text = (f"Test accuracy (%) over seeds: mean, sample std and the {INTERVAL_NAMES[interval]} of the mean. "
+            f"Primary test: the paired t-test over seeds of each row against {base} in its group (same seeds: "
+            "same data order and shared initial weights); Δ is their mean paired difference with its 95% "
+            f"t-interval, and p (Holm) adjusts the {family} comparisons of this table together{groups} "
+            f"(Holm's step-down). Verdict: better or worse when p (Holm) < {ALPHA}; equivalent when the "
+            f"90% t-interval of the paired difference lies inside ±{margin:g} points (TOST, margin δ = "
+            f"{margin:g}); inconclusive otherwise.")
+    mdd = table["mdd"].dropna() if "mdd" in table else pd.Series(dtype=float)
+    if len(mdd):
+        sd, n = float(table["diff_std"].dropna().median()), int(table.loc[mdd.index, "n"].median())
+        text += (f" Power: with n = {n} seeds and the median std of the paired differences, {_fmt(sd, 2)} "
+                 f"points, the smallest true difference this test detects with {POWER:.0%} power "
+                 f"(α = {ALPHA}, before Holm) is {_fmt(minimal_detectable_difference(n, sd), 1)} points "
+                 "(per row: column mdd of table.csv).")
+    return text
+
+
+def effects_markdown(effects: pd.DataFrame) -> str:
+    """The factorial effects as a Markdown block ("" when there are none)."""
+    if effects.empty:
+        return ""
+    cols = group_columns(effects)
+    head = (["group"] if cols else []) + ["term", "effect", "95% CI", "p", "p (Holm)"]
+    lines = ["Factorial effects of the gates (the 8 gate sets as a 2^3 design; effects.csv): a main effect is "
+             "the mean change from adding that gate, averaged over the other two; an interaction A x B is half "
+             "the change of A's effect when B is added. Per seed, then mean and 95% t-interval over seeds; "
+             "p: one-sample t-test against 0; p (Holm): over the 7 terms"
+             + (" of each group." if cols else "."), "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, e in effects.iterrows():
+        cells = ([group_label(cols, [e[c] for c in cols])] if cols else []) + [
+            e["term"], signed(e["effect"], 2), f"[{signed(e['ci_low'], 2)}, {signed(e['ci_high'], 2)}]",
+            _p(e["p"]), _p(e["p_holm"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_markdown(table: pd.DataFrame, r: Runs, source: str = "", effects: pd.DataFrame | None = None) -> str:
     header, rows = display_rows(table, r.baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    notes = [counts_line(r)]
-    pivot = pivot_markdown(table)
-    if pivot:
-        notes.insert(0, pivot)
-    fid = fidelity_line(table)
-    if fid:
-        notes.insert(0, fid)
-    if source:
-        notes.append(f"Lecture column: {source}.")
-    base = SHORT.get(r.baseline, r.baseline)
-    notes.append("Test accuracy (%) over seeds: mean, sample std, 95% percentile-bootstrap CI of the mean; "
-                 f"Δ and the paired t-test compare each row with {base} on the same seeds (same data order "
-                 "and shared initial weights); McNemar's exact test pools their test predictions over those seeds.")
-    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+    notes = [fidelity_line(table), pivot_markdown(table),
+             effects_markdown(effects) if effects is not None else "", few_seeds_line(table), counts_line(r),
+             f"Lecture column: {source}." if source else "", method_line(table, r.baseline)]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(n for n in notes if n) + "\n"
 
 
 def format_csv(table: pd.DataFrame) -> str:
@@ -425,7 +502,7 @@ def format_csv(table: pd.DataFrame) -> str:
 def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
     header, rows = display_rows(table, baseline)
     esc = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "–": "--", "Δ": r"$\Delta$", "<": r"$<$",
-           "+": "+"}
+           MINUS: "$-$"}
 
     def tex(s: str) -> str:
         return "".join(esc.get(ch, ch) for ch in s)
@@ -455,19 +532,40 @@ def reference_for(results: str | os.PathLike, experiment: str | os.PathLike | No
 
 def load_table(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
     """(runs, table, reference source) of a results directory, its runs labelled and compared
-    with the reference as its experiment file (`experiment_for`) says."""
+    with the reference as its experiment file (`experiment_for`) says (margin and interval
+    from its [stats] table)."""
     exp = experiment_for(results, experiment)
     r = load_runs(results, exp)
     reference, source = _reference(exp)
-    return r, gate_table(r, reference), source
+    settings = {"margin": exp.margin, "interval": exp.interval} if exp else {}
+    return r, gate_table(r, reference, **settings), source
+
+
+def check_results(results: str | os.PathLike) -> None:
+    """A clear error for a results directory that is missing or holds no run record."""
+    path = Path(results)
+    if not path.is_dir():
+        raise ValueError(f"{results}: no such results directory")
+    if next(path.rglob("config.json"), None) is None:
+        raise ValueError(f"{results}: no run records in it (no */config.json); train some with `ablation grid`")
 
 
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
                  experiment: str | os.PathLike | None = None) -> str:
-    """Write RESULTS/table.{md,csv,tex}; returns the text of ``fmt``."""
+    """Write RESULTS/table.{md,csv,tex} and, for a full gate grid, RESULTS/effects.csv; returns
+    the text of ``fmt``."""
+    check_results(results)
     r, table, source = load_table(results, experiment)
-    texts = {"md": format_markdown(table, r, source), "csv": format_csv(table),
+    if r.runs.empty:
+        raise ValueError(f"{results}: no complete run records ({counts_line(r)})")
+    effects = effects_table(r)
+    texts = {"md": format_markdown(table, r, source, effects), "csv": format_csv(table),
              "tex": format_latex(table, r.baseline)}
     for ext, text in texts.items():
         (Path(results) / f"table.{ext}").write_text(text, encoding="utf-8")
+    path = Path(results) / "effects.csv"
+    if not effects.empty:
+        path.write_text(format_csv(effects), encoding="utf-8")
+    elif path.exists():  # the grid lost a gate set: no stale effects
+        path.unlink()
     return texts[fmt]

@@ -5,7 +5,7 @@
     ablation grid   EXPERIMENT [--out DIR] [--seeds N] [--device D] [--pack-size K] [--workers W]
                     [--executor local|slurm] [--slurm.partition P --slurm.time MIN --slurm.gpus N
                      --slurm.cpus N --slurm.mem-gb N --slurm.max-parallel K]
-    ablation table  RESULTS_DIR [--format md|csv|tex]
+    ablation table  RESULTS_DIR [--format md|csv|tex] [--readme README.md]
     ablation plot   RESULTS_DIR
     ablation predict  RUN_DIR ["a sentence" ...] [--file F] [--gates] [--plot FILE]
     ablation evaluate RUN_DIR [--split dev|test]
@@ -110,21 +110,11 @@ def cmd_table(args) -> int:
 
     text = write_tables(args.results, fmt=args.format, experiment=args.experiment)
     if args.readme:
-        md = (Path(args.results) / "table.md").read_text(encoding="utf-8")
-        update_readme(Path(args.readme), str(args.results), md)
+        from .readings import update_readme
+
+        update_readme(args.readme, args.results, args.experiment)
     print(text, end="")
     return 0
-
-
-def update_readme(readme: Path, key: str, block: str) -> None:
-    """Replace what stands between `<!-- table: KEY -->` and `<!-- /table -->` (generated, not typed)."""
-    start, end = f"<!-- table: {key} -->", "<!-- /table -->"
-    text = readme.read_text(encoding="utf-8")
-    if start not in text:
-        raise ValueError(f"{readme}: no '{start}' marker to fill")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{block}{end}{tail}", encoding="utf-8")
 
 
 def cmd_plot(args) -> int:
@@ -244,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="experiment TOML for reference numbers (default: experiments/<folder name>.toml)")
         if name == "table":
             p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
-            p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->' block")
+            p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->' and "
+                                            "'<!-- reading: RESULTS_DIR -->' blocks (generated prose)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("predict", help="classify raw sentences with a run's checkpoint",

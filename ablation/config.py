@@ -18,6 +18,10 @@ it changes. An experiment file may also hold:
 
     [slurm]                     # job resources for `ablation grid --executor slurm`
     partition = "gpu"           # (where runs train is not part of what they are)
+
+    [stats]                     # how the table judges its rows (not part of any run)
+    margin = 0.5                # equivalence margin in accuracy points (TOST)
+    interval = "t"              # "t", or "bootstrap-t" / "bca" for 10 seeds or more
 """
 
 from __future__ import annotations
@@ -191,6 +195,8 @@ class Experiment:
     reference_source: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # executor options; not part of any run
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
+    margin: float = 0.5  # [stats] margin: half a point, about the std of one run over seeds
+    interval: str = "t"  # [stats] interval: Student t, the one that covers at 5 seeds
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every point of the grid (variants x axes crossed, in file order); ``seeds`` keeps the first N seeds."""
@@ -230,9 +236,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     ref = raw.pop("reference", {})
     slurm = raw.pop("slurm", {})
     variants = raw.pop("variants", {})
+    margin, interval = _stats_table(path, raw.pop("stats", {}))
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "variants"])
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "stats", "variants"])
         raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
@@ -251,4 +258,22 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     values = ref.get("values", {})
     reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants)
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval)
+
+
+STATS_KEYS = ("margin", "interval")
+
+
+def _stats_table(path, table: dict) -> tuple[float, str]:
+    """The [stats] table: (margin, interval), checked."""
+    from .stats import INTERVALS
+
+    unknown = set(table) - set(STATS_KEYS)
+    if unknown:
+        raise KeyError(f"{path}: unknown key {sorted(unknown)[0]!r} in [stats]; valid: {', '.join(STATS_KEYS)}")
+    margin = table.get("margin", Experiment.margin)
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 100:
+        raise ValueError(f"{path}: [stats] margin must be a number of accuracy points in (0, 100), got {margin!r}")
+    interval = table.get("interval", Experiment.interval)
+    _choice("[stats] interval", interval, INTERVALS)
+    return float(margin), interval

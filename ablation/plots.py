@@ -4,7 +4,8 @@ to Agg without a display) and inline in notebooks.
 
 Rows are gate combinations or named variants (the frame's ``key`` column: "gates" or
 "variant"); when an experiment splits into groups (e.g. peephole kinds), accuracy shows one
-series per group and the curve plots one panel per group.
+series per group and the curve plots one panel per group. Groups are named in words
+(`aggregate.group_label`), legends sit outside the data and say what each band or bar is.
 """
 
 from __future__ import annotations
@@ -16,33 +17,33 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .aggregate import SHORT, group_columns, load_table, probe_frames, row_key
+from .aggregate import SHORT, effects_table, group_columns, group_label, load_table, probe_frames, row_key
 from .cell import CELL_GATES
+from .stats import FACTORS
 
 LEGEND = {"fontsize": 8}
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}  # right of the axes
+CI_LABEL = "95% t-interval of the mean"
 
 
 def short(name: str) -> str:
     return SHORT.get(name, name)
 
 
-def _group_label(cols: list[str], values) -> str:
-    return ", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(cols, values))
-
-
 def _panels(df: pd.DataFrame, cols: list[str]):
     """[(title, rows)] for each group of ``cols`` (one untitled panel without groups)."""
     if not cols:
         return [("", df)]
-    return [(_group_label(cols, k if isinstance(k, tuple) else (k,)), g)
+    return [(group_label(cols, k if isinstance(k, tuple) else (k,)), g)
             for k, g in df.groupby(cols, sort=False, dropna=False)]  # in the order rows come
 
 
-def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3):
-    """n panels sharing the y axis, at most ``per_row`` to a row."""
+def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3, legend_width: float = 0.0):
+    """n panels sharing the y axis, at most ``per_row`` to a row (``legend_width`` inches more
+    on the right for a legend outside them)."""
     cols, rows = min(n, per_row), -(-n // per_row)
-    fig, axes = plt.subplots(rows, cols, figsize=(width if n == 1 else 4.2 * cols, height * rows), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=((width if n == 1 else 4.2 * cols) + legend_width, height * rows),
+                             squeeze=False, sharey=True)
     axes = list(axes.flat)
     for ax in axes[n:]:
         ax.remove()
@@ -50,12 +51,12 @@ def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3):
 
 
 def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-2 test accuracy"):
-    """Mean test accuracy per row with its 95% CI, each seed a dot, the lecture an x; one
-    series per group, side by side."""
+    """Mean test accuracy per row with its 95% t-interval, each seed a dot, the lecture an x;
+    one series per group, side by side; the legend right of the axes."""
     key, cols = row_key(table), group_columns(table)
     order = list(dict.fromkeys(table[key]))
     panels = _panels(table, cols)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 1), 4.2))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 1) + 2.5, 4.2))
     width = 0.7 / len(panels)
     rng = np.random.default_rng(0)  # fixed jitter: same figure every time
     for j, (label, t) in enumerate(panels):
@@ -63,29 +64,31 @@ def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-
         x = np.arange(len(order)) + (j - (len(panels) - 1) / 2) * width
         err = np.vstack([t["mean"] - t["ci_low"], t["ci_high"] - t["mean"]])
         ax.errorbar(x, t["mean"], yerr=np.nan_to_num(err), fmt="o", color=f"C{j}", capsize=3,
-                    label=f"{label or 'ours'}: mean, 95% CI")
+                    label=f"{label or 'ours'}: mean, {CI_LABEL}")
         sel = runs
         for c in cols:
             sel = sel[sel[c].astype(str) == str(t[c].dropna().iloc[0])]
         for k, name in enumerate(order):
             acc = sel.loc[sel[key] == name, "test_acc"].to_numpy()
             ax.scatter(x[k] + width * 0.3 + rng.uniform(-0.03, 0.03, len(acc)), acc, s=10, color=f"C{j}",
-                       alpha=0.4, label="one seed" if j == 0 and k == 0 else None)
+                       alpha=0.4, label="one seed (one dot each)" if j == 0 and k == 0 else None)
     lecture = table.drop_duplicates(key).set_index(key).reindex(order)["lecture"]
     if lecture.notna().any():
-        ax.scatter(np.arange(len(order)), lecture, marker="x", s=60, color="C3", zorder=3, label="lecture")
+        ax.scatter(np.arange(len(order)), lecture, marker="x", s=60, color="C3", zorder=3, label="lecture (one run)")
     ax.set_xticks(np.arange(len(order)), [short(g) for g in order])
     ax.set_xlabel("gates present" if key == "gates" else "variant")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right", **LEGEND)
+    ax.legend(**OUTSIDE, **LEGEND)
     fig.tight_layout()
     return fig, ax
 
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by epoch"):
     """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per row, one panel per group."""
+    from matplotlib.patches import Patch
+
     key = row_key(curves)
 
     def panel(ax, df):
@@ -97,7 +100,8 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by 
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
 
-    return _panel_figure(curves, title, "dev accuracy (%)", panel, loc="lower right")
+    band = Patch(color="0.5", alpha=0.3, linewidth=0, label="shaded: ±1 std over seeds")
+    return _panel_figure(curves, title, "dev accuracy (%)", panel, extra=[band])
 
 
 RATIO_FLOOR = 1e-8  # below this the gradient has vanished for any purpose; the axis stops there
@@ -163,19 +167,23 @@ def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradient
     return fig, axes[0][0]
 
 
-def _panel_figure(df: pd.DataFrame, title: str, ylabel: str, panel, **legend):
+def _panel_figure(df: pd.DataFrame, title: str, ylabel: str, panel, extra=()):
     """One panel per group of ``df`` (`_panels`), drawn by ``panel(ax, rows)``, sharing the y
-    axis; the legend on the last panel. Returns (fig, first axes)."""
+    axis; the legend (plus the ``extra`` handles) in a margin right of the panels. Returns (fig, first axes)."""
     panels = _panels(df, group_columns(df))
-    fig, axes = _axes(len(panels))
+    legend_width = 2.0  # inches
+    fig, axes = _axes(len(panels), legend_width=legend_width)
     for ax, (label, rows) in zip(axes, panels):
         panel(ax, rows)
         ax.set_title(label or title, fontsize=10)
     axes[0].set_ylabel(ylabel)
-    axes[-1].legend(ncol=2, **legend, **LEGEND)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    right = 1 - legend_width / fig.get_figwidth()
+    fig.legend([*handles, *extra], [*labels, *(h.get_label() for h in extra)], loc="upper left",
+               bbox_to_anchor=(right, 0.9), **LEGEND)
     if len(panels) > 1:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, right, 1))
     return fig, axes[0]
 
 
@@ -214,6 +222,41 @@ def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations 
     return fig, axes[0]
 
 
+def plot_interactions(table: pd.DataFrame, *, title: str = "Do the gates matter together?"):
+    """The 2^3 gate design as an interaction plot: mean test accuracy against the forget gate
+    (off/on), one line per input gate (off/on), one panel per output gate (off/on), each point
+    with its 95% t-interval; one row of panels per group that has all 8 gate sets. Parallel
+    lines mean no interaction."""
+    cols = group_columns(table)
+    groups = []
+    for label, t in _panels(table, cols):
+        t = t.set_index("gates")
+        cells = {tuple(f in (set() if g == "none" else set(g.split("+"))) for f in FACTORS): g for g in t.index}
+        if len(cells) == 8 and all(g == "none" or set(g.split("+")) <= set(FACTORS) for g in t.index):
+            groups.append((label, t, cells))
+    if not groups:
+        return _empty(f"{title}: no group with all 8 gate sets")
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9.5, 3.8 * len(groups)), squeeze=False, sharey=True)
+    for row, (label, t, cells) in zip(axes, groups):
+        for ax, out in zip(row, (False, True)):
+            for k, inp in enumerate((False, True)):
+                names = [cells[(inp, fg, out)] for fg in (False, True)]
+                m = t.loc[names]
+                err = np.vstack([m["mean"] - m["ci_low"], m["ci_high"] - m["mean"]])
+                ax.errorbar([0 + 0.04 * k, 1 + 0.04 * k], m["mean"], yerr=np.nan_to_num(err), color=f"C{k}",
+                            marker="o", capsize=3, label=f"input gate {'on' if inp else 'off'}")
+            ax.set_xticks([0, 1], ["forget gate off", "forget gate on"])
+            ax.set_xlim(-0.4, 1.4)
+            ax.set_title(f"{label + chr(10) if label else ''}output gate {'on' if out else 'off'}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        row[0].set_ylabel("test accuracy (%)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(handles, [f"{lab}: mean, {CI_LABEL}" for lab in labels], **OUTSIDE, **LEGEND)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes[0][0]
+
+
 def _like(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """``df``'s rows in the table's order of groups and rows (so panels and colours follow it)."""
     if df.empty:
@@ -248,8 +291,11 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records to plot")
     figs = results / "figures"
-    fine = "fine" in set(r.runs.get("config.data.labels", []))  # SST-5 records (experiments/fine.toml)
-    paths = save(plot_accuracy(table, r.runs, title=f"SST-{5 if fine else 2} test accuracy")[0], figs / "accuracy")
+    labels = r.runs["config.data.labels"] if "config.data.labels" in r.runs else pd.Series(["binary"])
+    sst = "SST-5" if set(labels) == {"fine"} else "SST-2" if set(labels) == {"binary"} else "SST"
+    paths = save(plot_accuracy(table, r.runs, title=f"{sst} test accuracy")[0], figs / "accuracy")
+    if not effects_table(r).empty:
+        paths += save(plot_interactions(table)[0], figs / "interactions")
     paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")
     grads, gates = (_like(f, table) for f in probe_frames(r))
     order = list(dict.fromkeys(table[row_key(table)]))

@@ -6,42 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablation.aggregate import bootstrap_ci, fidelity, gate_table, load_runs, mcnemar, paired_test, write_tables
+from ablation.aggregate import effects_table, fidelity, gate_table, load_runs, write_tables
 from ablation.config import RunConfig, apply
 from ablation.plots import plot_accuracy, plot_learning_curves, save_figures
 from ablation.records import write_record
-
-
-def test_bootstrap_ci_hand_computed():
-    # n=2: the resampled mean of [0, 10] is 0, 5 or 10 with probability 1/4, 1/2, 1/4,
-    # so the 2.5% and 97.5% quantiles are 0 and 10.
-    assert bootstrap_ci([0.0, 10.0]) == (0.0, 10.0)
-    # [1, 2, 3]: P(mean = 1) = P(mean = 3) = 1/27 > 2.5%, so the bounds are 1 and 3.
-    assert bootstrap_ci([1.0, 2.0, 3.0]) == (1.0, 3.0)
-    assert bootstrap_ci([84.0] * 5) == (84.0, 84.0)
-    lo, hi = bootstrap_ci(np.arange(20.0))
-    assert 6.5 < lo < 9.5 < 10.5 < hi < 12.5  # around the mean 9.5, about ±2 standard errors
-    assert bootstrap_ci([85.0]) == (pytest.approx(math.nan, nan_ok=True),) * 2
-    assert bootstrap_ci(np.arange(20.0)) == (lo, hi)  # fixed seed: same bounds every time
-
-
-def test_paired_t_test_hand_computed():
-    # differences 1, 2, 3: mean 2, sd 1, t = 2√3 with 2 df; P(|T| > t) = 1 - t/√(2 + t²) = 0.0742
-    diff, p = paired_test([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    assert diff == 2.0
-    assert p == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-9)
-    assert paired_test([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
-
-
-def test_mcnemar_known_table():
-    # 10 cases only A gets right, 2 only B gets right: exact p = 2·P(X ≤ 2 | 12, ½) = 158/4096
-    y = np.ones(30, dtype=int)
-    a = np.array([1] * 10 + [0] * 2 + [1] * 8 + [0] * 10)
-    b = np.array([0] * 10 + [1] * 2 + [1] * 8 + [0] * 10)
-    n01, n10, p = mcnemar(y, a, b)
-    assert (n01, n10) == (10, 2)
-    assert p == pytest.approx(158 / 4096, rel=1e-12)
-    assert mcnemar(y, a, a)[2] == 1.0
 
 
 def test_fidelity_known_orderings():
@@ -85,10 +53,22 @@ def test_messy_results_directory(messy):
     none = table.iloc[0]
     assert none["n"] == 2 and none["mean"] == 80.5 and none["std"] == pytest.approx(math.sqrt(0.5))
     assert none["diff_vs_full"] == -4.5  # paired over seeds 1 and 2 only: (80-84 + 81-86)/2
-    assert (none["mcnemar_b"], none["mcnemar_c"]) == (0, 2)  # label 0 at index 0, both seeds
-    assert table.iloc[1]["n"] == 3 and table.iloc[1]["mean"] == 85.0
+    # t-interval over 2 seeds: 80.5 ± t_{1,.975}·s/√2 = 80.5 ± 12.706·0.5
+    assert (none["ci_low"], none["ci_high"]) == (pytest.approx(80.5 - 6.353, abs=1e-3),
+                                                 pytest.approx(80.5 + 6.353, abs=1e-3))
+    # differences -4, -5: mean -4.5, sd √0.5, t = -9 on 1 df: p = 2·P(T > 9) = 1 - (2/π)·atan(9)
+    assert none["p_paired"] == pytest.approx(1 - 2 / math.pi * math.atan(9))
+    assert none["p_holm"] == none["p_paired"]  # a family of one
+    assert none["verdict"] == "inconclusive"  # p = 0.070 > 0.05, and Δ is far outside ±0.5
+    assert table.iloc[1]["n"] == 3 and table.iloc[1]["mean"] == 85.0 and table.iloc[1]["verdict"] == "reference"
+    assert not any("mcnemar" in c for c in table.columns)
     text = write_tables(messy)
     assert "5 complete runs; 2 incomplete records skipped; 1 diverged (not averaged in: none (seed 4))" in text
+    assert "Warning: fewer than 3 seeds in none (n = 2)" in text
+    assert "paired t-test over seeds of each row against i+f+o" in text and "±0.5 points" in text
+    assert "| −4.5 | [" in text  # a minus sign, not a hyphen
+    assert "$-$4.5" in (messy / "table.tex").read_text()
+    assert not (messy / "effects.csv").exists()  # no full gate grid here
 
 
 def test_tables_are_byte_identical_on_regeneration(messy, tmp_path):
@@ -98,6 +78,7 @@ def test_tables_are_byte_identical_on_regeneration(messy, tmp_path):
     assert first == {ext: (messy / f"table.{ext}").read_bytes() for ext in ("md", "csv", "tex")}
     header = first["csv"].decode().splitlines()[0].split(",")
     assert header[:7] == ["gates", "lecture", "mean", "std", "ci_low", "ci_high", "n"]
+    assert {"p_paired", "p_holm", "verdict", "diff_ci_low", "mdd"} <= set(header) and "p_mcnemar" not in header
     assert first["tex"].startswith(b"\\begin{tabular}") and b"\\toprule" in first["tex"]
 
 
@@ -161,7 +142,7 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
     assert list(table["variant"]) == ["LSTM", "GRU", "NIG"]
     assert table.set_index("variant").loc["GRU", "diff_vs_full"] == -1.5
     text = write_tables(out, experiment=exp_path)
-    assert "| variant |" in text and "Δ vs LSTM" in text and "compare each row with LSTM" in text
+    assert "| variant |" in text and "Δ vs LSTM" in text and "of each row against LSTM" in text
     grads, gate_stats = probe_frames(r)
     # 6 runs x 2 checkpoints x (2 distances in the first bin + 1 with >= 50 sentences in the second)
     assert len(grads) == 36 and set(gate_stats["gate"]) == {"input", "forget", "output", "reset", "update"}
@@ -172,3 +153,104 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
     assert len(fig.axes) == 5
     paths = save_figures(out, experiment=exp_path)
     assert {p.stem for p in paths} == {"accuracy", "learning_curves", "gradient_norms", "gate_statistics"}
+
+
+def _grid(out: Path, accs: dict[str, list[float]], peephole: str = "diagonal"):
+    labels = np.array([0, 1, 1, 0])
+    for gates, values in accs.items():
+        for seed, acc in enumerate(values, 1):
+            cfg = apply(RunConfig(), {"model.gates": gates, "train.seed": seed, "model.peephole": peephole})
+            summary = {"status": "complete", "gates": gates, "seed": seed, "test_acc": acc, "dev_acc": acc,
+                       "best_epoch": 1, "active_params": 10}
+            write_record(out, cfg.run_id(), cfg.to_dict(), [{"epoch": 1, "train_loss": 0.4, "dev_acc": acc}],
+                         summary, labels, labels)
+
+
+LECTURE = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
+           "input+forget+output"]
+
+
+def test_full_gate_grid_gives_effects_holm_and_verdicts(tmp_path):
+    """8 gate sets x 3 seeds: accuracy = 80 + 2·[input] + 1·[forget] + seed noise in the input
+    gate's worth: the effects come out as built, Holm is over the 7 comparisons, and the
+    verdicts follow the adjusted p and TOST."""
+    noise = [-0.1, 0.0, 0.1]
+    accs = {g: [80 + 2 * ("input" in g) + 1 * ("forget" in g) + (e if "input" in g else 0) for e in noise]
+            for g in LECTURE}
+    accs["input+forget"] = [a + d for a, d in zip(accs["input+forget+output"], (0.01, -0.01, 0.0))]
+    _grid(tmp_path, accs)
+    r = load_runs(tmp_path)
+    table = gate_table(r, margin=0.5)
+    t = table.set_index("gates")
+    from ablation.stats import holm
+    assert list(table["p_holm"].dropna()) == pytest.approx(list(holm(table["p_paired"].dropna())))
+    assert t.loc["input+forget", "verdict"] == "equivalent"  # Δ ≈ 0, tiny spread
+    assert t.loc["none", "verdict"] == "worse" and t.loc["input+forget+output", "verdict"] == "reference"
+    assert table.attrs["family"] == 7
+    e = effects_table(r).set_index("term")
+    assert list(e.columns) == ["effect", "ci_low", "ci_high", "p", "p_holm", "n"]
+    assert e.loc["input", "effect"] == pytest.approx(2.0, abs=0.01) and e.loc["forget", "effect"] == pytest.approx(1.0)
+    assert e.loc["output", "effect"] == pytest.approx(0.0, abs=0.01)
+    write_tables(tmp_path)
+    assert (tmp_path / "effects.csv").read_text().startswith("term,effect,ci_low,ci_high,p,p_holm,n\ninput,")
+    assert "Factorial effects of the gates" in (tmp_path / "table.md").read_text()
+    del accs["output"]  # seven gate sets: no 2^3 design
+    _grid(tmp_path / "seven", accs)
+    assert effects_table(load_runs(tmp_path / "seven")).empty
+
+
+def test_margin_from_the_experiment_file(tmp_path):
+    from ablation.config import load_experiment
+
+    exp = tmp_path / "x.toml"
+    exp.write_text("[stats]\nmargin = 2.0\n")
+    assert load_experiment(exp).margin == 2.0 and load_experiment(None).margin == 0.5
+    exp.write_text("[stats]\nmargin = -1\n")
+    with pytest.raises(ValueError, match="margin must be a number"):
+        load_experiment(exp)
+    exp.write_text("[stats]\nmargins = 1\n")
+    with pytest.raises(KeyError, match="unknown key 'margins' in \\[stats\\]; valid: margin, interval"):
+        load_experiment(exp)
+    exp.write_text('[stats]\ninterval = "percentile"\n')
+    with pytest.raises(ValueError, match="valid: t, bootstrap-t, bca"):
+        load_experiment(exp)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_table_command_on_missing_or_empty_directory(tmp_path, capsys, make):
+    from ablation import cli
+
+    path = tmp_path / "results"
+    if make == "empty":
+        path.mkdir()
+    assert cli.main(["table", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ablation: error: ") and str(path) in err
+    assert ("no such results directory" if make == "missing" else "no run records") in err
+
+
+def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
+    from ablation.aggregate import group_label
+    from ablation.plots import plot_interactions
+
+    assert group_label(["config.model.peephole"], ["diagonal"]) == "diagonal peepholes"
+    assert group_label(["config.data.granularity", "config.model.embeddings"],
+                       ["sentences", "random"]) == "trained on sentences, random vectors"
+    assert group_label(["config.train.lr"], [0.1]) == "lr: 0.1"
+    accs = {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE}
+    for kind in ("none", "diagonal"):
+        _grid(tmp_path, accs, peephole=kind)
+    r = load_runs(tmp_path)
+    table = gate_table(r)
+    fig, ax = plot_accuracy(table, r.runs)
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "no peepholes: mean, 95% t-interval of the mean" in texts and "one seed (one dot each)" in texts
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # right of the data, not on it
+    fig, _ = plot_interactions(table)
+    assert len(fig.axes) == 4  # 2 groups x output gate off/on
+    assert {a.get_title() for a in fig.axes} >= {"diagonal peepholes\noutput gate on"}
+    fig, ax = plot_learning_curves(r.curves)
+    assert "shaded: ±1 std over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "interactions" in {p.stem for p in save_figures(tmp_path)}

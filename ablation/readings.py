@@ -1,0 +1,315 @@
+"""The README's readings, written by code from the tables: every number in a reading comes
+from the records, and the wording follows the verdicts (a difference the test does not find
+is "no detectable difference", never "the same"; "equivalent" only where TOST says so).
+
+Pure functions over the gate table, the factorial effects and the runs frame (the tidy
+frames of `aggregate`), one per experiment (by results directory name) and a generic one for
+the others; `readme_blocks` gathers a results directory's blocks and `fill_blocks` puts them
+between the README's markers:
+
+    <!-- table: results/lecture -->   ...   <!-- /table -->
+    <!-- reading: results/lecture --> ...   <!-- /reading -->
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .aggregate import (
+    FULL,
+    SHORT,
+    check_results,
+    effects_table,
+    fidelity,
+    format_markdown,
+    group_columns,
+    group_label,
+    load_table,
+    row_key,
+    signed,
+)
+from .stats import ALPHA, holm, paired_comparison, verdict
+
+# --- phrases ----------------------------------------------------------------------------------
+
+
+def _n(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def mean_ci(row) -> str:
+    """84.6 [83.9, 85.4]: a row's mean and 95% interval."""
+    return f"{_n(row['mean'])} [{_n(row['ci_low'])}, {_n(row['ci_high'])}]"
+
+
+def compare(c: dict, margin: float, digits: int = 1) -> str:
+    """What one paired comparison says, in the words of its verdict. ``c`` has diff, diff_ci_low,
+    diff_ci_high, p_holm, tost_low, tost_high and verdict (a table row, or `contrast`'s dict)."""
+    d, lo, hi = c["diff"], c["diff_ci_low"], c["diff_ci_high"]
+    ci = f"95% CI {signed(lo, digits)} to {signed(hi, digits)}"
+    holm_p = f"Holm {p_text(c['p_holm'])}"
+    if c["verdict"] in ("better", "worse"):
+        return f"{signed(d, digits)} points ({ci}; {holm_p})"
+    if c["verdict"] == "equivalent":
+        return (f"{signed(d, digits)} points, equivalent within ±{margin:g} (90% CI "
+                f"{signed(c['tost_low'], digits)} to {signed(c['tost_high'], digits)})")
+    if c["p_paired"] < ALPHA:  # significant alone, not among the family's comparisons
+        return (f"{signed(d, digits)} points, not significant after Holm ({ci}; paired {p_text(c['p_paired'])}, "
+                f"{holm_p})")
+    return f"{signed(d, digits)} points, no detectable difference ({ci}; {holm_p})"
+
+
+def _row_comparison(row) -> dict:
+    return {"diff": row["diff_vs_full"], **{k: row[k] for k in ("diff_ci_low", "diff_ci_high", "p_paired", "p_holm",
+                                                                  "tost_low", "tost_high", "verdict")}}
+
+
+def contrasts(pairs: dict[str, tuple[pd.Series, pd.Series]], margin: float) -> dict[str, dict]:
+    """Paired comparisons a - b (each a Series indexed by seed), Holm over the family given,
+    each with its verdict."""
+    out = {}
+    for name, (a, b) in pairs.items():
+        seeds = sorted(set(a.index) & set(b.index))
+        c = paired_comparison(a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float), margin)
+        out[name] = {**c, "diff": c["diff"]}
+    for c, ph in zip(out.values(), holm([c["p_paired"] for c in out.values()])):
+        c["p_holm"] = float(ph)
+        c["verdict"] = verdict(c["diff"], c["p_holm"], c["equivalent"])
+    return out
+
+
+def _by_verdict(table: pd.DataFrame, margin: float) -> str:
+    """Every non-reference row, grouped by verdict: "worse: NIG (−1.2 points (...)), ..."."""
+    parts = []
+    for v in ("worse", "better", "equivalent", "inconclusive"):
+        rows = table[table["verdict"] == v]
+        if len(rows):
+            named = "; ".join(f"{_label(rows, r)}: {compare(_row_comparison(r), margin)}" for _, r in rows.iterrows())
+            parts.append(f"{v}: {named}")
+    return ". ".join(p[0].upper() + p[1:] for p in parts) + "." if parts else ""
+
+
+def _label(table: pd.DataFrame, row) -> str:
+    name = "gateless" if row[row_key(table)] == "none" else SHORT.get(row[row_key(table)], row[row_key(table)])
+    cols = group_columns(table)
+    return f"{name} ({group_label(cols, [row[c] for c in cols])})" if cols else name
+
+
+def _power(table: pd.DataFrame) -> str:
+    mdd = table["mdd"].dropna()
+    if mdd.empty:
+        return ""
+    return (f"With {int(table['n'].median())} seeds the paired t-test detects a difference of about "
+            f"{_n(float(mdd.median()))} points with 80% power (median over rows); smaller true differences "
+            "often go unseen.")
+
+
+def _effects_sentence(effects: pd.DataFrame) -> str:
+    """Main effects, and the interactions, of one group's 2^3 design."""
+    e = effects.set_index("term")
+    mains = []
+    for gate in ("input", "forget", "output"):
+        r = e.loc[gate]
+        ci = f"95% CI {signed(r['ci_low'], 2)} to {signed(r['ci_high'], 2)}"
+        if r["p_holm"] < ALPHA:
+            mains.append(f"adding the {gate} gate {'raises' if r['effect'] > 0 else 'lowers'} accuracy by "
+                         f"{_n(abs(r['effect']), 2)} points ({ci}, Holm {p_text(r['p_holm'])})")
+        elif r["p"] < ALPHA:
+            mains.append(f"the {gate} gate's effect, {signed(r['effect'], 2)} points ({ci}, {p_text(r['p'])}), "
+                         f"is not significant after Holm (Holm {p_text(r['p_holm'])})")
+        else:
+            mains.append(f"the {gate} gate has no detectable effect ({signed(r['effect'], 2)} points, {ci}, "
+                         f"Holm {p_text(r['p_holm'])})")
+    inter = e.loc[[t for t in e.index if " x " in t]]
+    found = inter[inter["p_holm"] < ALPHA]
+    if len(found):
+        tail = "; ".join(f"{t} {signed(r['effect'], 2)} (95% CI {signed(r['ci_low'], 2)} to "
+                         f"{signed(r['ci_high'], 2)}, Holm {p_text(r['p_holm'])})" for t, r in found.iterrows())
+        inter_text = f"interactions detected: {tail}"
+    else:
+        big = inter.iloc[int(np.argmax(np.abs(inter["effect"].to_numpy())))]
+        inter_text = (f"no interaction is detectable (the largest, {big.name}, is {signed(big['effect'], 2)}, "
+                      f"95% CI {signed(big['ci_low'], 2)} to {signed(big['ci_high'], 2)})")
+    return f"{'; '.join(mains)}; {inter_text}"
+
+
+# --- one reading per experiment ---------------------------------------------------------------
+
+def lecture_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    f = fidelity(table["lecture"], table["mean"])
+    t = table.set_index("gates")
+    text = (f"Reading: {f['within']} of {f['n']} cells land within ±{f['tolerance']} points of the lecture's "
+            f"single run (mean |Δ| = {_n(f['mean_abs_diff'], 2)}); the orderings agree in rank with Kendall's "
+            f"τ = {_n(f['kendall_tau'], 2)}. The full cell reaches {mean_ci(t.loc[FULL])}.")
+    if not effects.empty:
+        text += (" Read as a 2^3 design (effects.csv, the interaction plot in "
+                 f"`results/lecture/figures/interactions.png`): {_effects_sentence(effects)}.")
+    text += " Each gate set against the full cell (Holm within the table). " + _by_verdict(table, margin)
+    power = _power(table)
+    return text + (f" {power}" if power else "")
+
+
+def peepholes_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    col = "config.model.peephole"
+    kinds = list(dict.fromkeys(table[col]))
+    base = "none" if "none" in kinds else kinds[0]
+    gated = runs[runs["gates"] != "none"]
+    per_seed = gated.groupby([col, "seed"])["test_acc"].mean()  # each kind: mean over the gated sets, per seed
+    c = contrasts({k: (per_seed.loc[k], per_seed.loc[base]) for k in kinds if k != base}, margin)
+    label = {k: group_label([col], [k]) for k in kinds}
+    parts = [f"{label[k]}: {compare(v, margin, 2)}" for k, v in c.items()]
+    n_sets = gated["gates"].nunique()
+    text = (f"Against {label[base]}, averaged over the {n_sets} gated cells per seed and paired by seed "
+            f"(Holm over the {len(c)} comparisons): " + "; ".join(parts) + ".")
+    none = runs[runs["gates"] == "none"].pivot_table(index="seed", columns=col, values="test_acc")
+    if len(none.columns) == len(kinds) and bool((none.nunique(axis=1) == 1).all()):
+        text += f" The gateless cell's runs are identical under all {len(kinds)} kinds (peepholes feed only gates)."
+    means = table.pivot_table(index="gates", columns=col, values="mean")
+    taus = [f"{label[a]} vs {label[b]} {_n(sps.kendalltau(means[a], means[b]).statistic, 2)}"
+            for i, a in enumerate(kinds) for b in kinds[i + 1:]]
+    text += (" The ordering of the 8 gate sets by mean accuracy is not the same in every column "
+             if any(not tau.endswith(" 1.00") for tau in taus) else " The ordering of the 8 gate sets is the same "
+             "in every column ")
+    text += f"(Kendall's τ: {', '.join(taus)})."
+    if not effects.empty:
+        for k in kinds:
+            e = effects[effects[col] == k]
+            if len(e):
+                text += f" With {label[k]}, {_effects_sentence(e)}."
+    worse = table.groupby(col, sort=False)["verdict"].apply(lambda v: int((v == "worse").sum()))
+    text += (" Against each column's full cell (Holm over all " f"{int(table['p_paired'].notna().sum())} comparisons"
+             "), the gate sets found worse: " + ", ".join(f"{worse[k]} of {len(table[table[col] == k]) - 1} "
+                                                         f"with {label[k]}" for k in kinds) + ".")
+    return text
+
+
+def _params(table: pd.DataFrame, name: str, base: str) -> str:
+    t = table.set_index(row_key(table))
+    ratio = t.loc[name, "active_params"] / t.loc[base, "active_params"]
+    return "" if abs(ratio - 1) < 0.05 else f", with {ratio:.2f}× the parameters"
+
+
+def variants_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    """An experiment of named variants (odyssey, cells): each against the first, by verdict."""
+    key = row_key(table)
+    base = table.loc[table["verdict"] == "reference", key].iloc[0]
+    t = table.set_index(key)
+    text = f"The reference, {base}, reaches {mean_ci(t.loc[base])}. Each variant against it (Holm within the table). "
+    parts = []
+    for v in ("worse", "better", "equivalent", "inconclusive"):
+        rows = table[table["verdict"] == v]
+        if len(rows):
+            named = "; ".join(f"{r[key]}: {compare(_row_comparison(r), margin)}{_params(table, r[key], base)}"
+                              for _, r in rows.iterrows())
+            parts.append(f"{v}: {named}")
+    text += ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+    power = _power(table)
+    return text + (f" {power}" if power else "")
+
+
+def odyssey_reading(table, effects, runs, margin) -> str:
+    text = variants_reading(table, effects, runs, margin)
+    t = table.set_index("variant")
+    known = [v for v in ("CIFG", "NP") if v in t.index]
+    if known:
+        said = ", ".join(f"{v} {t.loc[v, 'verdict']}" for v in known)
+        text += (f" Greff et al. (2017) found {' and '.join(known)} harmless on their tasks; here the verdicts "
+                 f"are: {said}.")
+    return text
+
+
+def protocol_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    gran, emb = "config.data.granularity", "config.model.embeddings"
+    acc = runs.set_index([gran, emb, "gates", "seed"])["test_acc"].sort_index()
+    levels = {c: list(dict.fromkeys(table[c])) for c in (gran, emb)}
+    if [len(v) for v in levels.values()] != [2, 2]:
+        return generic_reading(table, effects, runs, margin)
+    (g0, g1), (e0, e1) = levels[gran], levels[emb]
+    gates = list(dict.fromkeys(table["gates"]))
+    pairs = {}
+    for e in (e0, e1):
+        for g in gates:
+            pairs[(gran, e, g)] = (acc.loc[(g1, e, g)], acc.loc[(g0, e, g)])
+    for gr in (g0, g1):
+        for g in gates:
+            pairs[(emb, gr, g)] = (acc.loc[(gr, e1, g)], acc.loc[(gr, e0, g)])
+    c = contrasts(pairs, margin)
+    word = {g: "the full cell" if g == FULL else "the gateless cell" if g == "none" else f"the {SHORT.get(g, g)} cell"
+            for g in gates}
+    name = {g0: group_label([gran], [g0]), g1: group_label([gran], [g1]),
+            e0: group_label([emb], [e0]), e1: group_label([emb], [e1])}
+    text = (f"Paired by seed, Holm over these {len(c)} contrasts. {name[g1].capitalize()} instead of "
+            f"{name[g0].removeprefix('trained ')}: " + "; ".join(
+                f"{word[g]} with {name[e]}: {compare(c[(gran, e, g)], margin)}" for e in (e0, e1) for g in gates)
+            + f". {name[e1].capitalize()} instead of {name[e0]}: " + "; ".join(
+                f"{word[g]} {name[gr]}: {compare(c[(emb, gr, g)], margin)}" for gr in (g0, g1) for g in gates) + ".")
+    rows = table[table["verdict"] != "reference"]
+    text += (" The gates' worth under each protocol (gateless against full cell, Holm within the table): "
+             + "; ".join(f"{group_label([gran, emb], [r[gran], r[emb]])}: {compare(_row_comparison(r), margin)}"
+                         for _, r in rows.iterrows()) + ".")
+    return text
+
+
+def generic_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    return "Each row against its reference row (Holm within the table). " + _by_verdict(table, margin)
+
+
+READINGS = {"lecture": lecture_reading, "peepholes": peepholes_reading, "odyssey": odyssey_reading,
+            "cells": variants_reading, "protocol": protocol_reading}
+
+
+# --- README blocks ----------------------------------------------------------------------------
+
+def readme_blocks(results: str | os.PathLike,
+                  experiment: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
+    """{("table", KEY): table.md's text, ("reading", KEY): the reading}, KEY being ``results``
+    as given (the README's markers name the directory the same way)."""
+    check_results(results)
+    r, table, source = load_table(results, experiment)
+    if r.runs.empty:
+        raise ValueError(f"{results}: no complete run records")
+    effects = effects_table(r)
+    margin = table.attrs.get("margin", 0.5)
+    reading = READINGS.get(Path(results).resolve().name, generic_reading)(table, effects, r.runs, margin)
+    key = str(results).rstrip("/")
+    return {("table", key): format_markdown(table, r, source, effects), ("reading", key): reading + "\n"}
+
+
+MARKER = re.compile(r"<!-- (table|reading): (\S+) -->\n(.*?)<!-- /\1 -->", re.S)
+
+
+def read_blocks(text: str) -> dict[tuple[str, str], str]:
+    """The blocks a README holds: {(kind, key): content}."""
+    return {(m[1], m[2]): m[3] for m in MARKER.finditer(text)}
+
+
+def fill_blocks(text: str, blocks: dict[tuple[str, str], str], where: str = "README") -> str:
+    """``text`` with each of ``blocks`` that has markers in it replaced; an error if none has."""
+    present = [b for b in blocks if b in read_blocks(text)]
+    if not present:
+        wanted = " or ".join(f"'<!-- {k}: {key} -->'" for k, key in blocks)
+        raise ValueError(f"{where}: no {wanted} marker to fill")
+
+    def put(m):
+        b = (m[1], m[2])
+        return f"<!-- {m[1]}: {m[2]} -->\n{blocks[b]}<!-- /{m[1]} -->" if b in blocks else m[0]
+
+    return MARKER.sub(put, text)
+
+
+def update_readme(readme: str | os.PathLike, results: str | os.PathLike,
+                  experiment: str | os.PathLike | None = None) -> None:
+    """Fill README's blocks for ``results`` (generated, not typed)."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(fill_blocks(text, readme_blocks(results, experiment), str(path)), encoding="utf-8")

@@ -1,0 +1,98 @@
+"""The generated readings: wording that follows the verdicts, README markers, and the README
+holding exactly what the code generates from the committed records."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ablation.readings import compare, fill_blocks, read_blocks, readme_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _c(diff, lo, hi, p, ph, verdict, tl=math.nan, th=math.nan):
+    return {"diff": diff, "diff_ci_low": lo, "diff_ci_high": hi, "p_paired": p, "p_holm": ph,
+            "tost_low": tl, "tost_high": th, "verdict": verdict}
+
+
+def test_wording_follows_the_verdict():
+    assert compare(_c(-3.1, -3.6, -2.6, 1e-4, 4e-4, "worse"), 0.5) == \
+        "−3.1 points (95% CI −3.6 to −2.6; Holm p < 0.001)"
+    assert compare(_c(0.01, -1.05, 1.07, 0.98, 0.98, "inconclusive"), 0.5) == \
+        "+0.0 points, no detectable difference (95% CI −1.1 to +1.1; Holm p = 0.980)"
+    assert compare(_c(-1.8, -3.1, -0.5, 0.017, 0.069, "inconclusive"), 0.5) == \
+        "−1.8 points, not significant after Holm (95% CI −3.1 to −0.5; paired p = 0.017, Holm p = 0.069)"
+    eq = compare(_c(-0.04, -0.3, 0.2, 0.7, 1.0, "equivalent", -0.26, 0.19), 0.5, 2)
+    assert eq == "−0.04 points, equivalent within ±0.5 (90% CI −0.26 to +0.19)"
+    for text in (eq, compare(_c(0.01, -1.05, 1.07, 0.98, 0.98, "inconclusive"), 0.5)):
+        assert "same" not in text and "indistinguishable" not in text
+
+
+def test_fill_blocks_replaces_only_its_markers():
+    text = ("a\n<!-- table: results/x -->\nold\n<!-- /table -->\nb\n<!-- reading: results/x -->\n<!-- /reading -->\n"
+            "<!-- reading: probes -->\nkeep\n<!-- /reading -->\n")
+    out = fill_blocks(text, {("table", "results/x"): "T\n", ("reading", "results/x"): "R\n"})
+    assert read_blocks(out) == {("table", "results/x"): "T\n", ("reading", "results/x"): "R\n",
+                                ("reading", "probes"): "keep\n"}
+    assert out.startswith("a\n") and "\nb\n" in out
+    with pytest.raises(ValueError, match="no '<!-- table: results/y -->' or '<!-- reading: results/y -->' marker"):
+        fill_blocks(text, {("table", "results/y"): "", ("reading", "results/y"): ""})
+
+
+def test_table_command_fills_a_readme(tmp_path, monkeypatch):
+    from test_aggregate import LECTURE, _grid  # tests/ is on the path (pytest prepend mode)
+
+    from ablation import cli
+
+    _grid(tmp_path / "res", {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE})
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- reading: res -->\n<!-- /reading -->\n")
+    assert cli.main(["table", "res", "--readme", str(readme)]) == 0
+    reading = read_blocks(readme.read_text())[("reading", "res")]
+    assert reading.startswith("Each row against its reference row (Holm within the table).")
+    readme.write_text("no markers\n")
+    assert cli.main(["table", "res", "--readme", str(readme)]) == 2
+
+
+def test_readme_holds_what_the_records_generate(monkeypatch):
+    """Every README table and reading of a committed results directory is what `make tables`
+    writes from its records: the README cannot drift from them."""
+    monkeypatch.chdir(ROOT)  # experiment files are found as experiments/<dir>.toml
+    blocks = read_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    keys = sorted({key for _, key in blocks if key.startswith("results/")})
+    assert keys == ["results/cells", "results/lecture", "results/odyssey", "results/peepholes", "results/protocol"]
+    for key in keys:
+        for block, text in readme_blocks(key).items():
+            if block in blocks:
+                assert blocks[block] == text, f"README block {block} is stale: run `make tables`"
+    assert blocks[("reading", "probes")] == ""  # kept for the probe sentences (probes v2)
+
+
+def test_committed_tables_are_honest():
+    """Every committed table: intervals at least as wide as the t-interval of its own mean, std
+    and n; p_holm is Holm over its p_paired; verdicts follow p_holm; no McNemar; every full
+    gate grid has its effects.csv."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as sps
+
+    from ablation.aggregate import LECTURE_ORDER
+    from ablation.stats import holm
+
+    tables = sorted(ROOT.glob("results/*/table.csv"))
+    assert len(tables) >= 5
+    for path in tables:
+        t = pd.read_csv(path)
+        assert {"p_paired", "p_holm", "verdict"} <= set(t.columns) and not any("mcnemar" in c for c in t.columns)
+        half = sps.t.ppf(0.975, t["n"] - 1) * t["std"] / np.sqrt(t["n"])
+        assert (t["ci_high"] - t["ci_low"] >= 2 * half - 2e-4).all(), path  # CSV keeps 4 decimals
+        p = t["p_paired"].dropna()
+        assert np.allclose(t["p_holm"].dropna(), holm(p), atol=len(p) * 1e-4), path
+        tested = t[t["verdict"] != "reference"]
+        assert ((tested["p_holm"] < 0.05) == tested["verdict"].isin(["better", "worse"])).all(), path
+        if "gates" in t and set(LECTURE_ORDER) <= set(t["gates"]):
+            effects = pd.read_csv(path.with_name("effects.csv"))
+            cols = [c for c in t.columns if c.startswith("config.")]
+            assert len(effects) == 7 * (len(t[cols].drop_duplicates()) if cols else 1), path
