@@ -88,7 +88,8 @@ def test_messy_results_directory(messy):
     assert (none["mcnemar_b"], none["mcnemar_c"]) == (0, 2)  # label 0 at index 0, both seeds
     assert table.iloc[1]["n"] == 3 and table.iloc[1]["mean"] == 85.0
     text = write_tables(messy)
-    assert "5 complete runs; 2 incomplete records skipped; 1 diverged (not averaged in: none (seed 4))" in text
+    assert ("5 complete runs; 2 incomplete records skipped (.partial-xyz (an unfinished temporary); "
+            f"{r.skipped[1].split()[0]} (missing summary.json)); 1 diverged (not averaged in: none (seed 4))") in text
 
 
 def test_tables_are_byte_identical_on_regeneration(messy, tmp_path):
