@@ -105,8 +105,13 @@ def _worker_init(driver: int, events) -> None:
     """Each local worker dies with its driver, however the driver ends (SIGKILL included),
     and leaves Ctrl-C to it (a terminal sends SIGINT to the whole process group)."""
     global _EVENTS
+    from tqdm import tqdm
+
     _EVENTS = events
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore; a killed worker would leave it to the
+    # resource tracker, which then warns on the terminal. The worker draws no bars: a thread lock does.
+    tqdm.set_lock(threading.RLock())
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != driver:  # the driver died before prctl took effect
@@ -150,7 +155,7 @@ class LocalExecutor:
         if abort:
             for proc in list(self.pool._processes.values()):  # no public way to stop a running task
                 proc.kill()
-        self.pool.shutdown(wait=not abort, cancel_futures=True)
+        self.pool.shutdown(cancel_futures=True)  # quick once the workers are dead
 
 
 @dataclass(frozen=True)
@@ -225,9 +230,15 @@ class SlurmExecutor:
 
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[SlurmJob]:
         """One job array for the whole grid."""
+        from .grid import GridError
+
         n = len(packs)
-        jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
-                                       [self.threads] * n)
+        try:
+            jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
+                                           [self.threads] * n)
+        except Exception as e:  # sbatch refused: no controller answers, an unknown partition, ...
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise GridError(f"Slurm did not take the jobs: {lines[-1] if lines else type(e).__name__}") from None
         self.jobs = [SlurmJob(j) for j in jobs]
         return self.jobs
 

@@ -102,8 +102,8 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
     out = Path(out)
     check_options(exp, seeds=seeds, pack_size=pack_size, workers=workers, threads=threads)
+    opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})  # checked even when not used
     check_executor(executor)
-    opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})}) if executor == "slurm" else None
     if executor == "local":  # a Slurm node may see other paths: there the job reports missing data
         check_data(exp.runs(seeds))
     check_writable(out)
