@@ -183,11 +183,17 @@ def check_options(exp: Experiment, *, seeds: int | None = None, pack_size: int =
 
 
 def check_data(runs: Sequence[RunConfig]) -> None:
-    """Every data folder the runs name holds the SST files (the error names the missing one)."""
+    """Every data folder the runs name holds the SST files (the error names the missing one),
+    and every word-vector file they name exists."""
     from .data import find_sst_dir
+    from .embeddings import NAMED
 
     for data_dir in dict.fromkeys(r.data.data_dir for r in runs):
         find_sst_dir(data_dir)
+    for source in dict.fromkeys(r.model.embeddings for r in runs):
+        if source != "random" and source not in NAMED and not Path(source).is_file():
+            raise FileNotFoundError(f"model.embeddings: no file {source}; valid: random, "
+                                    f"{', '.join(NAMED)} or a GloVe text file")
 
 
 def check_writable(out: Path) -> None:

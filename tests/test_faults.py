@@ -80,6 +80,7 @@ GRID_CASES = {
     "variant int": ([], '[grid]\n"train.seed" = [1]\n[variants]\na = 3\n',
                     "variant 'a' must be a table of overrides"),
     "grid not a table": ([], "grid = 3\n", "[grid] must be a table, got int 3"),
+    "vectors file": (["--set", "model.embeddings=/no/vectors.txt"], None, "model.embeddings: no file /no/vectors.txt"),
     "no slurm here": (["--executor", "slurm"], None,
                       "--executor slurm: no Slurm cluster here (sbatch and sacct not found"),
 }
