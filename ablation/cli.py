@@ -102,7 +102,7 @@ def cmd_grid(args) -> int:
         stop["signal"] = signal.SIGTERM
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         p = run_grid(exp, out, seeds=args.seeds, device=args.device, pack_size=args.pack_size,
                      workers=args.workers, threads=args.threads, executor=args.executor, slurm=slurm)
@@ -119,6 +119,8 @@ def cmd_grid(args) -> int:
         name = "interrupted" if stop["signal"] == signal.SIGINT else "terminated"
         print(f"\n{name}; {done} of {len(runs)} runs finished, rerun to resume", file=sys.stderr, flush=True)
         return 128 + stop["signal"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{exp.name}: {len(p.runs)} runs, {p.done} already complete, "
           f"{sum(len(k) for k in p.todo)} trained in {len(p.todo)} packs -> {out}")
     return 0

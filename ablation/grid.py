@@ -119,6 +119,7 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
 
 def _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, show_progress) -> Plan:
+    """`run_grid` once its checks passed and it holds the lock: plan, submit, watch."""
     from .executors import LocalExecutor, SlurmExecutor
 
     if workers is None:
