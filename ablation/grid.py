@@ -175,7 +175,7 @@ def check_options(exp: Experiment, *, seeds: int | None = None, pack_size: int =
                   threads: int = 1) -> None:
     """Refuse grid options that cannot run, before any folder is made or any process starts."""
     if not (exp.has_grid or exp.axes or exp.variants):
-        raise ValueError(f"{exp.name}: the experiment has no [grid] or [variants] table, so no runs to cross; "
+        raise ValueError(f"experiment {exp.name!r} has no [grid] or [variants] table, so no runs to cross; "
                          "add one, or train a single run with `ablation train --config`")
     for flag, value in (("--seeds", seeds), ("--pack-size", pack_size), ("--workers", workers),
                         ("--threads", threads)):
