@@ -26,7 +26,7 @@ import pandas as pd
 
 from .cell import GATES, gates_name
 from .config import Experiment, load_experiment
-from .records import FILES, PROBES, TMP_PREFIX
+from .records import FILES, PROBES, TMP_PREFIX, check_record
 from .stats import (
     ALPHA,
     FACTORS,
@@ -95,31 +95,44 @@ def _flat(cfg: dict) -> dict:
 
 
 def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) -> Runs:
-    """Read every record directory under ``results`` (recursively).
+    """Read every record directory directly under ``results``.
 
-    With an ``experiment`` that has [variants], each run is labelled with its variant's
-    name (column "variant"); a run that matches none is skipped and counted.
+    A record that `records.check_record` finds damaged, an unfinished temporary, a folder
+    holding records of its own (a backup copy) and, with an ``experiment`` that has
+    [variants], a run that matches no variant are skipped, each listed with its reason;
+    other folders (figures/, hidden ones such as .broken/ and .slurm/) are not records.
+    Each run is labelled with its variant's name (column "variant") when there are variants.
     """
     root = Path(results)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such results directory")
     named = experiment is not None and bool(experiment.variants)
     rows, diverged, curves, skipped = [], [], [], []
-    for d in sorted(p.parent for p in root.rglob("config.json")):
-        rel = str(d.relative_to(root))
-        if any(part.startswith(TMP_PREFIX) for part in d.parts):
-            skipped.append(rel)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        rel = d.name
+        if rel.startswith(TMP_PREFIX):
+            skipped.append(f"{rel} (an unfinished temporary)")
             continue
-        try:
-            if not all((d / f).is_file() for f in FILES):
-                raise FileNotFoundError
-            cfg = json.loads((d / "config.json").read_text())
-            summary = json.loads((d / "summary.json").read_text())
-            metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
-        except (OSError, ValueError):
-            skipped.append(rel)
+        if rel.startswith("."):
+            continue
+        if not any((d / f).exists() for f in FILES):
+            inner = sum(1 for _ in d.rglob("config.json"))
+            if inner:
+                skipped.append(f"{rel}/ (holds {inner} records of its own; records are {root}/<run_id>/)")
+            continue
+        reason = check_record(d)
+        if reason is not None:
+            skipped.append(f"{rel} ({reason})")
+            continue
+        cfg = json.loads((d / "config.json").read_text())
+        summary = json.loads((d / "summary.json").read_text())
+        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+        if summary.get("run_id", rel) != rel:
+            skipped.append(f"{rel} (a copy of record {summary['run_id']})")
             continue
         label = experiment.label(cfg) if named else None
         if named and label is None:
-            skipped.append(rel)
+            skipped.append(f"{rel} (matches no variant of {experiment.name})")
             continue
         row = {"run_id": rel, "gates": summary["gates"], "seed": summary["seed"],
                **({"variant": label} if named else {}),
@@ -127,7 +140,7 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
                "best_epoch": summary["best_epoch"], "active_params": summary["active_params"],
                **{f"config.{k}": v for k, v in _flat(cfg).items()}}
         if summary["status"] != "complete" or not _finite(summary["test_acc"]):
-            diverged.append(row)
+            diverged.append(row)  # diverged or no_learning: listed apart, never averaged in
             continue
         rows.append(row)
         curves += [{**{k: row[k] for k in row if k not in ("test_acc", "dev_acc", "best_epoch")}, **m}
@@ -402,9 +415,19 @@ def fidelity_line(table: pd.DataFrame) -> str:
 
 
 def counts_line(r: Runs) -> str:
-    line = f"{len(r.runs)} complete runs; {len(r.skipped)} incomplete records skipped; {len(r.diverged)} diverged"
+    """How many runs the table averages, and each record it does not: skipped, diverged, no learning."""
+    line = f"{len(r.runs)} complete runs; {len(r.skipped)} incomplete records skipped"
+    if r.skipped:
+        line += f" ({'; '.join(r.skipped)})"
+    status = r.diverged["status"] if len(r.diverged) else pd.Series([], dtype=object)
+    stuck = status == "no_learning"
+    line += f"; {int((~stuck).sum())} diverged"
+    if stuck.any():
+        line += f"; {int(stuck.sum())} did not learn"
     if len(r.diverged):
-        listed = ", ".join(f"{g} (seed {s})" for g, s in zip(r.diverged["gates"], r.diverged["seed"]))
+        key = r.key if r.key in r.diverged else "gates"
+        listed = ", ".join(f"{g} (seed {s}{', no learning' if st == 'no_learning' else ''})"
+                           for g, s, st in zip(r.diverged[key], r.diverged["seed"], status))
         line += f" (not averaged in: {listed})"
     return line + "."
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def cmd_data(args) -> int:
     try:
         d = None if args.download else data.find_sst_dir(args.data_dir)
     except data.DataNotFoundError:
+        if args.data_dir or os.environ.get("SST_DIR"):  # a folder the user named: never replaced unasked
+            raise
         d = None
     if d is None:  # asked to, or no copy anywhere: fetch the official zip
         d = data.download_sst(args.data_dir, url=args.url)
@@ -53,12 +57,26 @@ def _experiment(args):
 def cmd_train(args) -> int:
     import torch
 
-    from .grid import train_and_record
+    from .grid import check_data, check_writable, train_and_record
+    from .records import check_record, quarantine
 
-    torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ValueError(f"--threads: must be an integer >= 1, got {args.threads}")
     exp = _experiment(args)
     cfg = exp.base
     out = Path(args.out or f"runs/{exp.name}")  # scratch; the grid owns results/
+    record = out / cfg.run_id()
+    if record.exists():
+        reason = check_record(record)
+        if reason is None:
+            print(f"ablation: record {record} already exists and is kept; nothing trained "
+                  "(delete it to train again)", file=sys.stderr)
+            return 0
+        print(f"ablation: damaged record moved to {quarantine(record, reason)} ({reason}); training it again",
+              file=sys.stderr)
+    check_data([cfg])
+    check_writable(out)
+    torch.set_num_threads(args.threads)
     tty = sys.stderr.isatty()  # a bar per epoch on a terminal, a line per epoch otherwise
     path = train_and_record([cfg], out, args.device, progress=None if tty else _epoch_printer(cfg.train.epochs),
                             show_bar=tty)
@@ -80,16 +98,36 @@ def _epoch_printer(epochs: int):
 def cmd_grid(args) -> int:
     from .config import load_experiment
     from .grid import GridError, run_grid
+    from .lock import LockedError
 
     exp = load_experiment(args.experiment, list(args.set or []))
     out = Path(args.out or f"results/{exp.name}")
     slurm = {k: getattr(args, f"slurm_{k}") for k in SLURM_FLAGS if getattr(args, f"slurm_{k}") is not None}
+    stop = {"signal": signal.SIGINT}
+
+    def on_sigterm(signum, frame):  # what a scheduler or `kill PID` sends: stop as Ctrl-C does
+        stop["signal"] = signal.SIGTERM
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         p = run_grid(exp, out, seeds=args.seeds, device=args.device, pack_size=args.pack_size,
                      workers=args.workers, threads=args.threads, executor=args.executor, slurm=slurm)
     except GridError as e:
         print(f"ablation: {e}", file=sys.stderr)
         return 1
+    except LockedError as e:
+        print(f"ablation: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # run_grid has stopped every job; their runs left no record
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        runs = exp.runs(args.seeds)
+        done = sum((out / r.run_id()).is_dir() for r in runs)
+        name = "interrupted" if stop["signal"] == signal.SIGINT else "terminated"
+        print(f"\n{name}; {done} of {len(runs)} runs finished, rerun to resume", file=sys.stderr, flush=True)
+        return 128 + stop["signal"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{exp.name}: {len(p.runs)} runs, {p.done} already complete, "
           f"{sum(len(k) for k in p.todo)} trained in {len(p.todo)} packs -> {out}")
     return 0

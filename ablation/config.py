@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 import types
 import typing
@@ -52,6 +53,7 @@ class DataConfig:
     def __post_init__(self):
         _choice("data.granularity", self.granularity, GRANULARITIES)
         _choice("data.labels", self.labels, LABELINGS)
+        _at_least("data.train_limit", self.train_limit, 0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class ModelConfig:
         _choice("model.gru_reset", self.gru_reset, RESETS)
         if self.variant != "vanilla" and self.cell != "lstm":
             raise ValueError(f"model.variant {self.variant!r} is an LSTM variant; model.cell is {self.cell!r}")
+        _at_least("model.embedding_dim", self.embedding_dim, 1)
+        _at_least("model.hidden_size", self.hidden_size, 1)
+        _finite("model.forget_bias", self.forget_bias)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,18 @@ class TrainConfig:
     epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
     clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
     eval_batch_size: int = 256  # dev/test evaluation only; does not change results
+
+    def __post_init__(self):
+        _at_least("train.seed", self.seed, 0)
+        _finite("train.lr", self.lr)
+        if not self.lr > 0:
+            raise ValueError(f"train.lr: must be a finite number > 0, got {self.lr!r}")
+        _at_least("train.batch_size", self.batch_size, 1)
+        _at_least("train.epochs", self.epochs, 1)
+        _finite("train.clip_norm", self.clip_norm)
+        if self.clip_norm < 0:
+            raise ValueError(f"train.clip_norm: must be >= 0 (0 = no clipping), got {self.clip_norm!r}")
+        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,17 @@ SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 def _choice(key: str, value: Any, valid: tuple) -> None:
     if value not in valid:
         raise ValueError(f"{key}: unknown value {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    """Integer settings with a floor: a bad value is refused here, not found mid-grid in a worker."""
+    if value < low:
+        raise ValueError(f"{key}: must be an integer >= {low}, got {value!r}")
+
+
+def _finite(key: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: must be a finite number, got {value!r}")
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -197,6 +225,7 @@ class Experiment:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
     margin: float = 0.5  # [stats] margin: half a point, about the std of one run over seeds
     interval: str = "t"  # [stats] interval: Student t, the one that covers at 5 seeds
+    has_grid: bool = False  # the file has a [grid] or [variants] table (`ablation grid` needs one)
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every point of the grid (variants x axes crossed, in file order); ``seeds`` keeps the first N seeds."""
@@ -231,11 +260,25 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     raw: dict = {}
     if path is not None:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            try:
+                raw = tomllib.load(f)
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # neither names the file
+                raise ValueError(f"{path}: not a valid TOML experiment file: {e}") from None
+    for table in ("grid", "reference", "slurm", "variants", *SECTION_TYPES):
+        if not isinstance(raw.get(table, {}), dict):
+            raise TypeError(f"{path}: [{table}] must be a table, got {type(raw[table]).__name__} {raw[table]!r}")
     grid = raw.pop("grid", {})
     ref = raw.pop("reference", {})
     slurm = raw.pop("slurm", {})
     variants = raw.pop("variants", {})
+    for k, v in grid.items():  # list("none") would be the axis ['n', 'o', 'n', 'e']
+        if not isinstance(v, list):
+            raise TypeError(f"{path}: grid axis {k!r} must be a list of values, got {type(v).__name__} {v!r} "
+                            f"(write {k!r} = [{json.dumps(v)}])")
+    for name, v in variants.items():
+        if not isinstance(v, dict):
+            raise TypeError(f"{path}: variant {name!r} must be a table of overrides like "
+                            f"{{ \"model.gates\" = \"none\" }} (or {{}}), got {type(v).__name__} {v!r}")
     margin, interval = _stats_table(path, raw.pop("stats", {}))
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
@@ -258,7 +301,8 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     values = ref.get("values", {})
     reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval)
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval,
+                      has_grid=bool(grid or variants))
 
 
 STATS_KEYS = ("margin", "interval")

@@ -4,9 +4,10 @@ Socher et al. (2013) distribute one tree per line, every node labelled 0-4:
 
     (3 (2 (2 The) (2 Rock)) (4 (3 (2 is) ...
 
-Where the data comes from, first match wins (see `find_sst_dir`):
-``data_dir`` argument / ``--data-dir`` > ``$SST_DIR`` > ``data/sst/`` in the repo >
-``../shared/data/sst`` beside the repo > nothing (``ablation data`` downloads the official zip).
+Where the data comes from (see `find_sst_dir`): the ``data_dir`` argument / ``--data-dir``,
+else ``$SST_DIR`` (a folder the user names is used or is an error, never replaced), else the
+first of ``data/sst/`` in the repo and ``../shared/data/sst`` beside it that holds the trees,
+else nothing (``ablation data`` downloads the official zip).
 Every source is checked against the official SHA-256 sums below unless ``verify=False``.
 """
 
@@ -159,16 +160,27 @@ def verify_sst(data_dir: str | os.PathLike, sums: dict[str, str] = SHA256) -> No
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where to look: a folder the user named (argument, then SST_DIR) alone, else the defaults."""
     if data_dir is not None:
         return [Path(data_dir)]
-    out = [Path(os.environ["SST_DIR"])] if os.environ.get("SST_DIR") else []
-    return out + [REPO_ROOT / "data" / "sst", REPO_ROOT.parent / "shared" / "data" / "sst"]
+    if os.environ.get("SST_DIR"):
+        return [Path(os.environ["SST_DIR"])]
+    return [REPO_ROOT / "data" / "sst", REPO_ROOT.parent / "shared" / "data" / "sst"]
 
 
 def find_sst_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The SST folder; one the user named is used or is an error naming what it lacks."""
     for d in candidate_dirs(data_dir):
         if all((d / f"{s}.txt").is_file() for s in SPLITS):
             return d
+    named = "--data-dir" if data_dir is not None else "SST_DIR" if os.environ.get("SST_DIR") else None
+    if named:
+        d = candidate_dirs(data_dir)[0]
+        missing = [f"{s}.txt" for s in SPLITS if not (d / f"{s}.txt").is_file()]
+        what = "does not exist" if not d.is_dir() else f"has no {', '.join(missing)}"
+        raise DataNotFoundError(f"{named} {d} {what} (the SST trees train.txt, dev.txt, test.txt); "
+                                "point it at the folder holding them, or run `ablation data --download "
+                                f"--data-dir {d}`")
     looked = ", ".join(str(d) for d in candidate_dirs(data_dir))
     raise DataNotFoundError(
         f"no SST trees (train.txt, dev.txt, test.txt) in: {looked}. "

@@ -47,6 +47,8 @@ def read_glove_text(path: str | os.PathLike) -> Vectors:
             except ValueError as e:
                 raise ValueError(f"{path}:{lineno}: {e}") from None
             words.append(" ".join(parts[:-dim]))
+            if not np.isfinite(rows[-1]).all():  # would poison the PCA and every run that uses the word
+                raise ValueError(f"{path}:{lineno}: the vector of {words[-1]!r} holds NaN or infinity")
     if not rows:
         raise ValueError(f"{path}: no vectors")
     return Vectors(words, np.stack(rows))

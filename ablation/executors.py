@@ -11,11 +11,14 @@ its runs again.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,6 +29,22 @@ from pathlib import Path
 from .config import RunConfig
 
 EXECUTORS = ("local", "slurm")
+_EVENTS = None  # a local worker's progress queue (set by `_worker_init`)
+
+
+def check_executor(executor: str) -> None:
+    """The executor exists and can run here (for Slurm: submitit and the Slurm commands)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor == "slurm":
+        missing = [cmd for cmd in ("sbatch", "sacct") if shutil.which(cmd) is None]
+        if missing:
+            raise ValueError(f"--executor slurm: no Slurm cluster here ({' and '.join(missing)} not found on "
+                             "PATH); run on a login node of a cluster, or use --executor local")
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ValueError("--executor slurm needs submitit: pip install -e '.[slurm]'") from None
 
 
 def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, events=None) -> int:
@@ -35,6 +54,7 @@ def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, eve
     from .grid import train_and_record
 
     torch.set_num_threads(threads)
+    events = _EVENTS if events is None else events
     on_epoch = None
     if events is not None:
         def on_epoch(epoch, batches):
@@ -78,19 +98,47 @@ class LocalJob:
         return None if e is None else traceback.format_exception_only(e)[-1].strip()
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when the thread that started it ends
+
+
+def _worker_init(driver: int, events) -> None:
+    """Each local worker dies with its driver, however the driver ends (SIGKILL included),
+    and leaves Ctrl-C to it (a terminal sends SIGINT to the whole process group)."""
+    global _EVENTS
+    from tqdm import tqdm
+
+    _EVENTS = events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore; a killed worker would leave it to the
+    # resource tracker, which then warns on the terminal. The worker draws no bars: a thread lock does.
+    tqdm.set_lock(threading.RLock())
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != driver:  # the driver died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_driver, args=(driver,), daemon=True).start()  # elsewhere than Linux
+
+
+def _watch_driver(driver: int) -> None:
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 class LocalExecutor:
-    """Packs in worker processes on this machine (spawned: no forked torch state)."""
+    """Packs in worker processes on this machine (spawned: no forked torch state), owned by the
+    driver: they die with it (`_worker_init`), and `close(abort=True)` kills them at once."""
 
     def __init__(self, workers: int = 1, threads: int = 1,
                  on_epoch: Callable[[int, int], None] | None = None):
         ctx = mp.get_context("spawn")
-        self.manager = ctx.Manager()
-        self.events = self.manager.Queue()
-        self.pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        self.events = ctx.Queue()  # handed to each worker as it starts: no manager process
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                        initargs=(os.getpid(), self.events))
         self.threads, self.on_epoch = threads, on_epoch
 
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[LocalJob]:
-        return [LocalJob(self.pool.submit(run_pack, list(p), str(out), device, self.threads, self.events))
+        return [LocalJob(self.pool.submit(run_pack, list(p), str(out), device, self.threads))
                 for p in packs]
 
     def wait(self, timeout: float) -> None:
@@ -102,9 +150,12 @@ class LocalExecutor:
         if self.on_epoch is not None:
             self.on_epoch(n, epoch)
 
-    def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
-        self.manager.shutdown()
+    def close(self, abort: bool = False) -> None:
+        """Wait for the workers to end, or with ``abort`` kill them now (their runs leave no record)."""
+        if abort:
+            for proc in list(self.pool._processes.values()):  # no public way to stop a running task
+                proc.kill()
+        self.pool.shutdown(cancel_futures=True)  # quick once the workers are dead
 
 
 @dataclass(frozen=True)
@@ -117,6 +168,14 @@ class SlurmOptions:
     cpus: int = 1  # CPUs per pack (the per-step work is small: 1 is best)
     mem_gb: int = 4  # memory per pack
     max_parallel: int = 64  # array jobs running at once
+
+    def __post_init__(self):
+        for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("mem_gb", 1), ("max_parallel", 1)):
+            value = getattr(self, name)
+            if type(value) is not int or value < low:
+                raise ValueError(f"slurm.{name}: must be an integer >= {low}, got {value!r}")
+        if self.partition is not None and not isinstance(self.partition, str):
+            raise TypeError(f"slurm.partition: expected a name, got {self.partition!r}")
 
     @classmethod
     def from_mapping(cls, values: dict) -> SlurmOptions:
@@ -171,9 +230,15 @@ class SlurmExecutor:
 
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[SlurmJob]:
         """One job array for the whole grid."""
+        from .grid import GridError
+
         n = len(packs)
-        jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
-                                       [self.threads] * n)
+        try:
+            jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
+                                           [self.threads] * n)
+        except Exception as e:  # sbatch refused: no controller answers, an unknown partition, ...
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise GridError(f"Slurm did not take the jobs: {lines[-1] if lines else type(e).__name__}") from None
         self.jobs = [SlurmJob(j) for j in jobs]
         return self.jobs
 
@@ -182,5 +247,9 @@ class SlurmExecutor:
         if self.jobs:  # one sacct call refreshes every job's state
             self.jobs[0].job.watcher.update()
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """With ``abort`` (Ctrl-C, SIGTERM), cancel the jobs still queued or running."""
+        if abort:
+            for j in self.jobs:
+                if not j.job.done():
+                    j.job.cancel(check=False)

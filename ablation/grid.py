@@ -10,12 +10,18 @@ included) resumes where it stopped.
 
 Packs run in worker processes (one torch thread each: the per-step work is small, so two
 single-threaded packs on two cores beat one pack on two threads).
+
+Before anything trains, the grid checks its options, its data and that it can write into
+the results directory, then takes the directory's lock (`lock.ResultsLock`: one driver per
+directory), removes temporaries whose writer is gone and moves damaged records aside to
+`.broken/` (`records.quarantine`), so that their runs train again.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +30,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import Experiment, RunConfig
-from .records import clean_partial, is_complete, versions, write_record
+from .lock import ResultsLock
+from .records import check_record, clean_partial, is_complete, quarantine, versions, write_record
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,30 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
     Raises `GridError` naming each failed pack (and its log) once every pack has ended.
     """
-    from .executors import EXECUTORS, LocalExecutor, SlurmExecutor, SlurmOptions
+    from .executors import SlurmOptions, check_executor
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_partial(out)
+    check_options(exp, seeds=seeds, pack_size=pack_size, workers=workers, threads=threads)
+    opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})  # checked even when not used
+    check_executor(executor)
+    if executor == "local":  # a Slurm node may see other paths: there the job reports missing data
+        check_data(exp.runs(seeds))
+    check_writable(out)
+    with ResultsLock(out):
+        clean_partial(out)
+        for r in exp.runs(seeds):
+            reason = check_record(out / r.run_id()) if (out / r.run_id()).exists() else None
+            if reason is not None:
+                dest = quarantine(out / r.run_id(), reason)
+                print(f"ablation: damaged record {r.run_id()} ({reason}) moved to {dest}; it trains again",
+                      file=sys.stderr)
+        return _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, show_progress)
+
+
+def _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, show_progress) -> Plan:
+    """`run_grid` once its checks passed and it holds the lock: plan, submit, watch."""
+    from .executors import LocalExecutor, SlurmExecutor
+
     if workers is None:
         workers = 1 if device == "cuda" or executor != "local" else os.cpu_count() or 1
     p = plan(exp, out, seeds=seeds, pack_size=pack_size, workers=workers if executor == "local" else 1)
@@ -121,22 +147,21 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
     if executor == "local":
         ex = LocalExecutor(min(workers, len(p.todo)), threads, on_epoch)
-    elif executor == "slurm":
-        opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})
-        ex = SlurmExecutor(out / ".slurm", opts, threads)
     else:
-        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+        ex = SlurmExecutor(out / ".slurm", opts, threads)
+    aborted = True  # until the loop ends: Ctrl-C, SIGTERM or an error stop every job at once
     try:
         jobs = ex.submit_all(p.todo, out, device)
         pending = set(range(len(jobs)))
         while pending:
             ex.wait(0.5 if executor == "local" else 2.0)
             pending = {k for k in pending if not jobs[k].done()}
-            bar.n = p.done + sum(is_complete(out / r.run_id()) for pk in p.todo for r in pk)
+            bar.n = p.done + sum((out / r.run_id()).is_dir() for pk in p.todo for r in pk)  # records land whole
             bar.refresh()
         failures = [(pk, job) for pk, job in zip(p.todo, jobs) if job.error() is not None]
+        aborted = False
     finally:
-        ex.close()
+        ex.close(abort=aborted)
         bar.close()
     if failures:
         lines = [f"{len(failures)} of {len(jobs)} packs failed (their runs are retried by the next `ablation grid`):"]
@@ -145,6 +170,42 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
             lines.append(f"- pack of {len(pk)} ({pk[0].run_id()} ...){where}\n  {job.error()}")
         raise GridError("\n".join(lines))
     return p
+
+
+def check_options(exp: Experiment, *, seeds: int | None = None, pack_size: int = 8, workers: int | None = None,
+                  threads: int = 1) -> None:
+    """Refuse grid options that cannot run, before any folder is made or any process starts."""
+    if not (exp.has_grid or exp.axes or exp.variants):
+        raise ValueError(f"experiment {exp.name!r} has no [grid] or [variants] table, so no runs to cross; "
+                         "add one, or train a single run with `ablation train --config`")
+    for flag, value in (("--seeds", seeds), ("--pack-size", pack_size), ("--workers", workers),
+                        ("--threads", threads)):
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{flag}: must be an integer >= 1, got {value!r}")
+
+
+def check_data(runs: Sequence[RunConfig]) -> None:
+    """Every data folder the runs name holds the SST files (the error names the missing one),
+    and every word-vector file they name exists."""
+    from .data import find_sst_dir
+    from .embeddings import NAMED
+
+    for data_dir in dict.fromkeys(r.data.data_dir for r in runs):
+        find_sst_dir(data_dir)
+    for source in dict.fromkeys(r.model.embeddings for r in runs):
+        if source != "random" and source not in NAMED and not Path(source).is_file():
+            raise FileNotFoundError(f"model.embeddings: no file {source}; valid: random, "
+                                    f"{', '.join(NAMED)} or a GloVe text file")
+
+
+def check_writable(out: Path) -> None:
+    """Make ``out`` and write a file into it now, not after hours of training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write into the results directory {out}: {e.strerror or e}") from None
 
 
 def _isatty() -> bool:

@@ -13,7 +13,10 @@
 
 The record is assembled in a hidden temporary directory beside its final place and moved
 there with one `os.rename`, so a run killed at any moment leaves a complete record or none.
-Leftover temporaries from killed runs are removed by `clean_partial`.
+A temporary's name says who writes it (`.partial-<run_id>@<host>@<pid>@...`), so that
+`clean_partial` removes only those whose writer is gone. A record counts as complete only
+if `check_record` finds every file whole; a damaged one is moved aside by `quarantine`.
+Records may hold further optional files (probes.json, ...); only `FILES` are required.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +39,81 @@ CHECKPOINT = "checkpoint.pt"  # optional: see the module doc
 TMP_PREFIX = ".partial-"
 
 
+SUMMARY_KEYS = ("status", "gates", "seed", "dev_acc", "test_acc", "best_epoch", "active_params")
+# Test-set size by data.labels, for records written before summary.json carried "test_examples"
+# (the sentences of the official test.txt, whose sha256 data.SHA256 pins).
+TEST_EXAMPLES = {"binary": 1821, "fine": 2210}
+BROKEN = ".broken"  # <out>/.broken/<run_id>-<UTC time>/: damaged records moved aside, with reason.txt
+STALE_SECONDS = 600  # a record is written in well under a second: a temporary this old has no writer
+
+
+def check_record(run_dir: str | os.PathLike) -> str | None:
+    """Why ``run_dir`` is not a complete record, or None if it is one.
+
+    Complete: every file of `FILES` parses; config.json has its three sections; summary.json
+    has `SUMMARY_KEYS`; every metrics.jsonl line is a JSON object; predictions.csv has one
+    row per test example, indexed 0..N-1. The one test of completeness, for the grid and the
+    aggregator alike.
+    """
+    d = Path(run_dir)
+    missing = [f for f in FILES if not (d / f).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    name = "config.json"
+    try:
+        config = json.loads((d / name).read_text())
+        if not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("data", "model", "train"))):
+            return "config.json is not a run config (data, model, train)"
+        name = "summary.json"
+        summary = json.loads((d / name).read_text())
+        lacking = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else ["everything"]
+        if lacking:
+            return f"summary.json lacks {', '.join(lacking)}"
+        name = "metrics.jsonl"
+        for n, line in enumerate((d / name).read_text().splitlines(), 1):
+            if not isinstance(json.loads(line), dict):
+                return f"metrics.jsonl line {n} is not an object"
+        name = "predictions.csv"
+        expected = summary.get("test_examples", TEST_EXAMPLES.get(config["data"].get("labels")))
+        return _check_predictions(d / name, expected)
+    except json.JSONDecodeError as e:
+        return f"{name} does not parse: {e}"
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{name} is unreadable: {e}"
+
+
+def _check_predictions(path: Path, expected: int | None) -> str | None:
+    text = path.read_text()
+    lines = text.split("\n")
+    if lines[0] != "index,label,prediction" or lines[-1] != "":  # a whole file ends with a newline
+        return "predictions.csv is truncated or not index,label,prediction"
+    rows = lines[1:-1]
+    for k, row in enumerate(rows):
+        parts = row.split(",")
+        if len(parts) != 3 or parts[0] != str(k) or not all(p.lstrip("-").isdigit() for p in parts[1:]):
+            return f"predictions.csv row {k + 1} is not '{k},<label>,<prediction>'"
+    if expected is not None and len(rows) != expected:
+        return f"predictions.csv has {len(rows)} rows; the test set has {expected}"
+    return None
+
+
 def is_complete(run_dir: str | os.PathLike) -> bool:
-    return all((Path(run_dir) / f).is_file() for f in FILES)
+    return check_record(run_dir) is None
+
+
+def quarantine(run_dir: str | os.PathLike, reason: str) -> Path:
+    """Move a damaged record to <out>/.broken/<run_id>-<UTC time>/ with a reason.txt; returns its new place."""
+    d = Path(run_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    (d.parent / BROKEN).mkdir(exist_ok=True)
+    dest = d.parent / BROKEN / f"{d.name}-{stamp}"
+    k = 1
+    while dest.exists():
+        k += 1
+        dest = d.parent / BROKEN / f"{d.name}-{stamp}-{k}"
+    os.rename(d, dest)
+    (dest / "reason.txt").write_text(f"{reason}\n")
+    return dest
 
 
 def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: list[dict],
@@ -49,11 +127,11 @@ def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: lis
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / run_id
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{run_id}-", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{run_id}@{socket.gethostname()}@{os.getpid()}@", dir=out))
     try:
         _dump(tmp / "config.json", config)
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
-        _dump(tmp / "summary.json", summary)
+        _dump(tmp / "summary.json", {**summary, "test_examples": len(labels)})  # lets check_record see truncation
         preds = np.full(len(labels), -1) if predictions is None else predictions
         rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
         (tmp / "predictions.csv").write_text("index,label,prediction\n" + rows)
@@ -84,13 +162,41 @@ def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def clean_partial(out: str | os.PathLike) -> int:
-    """Remove temporaries left by killed runs; returns how many."""
+def clean_partial(out: str | os.PathLike, now: float | None = None) -> int:
+    """Remove temporaries whose writer is gone; returns how many.
+
+    Gone: a process of this host that no longer runs, or (another host's, e.g. a Slurm
+    node's, or a name without its writer) nothing in it changed for `STALE_SECONDS`. A
+    temporary that a live writer (a Slurm job of an earlier driver) is still filling stays.
+    Only the driver holding the results directory's lock calls this, before it starts jobs.
+    """
     out = Path(out)
-    stale = list(out.glob(f"{TMP_PREFIX}*")) if out.is_dir() else []
+    now = time.time() if now is None else now
+    stale = [d for d in (out.glob(f"{TMP_PREFIX}*") if out.is_dir() else []) if _writer_gone(d, now)]
     for d in stale:
         shutil.rmtree(d, ignore_errors=True)
     return len(stale)
+
+
+def _writer_gone(tmp: Path, now: float) -> bool:
+    parts = tmp.name.split("@")
+    if len(parts) == 4 and parts[1] == socket.gethostname() and parts[2].isdigit():
+        return not _alive(int(parts[2]))
+    try:
+        changed = max(p.stat().st_mtime for p in [tmp, *tmp.iterdir()])
+    except OSError:  # its writer just renamed or removed it
+        return False
+    return now - changed > STALE_SECONDS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def versions() -> dict:

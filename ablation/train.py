@@ -246,11 +246,15 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     probes = probe_pack(model, test, t.eval_batch_size, earlier=early_probes)
     checkpoints = [member_checkpoint(model, m, data.vocab) for m in range(M)]
     wall = time.time() - start
+    prior, majority, half_example = label_baselines(data)
     results = []
     for m, c in enumerate(cfgs):
         ok = diverged[m] is None and best_epoch[m] > 0
+        reason = no_learning(metrics[m], prior, majority, half_example) if ok else (
+            f"train loss not finite in epoch {diverged[m]}" if diverged[m] else "no epoch finished")
         summary = {
-            "status": "complete" if ok else "diverged",
+            "status": "diverged" if not ok else "no_learning" if reason else "complete",
+            "failure_reason": reason,
             "diverged_epoch": diverged[m],
             "cell": c.model.cell,
             "gates": gates_name(c.model.gates),
@@ -276,6 +280,40 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
                                     probes[m] if ok else None, checkpoints[m] if ok else None))
     model.load_state_dict(final, strict=False)
     return results, model
+
+
+def label_baselines(data: SSTData) -> tuple[float, float, float]:
+    """What a model that learned nothing scores: the cross-entropy in nats of predicting the
+    training labels' frequencies (their entropy); the dev accuracy in % of always predicting
+    the most frequent dev label; and half a dev example in % (float32 accuracies round, so
+    "not above the majority rate" allows that much)."""
+    p = torch.bincount(data.train.labels).double() / len(data.train)
+    p = p[p > 0]
+    majority = torch.bincount(data.dev.labels).max().item() / len(data.dev) * 100
+    return float(-(p * p.log()).sum()), majority, 50 / len(data.dev)
+
+
+def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
+                tolerance: float = 0.0) -> str | None:
+    """Why a run with finite losses learned nothing, or None if it learned.
+
+    No learning: (1) its training loss never went below ``prior_loss``, what predicting the
+    label frequencies costs; or (2) with two epochs or more, no later epoch's training loss
+    went below the first epoch's; or (3) its dev accuracy was never above ``majority_acc``
+    (+ ``tolerance`` points), what always guessing the most frequent label scores.
+    """
+    if not metrics:
+        return None
+    losses = [m["train_loss"] for m in metrics]
+    best_dev = max(m["dev_acc"] for m in metrics)
+    if min(losses) >= prior_loss:
+        return (f"train loss never fell below {prior_loss:.3f}, the loss of predicting the label frequencies "
+                f"(lowest {min(losses):.4g})")
+    if len(losses) > 1 and min(losses[1:]) >= losses[0]:
+        return f"train loss never fell below its first epoch's {losses[0]:.4g} (lowest later {min(losses[1:]):.4g})"
+    if best_dev <= majority_acc + tolerance:
+        return f"dev accuracy never rose above the majority-class rate {majority_acc:.2f}% (best {best_dev:.2f}%)"
+    return None
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,8 @@ def test_messy_results_directory(messy):
     assert table.iloc[1]["n"] == 3 and table.iloc[1]["mean"] == 85.0 and table.iloc[1]["verdict"] == "reference"
     assert not any("mcnemar" in c for c in table.columns)
     text = write_tables(messy)
-    assert "5 complete runs; 2 incomplete records skipped; 1 diverged (not averaged in: none (seed 4))" in text
+    assert ("5 complete runs; 2 incomplete records skipped (.partial-xyz (an unfinished temporary); "
+            f"{r.skipped[1].split()[0]} (missing summary.json)); 1 diverged (not averaged in: none (seed 4))") in text
     assert "Warning: fewer than 3 seeds in none (n = 2)" in text
     assert "paired t-test over seeds of each row against i+f+o" in text and "±0.5 points" in text
     assert "| −4.5 | [" in text  # a minus sign, not a hyphen
