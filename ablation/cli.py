@@ -82,7 +82,7 @@ def cmd_train(args) -> int:
                             show_bar=tty)
     s = json.loads((path[0] / "summary.json").read_text())
     if s["status"] != "complete":
-        print(f"diverged at epoch {s['diverged_epoch']}; record: {path[0]}")
+        print(f"{s['status'].replace('_', ' ')}: {s.get('failure_reason')}; record: {path[0]}")
         return 1
     print(f"test {s['test_acc']:.2f}%, dev {s['dev_acc']:.2f}% (best epoch {s['best_epoch']}); record: {path[0]}")
     return 0

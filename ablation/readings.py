@@ -294,8 +294,14 @@ def read_blocks(text: str) -> dict[tuple[str, str], str]:
 
 
 def fill_blocks(text: str, blocks: dict[tuple[str, str], str], where: str = "README") -> str:
-    """``text`` with each of ``blocks`` that has markers in it replaced; an error if none has."""
-    present = [b for b in blocks if b in read_blocks(text)]
+    """``text`` with each of ``blocks`` that has markers in it replaced; an error if none has,
+    or if one starts and never ends."""
+    found = read_blocks(text)
+    for kind, key in blocks:
+        start = f"<!-- {kind}: {key} -->"
+        if start in text and (kind, key) not in found:
+            raise ValueError(f"{where}: '{start}' has no '<!-- /{kind} -->' after it to end the block")
+    present = [b for b in blocks if b in found]
     if not present:
         wanted = " or ".join(f"'<!-- {k}: {key} -->'" for k, key in blocks)
         raise ValueError(f"{where}: no {wanted} marker to fill")

@@ -170,7 +170,7 @@ def test_predict_command_prints_label_probability_gates_and_plots(runs, tmp_path
 def test_fine_labels_train_a_five_class_model(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     assert cli.main(["train", "--config", "experiments/smoke.toml", "--set", "data.labels=fine",
-                     "--set", "data.train_limit=200", "--set", "train.epochs=1", "--out", str(tmp_path)]) == 0
+                     "--set", "data.train_limit=1500", "--set", "train.epochs=2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     (run,) = tmp_path.iterdir()
     assert out.startswith("test ") and out.endswith(f"record: {run}\n") and out.count("\n") == 1
