@@ -36,6 +36,10 @@ SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRANULARITIES = ("sentences", "phrases")
 LABELINGS = ("binary", "fine")
+# Which training sentences give the vocabulary: every training tree ("train"), or only those
+# whose root carries a label under data.labels ("train-labelled": the first releases' rule, which
+# left words of neutral sentences <unk> in the phrases they also train on). Dev/test never do.
+VOCABS = ("train", "train-labelled")
 PAD, UNK = "<pad>", "<unk>"
 # PTB escapes, undone only when asked (unescape=True): the files' text is the default.
 PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}

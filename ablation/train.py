@@ -41,22 +41,28 @@ class SSTData:
 
 
 @functools.lru_cache(maxsize=4)
-def load_data(granularity: str, labels: str, data_dir: str | None, train_limit: int) -> SSTData:
-    """Train on ``granularity``; dev and test are always whole sentences."""
+def load_data(granularity: str, labels: str, data_dir: str | None, train_limit: int,
+              vocab: str = "train") -> SSTData:
+    """Train on ``granularity``; dev and test are always whole sentences.
+
+    The vocabulary, and the token counts behind its GloVe coverage, come from the training
+    sentences that ``vocab`` names (data.VOCABS), whatever ``train_limit`` keeps.
+    """
     train = load_sst("train", granularity=granularity, labels=labels, data_dir=data_dir)
     if train_limit:
         train = train[:train_limit]
-    sentences = load_sst("train", labels=labels, data_dir=data_dir)
-    vocab = Vocab.from_examples(sentences)
+    # "fine" keeps every tree (each root has a 0-4 label); "train-labelled" drops what ``labels`` drops
+    sentences = load_sst("train", labels="fine" if vocab == "train" else labels, data_dir=data_dir)
+    words = Vocab.from_examples(sentences)
     counts = collections.Counter(t for ex in sentences for t in ex.tokens)
     dev = load_sst("dev", labels=labels, data_dir=data_dir)
     test = load_sst("test", labels=labels, data_dir=data_dir)
-    return SSTData(vocab, encode(train, vocab), encode(dev, vocab), encode(test, vocab), dict(counts))
+    return SSTData(words, encode(train, words), encode(dev, words), encode(test, words), dict(counts))
 
 
 def data_for(cfg: RunConfig) -> SSTData:
     d = cfg.data
-    return load_data(d.granularity, d.labels, d.data_dir, d.train_limit)
+    return load_data(d.granularity, d.labels, d.data_dir, d.train_limit, d.vocab)
 
 
 @functools.lru_cache(maxsize=2)
@@ -238,7 +244,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     model.load_state_dict(best, strict=False)
     test_pred = model.predict(test.ids, test.lengths, t.eval_batch_size)
     test_acc = accuracy(test_pred, test.labels).cpu()
-    probes = probe_pack(model, test, t.eval_batch_size)
+    probes = probe_pack(model, test)  # its own fixed batches: its sums must not follow train.eval_batch_size
     wall = time.time() - start
     results = []
     for m, c in enumerate(cfgs):
