@@ -102,8 +102,13 @@ def portable_problems(device=None) -> list[str]:
     problems = []
     cap = torch.backends.cpu.get_cpu_capability()
     if cap != CAPABILITY:
-        why = "this CPU lacks AVX2" if cpu_flags() is not None and "avx2" not in cpu_flags() else \
-            "torch already ran kernels before ATEN_CPU_CAPABILITY=avx2 was set, or cannot use it"
+        flags = cpu_flags()
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            why = f"this is a {platform.machine()} CPU, not x86-64"
+        elif flags is not None and "avx2" not in flags:
+            why = "this CPU lacks AVX2"
+        else:
+            why = "torch ran kernels before ATEN_CPU_CAPABILITY=avx2 was set"
         problems.append(f"torch's CPU capability is {cap}, not {CAPABILITY} ({why})")
     mkl = mkl_branch()
     if not torch.backends.mkl.is_available():
@@ -151,7 +156,7 @@ def mkl_branch() -> str | None:
     for lib in (Path(torch.__file__).parent / "lib" / "libtorch_cpu.so", None):
         try:
             handle = ctypes.CDLL(str(lib) if lib is not None else None)
-        except OSError:
+        except (OSError, TypeError):  # no such library; no process handle (Windows)
             continue
         get = getattr(handle, "mkl_cbwr_get", None) or getattr(handle, "mkl_serv_cbwr_get", None)
         if get is not None:

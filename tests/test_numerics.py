@@ -41,6 +41,17 @@ def test_unknown_mode_names_the_valid_ones():
         numerics.request("exact")
 
 
+def test_a_cpu_without_avx2_is_refused_naming_the_opt_out(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # what torch says there
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx"})
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
+    with pytest.raises(numerics.NumericsError, match=r"capability is DEFAULT, not AVX2 \(this CPU lacks AVX2\)"
+                                                     r".*--fast-numerics"):
+        numerics.enforce("cpu")
+    numerics.enforce("cpu", "fast")  # the opt-out trains, and its record says so
+    assert numerics.describe("cpu")["numerics"] == "fast"
+
+
 @pytest.mark.slow
 def test_the_variables_reach_torch_and_mkl():
     """Each pin changes what torch reports, so the records' fields are read, not assumed."""
