@@ -59,8 +59,9 @@ $(EXPERIMENTS): setup
 
 beyond: $(EXPERIMENTS)
 
-bench: setup
+bench: setup  ## portable numerics (what training runs), then --fast-numerics: the portable mode's cost
 	$(BIN)/python benchmarks/bench_grid.py
+	$(BIN)/python benchmarks/bench_grid.py --fast-numerics
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
