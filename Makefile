@@ -85,8 +85,9 @@ notebook: setup
 	cd notebooks && env -u MPLBACKEND ABLATION_RESULTS=$(CURDIR)/results/lecture \
 	  $(CURDIR)/$(BIN)/jupyter execute --inplace --timeout=600 lecture_table.ipynb
 
-bench: setup
+bench: setup  ## portable numerics (what training runs), then --fast-numerics: the portable mode's cost
 	$(BIN)/python benchmarks/bench_grid.py
+	$(BIN)/python benchmarks/bench_grid.py --fast-numerics
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

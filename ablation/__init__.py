@@ -4,7 +4,8 @@ The tree at a glance: `cell.py` (the gated LSTM and its variants), `rnn.py` (the
 Elman RNN baselines), `model.py` (the classifier, packed), `train.py` (the protocol),
 `probes.py` (gradient norms, gate statistics), `grid.py` (the resumable grid runner),
 `aggregate.py` (tables with uncertainty), `stats.py` (the statistics, numpy and scipy only),
-`readings.py` (the README's generated readings), `plots.py`; `cli.py` is the command line.
+`readings.py` (the README's generated readings), `plots.py`, `numerics.py` (portable CPU/GPU
+code paths); `cli.py` is the command line.
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,8 @@
 """The `ablation` command line; the library lives in the other modules.
 
     ablation data   [--data-dir D] [--download]        verify SST (or fetch it) and count it
-    ablation train  [--config F] [--set k=v ...] [--out DIR] [--device D]
-    ablation grid   EXPERIMENT [--out DIR] [--seeds N] [--device D] [--pack-size K] [--workers W]
+    ablation train  [--config F] [--set k=v ...] [--out DIR] [--device D] [--fast-numerics]
+    ablation grid   EXPERIMENT [--out DIR] [--seeds N] [--device D] [--pack-size K] [--workers W] [--fast-numerics]
                     [--executor local|slurm] [--slurm.partition P --slurm.time MIN --slurm.gpus N
                      --slurm.cpus N --slurm.mem-gb N --slurm.max-parallel K]
     ablation table  RESULTS_DIR [--format md|csv|tex] [--readme README.md]
@@ -20,6 +20,8 @@ import os
 import signal
 import sys
 from pathlib import Path
+
+from .numerics import NumericsError, request  # torch-free: it must run before torch is imported
 
 
 def cmd_data(args) -> int:
@@ -231,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="results directory (default: results/<experiment> for grid, "
                                      "runs/<experiment> for train)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
-        p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads per training process (more than 1 needs --fast-numerics)")
+        p.add_argument("--fast-numerics", action="store_true",
+                       help="let torch pick this CPU's fastest kernels and threads: faster, but the records "
+                            "retrain bit for bit only on this machine (default: portable numerics, see README)")
 
     p = sub.add_parser("train", help="train one model and write its run record (default under runs/)",
                        description="Train one model (config defaults < --config's fixed settings < --set) and write "
@@ -313,13 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "fast_numerics"):  # a command that trains: pin the numerics before torch is imported
+        if args.threads != 1 and not args.fast_numerics:
+            print(f"ablation: error: --threads {args.threads} needs --fast-numerics "
+                  "(portable numerics train on one thread: how a sum is split depends on the count)", file=sys.stderr)
+            return 2
+        request("fast" if args.fast_numerics else "portable")
     if getattr(args, "url", "unset") is None:
         from .data import SST_URL
 
         args.url = SST_URL
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, OSError, NumericsError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ablation: error: {msg}", file=sys.stderr)
         return 2

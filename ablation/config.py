@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .cell import CELL_GATES, GATES, PEEPHOLES, RESETS, VARIANTS, gates_name, parse_gates, split_gates
-from .data import GRANULARITIES, LABELINGS
+from .data import GRANULARITIES, LABELINGS, VOCABS
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,13 @@ class DataConfig:
     data_dir: str | None = None  # None: SST_DIR, data/sst, ../shared/data/sst (data.find_sst_dir)
     bucket: bool = True  # length-bucketed batches: less padding, order still seeded
     train_limit: int = 0  # >0 keeps the first N training examples (smoke tests only)
+    vocab: str = "train"  # every token of the training split: phrases come from all its trees
 
     def __post_init__(self):
         _choice("data.granularity", self.granularity, GRANULARITIES)
         _choice("data.labels", self.labels, LABELINGS)
         _at_least("data.train_limit", self.train_limit, 0)
+        _choice("data.vocab", self.vocab, VOCABS)
 
 
 @dataclass(frozen=True)
@@ -119,17 +121,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        """Readable prefix plus a hash of the whole resolved config (seed included).
-
-        Keys added after the first release enter the hash only when they differ from their
-        default (`LATER_KEYS`), so the ids of earlier records stay valid.
-        """
-        d = self.to_dict()
-        for dotted, default in LATER_KEYS.items():
-            section, key = dotted.split(".")
-            if d[section][key] == default:
-                del d[section][key]
-        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        """Readable prefix plus a hash of the keys that define a run (`RUN_ID_KEYS`, seed included)."""
+        flat = flatten(self.to_dict())
+        defining = {k: flat[k] for k in RUN_ID_KEYS}
+        digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
         m = self.model
         short = "".join(g[0] for g in m.gates) or "none"
         kind = m.peephole[:4] if m.cell == "lstm" else m.cell + (f"-{m.gru_reset}" if m.cell == "gru" else "")
@@ -137,7 +132,18 @@ class RunConfig:
         return f"{short}-{kind}{variant}-s{self.train.seed}-{digest}"
 
 
-LATER_KEYS = {"model.cell": "lstm", "model.variant": "vanilla", "model.gru_reset": "before"}
+# A run's identity: the config keys that change its numbers. Every config key is in exactly one
+# of these two (tests/test_config.py checks), so a new key is classified when it is added.
+RUN_ID_KEYS = (
+    "data.granularity", "data.labels", "data.bucket", "data.train_limit", "data.vocab",
+    "model.gates", "model.peephole", "model.embedding_dim", "model.hidden_size", "model.embeddings",
+    "model.freeze_embeddings", "model.forget_bias", "model.cell", "model.variant", "model.gru_reset",
+    "train.seed", "train.lr", "train.batch_size", "train.epochs", "train.clip_norm",
+)
+NOT_IN_RUN_ID = {
+    "data.data_dir": "where the trees lie: every copy is checked against the official SHA-256 sums",
+    "train.eval_batch_size": "evaluation only: predictions are identical for any size (tests/test_train.py)",
+}
 
 
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

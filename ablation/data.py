@@ -40,6 +40,10 @@ LABELINGS = ("binary", "fine")
 # Class names by label id: binary drops the neutral 2 (`binary_label`); fine keeps SST's five.
 LABEL_NAMES = {"binary": ("negative", "positive"),
                "fine": ("very negative", "negative", "neutral", "positive", "very positive")}
+# Which training sentences give the vocabulary: every training tree ("train"), or only those
+# whose root carries a label under data.labels ("train-labelled": the first releases' rule, which
+# left words of neutral sentences <unk> in the phrases they also train on). Dev/test never do.
+VOCABS = ("train", "train-labelled")
 PAD, UNK = "<pad>", "<unk>"
 # PTB escapes, undone only when asked (unescape=True): the files' text is the default.
 PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from . import numerics
 from .config import RunConfig
 
 EXECUTORS = ("local", "slurm")
@@ -47,12 +48,18 @@ def check_executor(executor: str) -> None:
             raise ValueError("--executor slurm needs submitit: pip install -e '.[slurm]'") from None
 
 
-def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, events=None) -> int:
-    """The body of every pack job, local or remote: train the pack, write its records."""
+def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, events=None,
+             numerics_mode: str | None = None) -> int:
+    """The body of every pack job, local or remote: train the pack, write its records.
+
+    ``numerics_mode`` is the driver's (`numerics.requested()`); None: this process's own.
+    """
     import torch
 
     from .grid import train_and_record
 
+    if numerics_mode is not None:  # before torch's first kernel; train_and_record checks it took effect
+        numerics.request(numerics_mode)
     torch.set_num_threads(threads)
     events = _EVENTS if events is None else events
     on_epoch = None
@@ -71,7 +78,8 @@ def _cancel(signum, frame):
     raise Cancelled(f"stopped by {signal.Signals(signum).name}; its unfinished runs left no record")
 
 
-def run_slurm_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int) -> int:
+def run_slurm_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int,
+                   numerics_mode: str | None = None) -> int:
     """`run_pack` as a Slurm task that stops when Slurm says so.
 
     Slurm stops a job with SIGTERM, then SIGKILL after `KillWait` seconds; submitit
@@ -81,7 +89,7 @@ def run_slurm_pack(pack: Sequence[RunConfig], out: str, device: str, threads: in
     """
     signal.signal(signal.SIGTERM, _cancel)
     print(f"ablation: training a pack of {len(pack)} runs; SIGTERM stops it", file=sys.stderr, flush=True)
-    return run_pack(pack, out, device, threads)
+    return run_pack(pack, out, device, threads, numerics_mode=numerics_mode)
 
 
 class LocalJob:
@@ -138,8 +146,8 @@ class LocalExecutor:
         self.threads, self.on_epoch = threads, on_epoch
 
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[LocalJob]:
-        return [LocalJob(self.pool.submit(run_pack, list(p), str(out), device, self.threads))
-                for p in packs]
+        return [LocalJob(self.pool.submit(run_pack, list(p), str(out), device, self.threads,
+                                          numerics_mode=numerics.requested())) for p in packs]
 
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds for progress, reporting each finished epoch."""
@@ -235,7 +243,7 @@ class SlurmExecutor:
         n = len(packs)
         try:
             jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
-                                           [self.threads] * n)
+                                           [self.threads] * n, [numerics.requested()] * n)
         except Exception as e:  # sbatch refused: no controller answers, an unknown partition, ...
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             raise GridError(f"Slurm did not take the jobs: {lines[-1] if lines else type(e).__name__}") from None

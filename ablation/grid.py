@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import numerics
 from .config import Experiment, RunConfig
 from .lock import ResultsLock
 from .records import check_record, clean_partial, is_complete, quarantine, versions, write_record
@@ -76,11 +77,13 @@ def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: 
     """Train one pack and write each member's record; returns the record directories."""
     from .train import resolve_device, train_pack
 
-    meta = versions()  # the code as it is when training starts
-    results, _ = train_pack(pack, device=resolve_device(device), on_epoch=progress, show_bar=show_bar)
+    dev = resolve_device(device)
+    numerics.enforce(dev)  # the requested mode (portable by default), or a NumericsError saying why not
+    meta, machine = versions(), numerics.describe(dev)  # the code as it is when training starts, and where
+    results, _ = train_pack(pack, device=dev, on_epoch=progress, show_bar=show_bar)
     paths = []
     for r in results:
-        summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta}
+        summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta, "machine": machine}
         paths.append(write_record(out, r.config.run_id(), r.config.to_dict(), r.metrics, summary,
                                   r.test_labels, r.test_predictions, r.probes,
                                   r.checkpoint))

@@ -3,7 +3,8 @@
     <out>/<run_id>/config.json       the fully resolved RunConfig
                    metrics.jsonl     one line per epoch: train loss, dev accuracy, seconds
                    summary.json      status, best epoch, dev/test accuracy, params, coverage,
-                                     seed, versions, device, wall time
+                                     seed, versions, device, wall time, and `machine`:
+                                     where and how it ran (numerics.describe)
                    predictions.csv   test-set gold labels and predictions (for paired tests)
                    probes.json       gradient norms by distance, gate statistics (probes.py);
                                      absent from records older than the probes and from

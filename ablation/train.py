@@ -42,22 +42,28 @@ class SSTData:
 
 
 @functools.lru_cache(maxsize=4)
-def load_data(granularity: str, labels: str, data_dir: str | None, train_limit: int) -> SSTData:
-    """Train on ``granularity``; dev and test are always whole sentences."""
+def load_data(granularity: str, labels: str, data_dir: str | None, train_limit: int,
+              vocab: str = "train") -> SSTData:
+    """Train on ``granularity``; dev and test are always whole sentences.
+
+    The vocabulary, and the token counts behind its GloVe coverage, come from the training
+    sentences that ``vocab`` names (data.VOCABS), whatever ``train_limit`` keeps.
+    """
     train = load_sst("train", granularity=granularity, labels=labels, data_dir=data_dir)
     if train_limit:
         train = train[:train_limit]
-    sentences = load_sst("train", labels=labels, data_dir=data_dir)
-    vocab = Vocab.from_examples(sentences)
+    # "fine" keeps every tree (each root has a 0-4 label); "train-labelled" drops what ``labels`` drops
+    sentences = load_sst("train", labels="fine" if vocab == "train" else labels, data_dir=data_dir)
+    words = Vocab.from_examples(sentences)
     counts = collections.Counter(t for ex in sentences for t in ex.tokens)
     dev = load_sst("dev", labels=labels, data_dir=data_dir)
     test = load_sst("test", labels=labels, data_dir=data_dir)
-    return SSTData(vocab, encode(train, vocab), encode(dev, vocab), encode(test, vocab), dict(counts))
+    return SSTData(words, encode(train, words), encode(dev, words), encode(test, words), dict(counts))
 
 
 def data_for(cfg: RunConfig) -> SSTData:
     d = cfg.data
-    return load_data(d.granularity, d.labels, d.data_dir, d.train_limit)
+    return load_data(d.granularity, d.labels, d.data_dir, d.train_limit, d.vocab)
 
 
 @functools.lru_cache(maxsize=2)
@@ -203,7 +209,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     best_epoch = [0] * M
     diverged: list[int | None] = [None] * M
     metrics: list[list[dict]] = [[] for _ in range(M)]
-    early_probes = {"init": probe_gradients(model, test, t.eval_batch_size)}  # probes.CHECKPOINTS
+    early_probes = {"init": probe_gradients(model, test)}  # probes.CHECKPOINTS
     steps = 0
     for epoch in range(1, t.epochs + 1):
         t0 = time.time()
@@ -234,7 +240,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
                 best_dev[m], best_epoch[m], improved[m] = dev_acc[m], epoch, True
         _keep_best(model, best, improved.to(device))
         if epoch == 1:
-            early_probes["epoch1"] = probe_gradients(model, test, t.eval_batch_size)
+            early_probes["epoch1"] = probe_gradients(model, test)
         if on_epoch is not None:
             on_epoch(epoch, len(order))
         if (max_steps is not None and steps >= max_steps) or all(d is not None for d in diverged):
@@ -243,7 +249,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     model.load_state_dict(best, strict=False)
     test_pred = model.predict(test.ids, test.lengths, t.eval_batch_size)
     test_acc = accuracy(test_pred, test.labels).cpu()
-    probes = probe_pack(model, test, t.eval_batch_size, earlier=early_probes)
+    probes = probe_pack(model, test, earlier=early_probes)  # fixed batches: not train.eval_batch_size's
     checkpoints = [member_checkpoint(model, m, data.vocab) for m in range(M)]
     wall = time.time() - start
     prior, majority, half_example = label_baselines(data)

@@ -8,21 +8,30 @@ Phrase-level SST, batch 10, the identical sequence of batches for every model, A
 Prints model-epochs per second for each and the ratios; the last line is
 `speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
 
-    python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1]
+Portable numerics by default, as training runs (ablation/numerics.py); `--fast-numerics`
+times this CPU's own kernels instead, so the two runs give the portable mode's cost.
+
+    python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1] [--fast-numerics]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import torch
-from torch import nn
+from ablation import numerics
 
-from ablation.cell import GATES
-from ablation.config import RunConfig, apply
-from ablation.data import batch_order
-from ablation.train import PackAdagrad, build_pack, data_for, train_step
+# before torch is imported (its kernels read the pins once); main() checks they took effect
+numerics.request("fast" if "--fast-numerics" in sys.argv[1:] else "portable")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ablation.cell import GATES  # noqa: E402
+from ablation.config import RunConfig, apply  # noqa: E402
+from ablation.data import batch_order  # noqa: E402
+from ablation.train import PackAdagrad, build_pack, data_for, train_step  # noqa: E402
 
 COMBOS = [(), ("output",), ("input",), ("input", "output"), ("forget",), ("input", "forget"),
           ("forget", "output"), GATES]
@@ -74,8 +83,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="best of N timings per path")
     ap.add_argument("--dense-reference", action="store_true",
                     help="(a) with dense embedding gradients, as nn.Embedding's default gives")
+    ap.add_argument("--fast-numerics", action="store_true",
+                    help="this CPU's fastest kernels and --threads (default: portable numerics, one thread)")
     args = ap.parse_args()
+    if args.threads != 1 and not args.fast_numerics:
+        ap.error("--threads above 1 needs --fast-numerics (portable numerics run one thread)")
     torch.set_num_threads(args.threads)
+    numerics.enforce("cpu")
+    print(f"numerics: {numerics.describe('cpu')}")
     cfg = apply(RunConfig(), {"model.embeddings": "random", "model.peephole": args.peephole})
     data = data_for(cfg)
     order = batch_order(data.train.lengths, cfg.train.batch_size, seed=1, epoch=1)

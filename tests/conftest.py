@@ -3,10 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from ablation.data import candidate_dirs
+from ablation import numerics
 
-# Tests never rely on a random default thread count: results are compared bit for bit.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests train as the command line does: portable numerics, set before torch is imported (one
+# thread among them: results are compared bit for bit).
+numerics.request("portable")
+
+from ablation.data import candidate_dirs  # noqa: E402  (imports torch)
+
 os.environ.setdefault("MPLBACKEND", "Agg")  # headless figures
 
 

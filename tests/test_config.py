@@ -111,12 +111,38 @@ def test_cell_kinds_check_their_options():
         apply(RunConfig(), {"model.cell": "gru", "model.gru_reset": "middle"})
 
 
-def test_run_ids_of_earlier_records_are_stable():
-    """Keys added later enter the hash only when set: the committed lecture records keep their ids."""
-    from pathlib import Path
-
+def test_run_ids_are_pinned():
+    """The rule that names every record: readable prefix + hash of `RUN_ID_KEYS`. Changing it
+    orphans every committed record, so these literals change only with a regeneration."""
+    assert RunConfig().run_id() == "ifo-diag-s1-125058336b"  # the lecture's full cell, seed 1
+    assert apply(RunConfig(), {"model.gates": "none", "train.seed": 3}).run_id() == "none-diag-s3-71667d2dc3"
+    assert apply(RunConfig(), {"model.cell": "gru"}).run_id() == "ru-gru-before-s1-75bc53c666"
     exp = load_experiment("experiments/lecture.toml")
-    committed = {p.name for p in Path("results/lecture").iterdir() if p.is_dir() and p.name != "figures"}
-    assert {r.run_id() for r in exp.runs()} == committed
-    gru = apply(RunConfig(), {"model.cell": "gru"}).run_id()
-    assert gru.startswith("ru-gru-before-s1-") and gru != RunConfig().run_id()
+    assert RunConfig().run_id() in {r.run_id() for r in exp.runs()}
+
+
+def test_every_config_key_is_classified_for_the_run_id():
+    """A new key must say whether it changes a run's numbers, or ids would change (or fail to) silently."""
+    from ablation.config import NOT_IN_RUN_ID, RUN_ID_KEYS, flatten
+
+    keys = set(flatten(RunConfig().to_dict()))
+    assert len(RUN_ID_KEYS) == len(set(RUN_ID_KEYS))
+    assert not set(RUN_ID_KEYS) & set(NOT_IN_RUN_ID)
+    assert set(RUN_ID_KEYS) | set(NOT_IN_RUN_ID) == keys
+    assert all(reason.strip() for reason in NOT_IN_RUN_ID.values())
+
+
+@pytest.mark.parametrize("key,value", [("data.vocab", "train-labelled"), ("train.lr", 0.1),
+                                       ("model.forget_bias", 1.0), ("data.train_limit", 10)])
+def test_keys_of_the_run_id_change_it(key, value):
+    assert apply(RunConfig(), {key: value}).run_id() != RunConfig().run_id()
+
+
+def test_where_the_data_lie_and_the_eval_batch_leave_the_id_alone(tmp_path):
+    moved = apply(RunConfig(), {"data.data_dir": str(tmp_path), "train.eval_batch_size": 7})
+    assert moved.run_id() == RunConfig().run_id()
+
+
+def test_vocab_source_is_checked():
+    with pytest.raises(ValueError, match="data.vocab: unknown value 'all'; valid: train, train-labelled"):
+        apply(RunConfig(), {"data.vocab": "all"})

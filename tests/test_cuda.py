@@ -52,3 +52,22 @@ def test_pack_computes_on_cuda_what_it_computes_on_cpu(name):
             assert bin_b["mean"] == pytest.approx(bin_a["mean"], abs=1e-4)
         for gate in a["gates"]:
             assert b["gates"][gate]["mean"] == pytest.approx(a["gates"][gate]["mean"], abs=1e-4)
+
+
+def test_portable_mode_on_cuda_is_deterministic_and_names_the_gpu(tmp_path):
+    """Portable numerics on CUDA: deterministic algorithms, the GPU in the record, the same bytes twice
+    (on the same GPU model; CPU and GPU runs are not bit-identical to each other)."""
+    import json
+
+    from ablation.grid import train_and_record
+
+    cfg = apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.hidden_size": 16,
+                              "train.epochs": 1})
+    try:
+        a, b = (train_and_record([cfg], tmp_path / k, "cuda")[0] for k in ("a", "b"))
+    finally:
+        torch.use_deterministic_algorithms(False)  # the CPU tests after this one run as before
+    assert (a / "predictions.csv").read_bytes() == (b / "predictions.csv").read_bytes()
+    machine = json.loads((a / "summary.json").read_text())["machine"]
+    assert machine["gpu"] == torch.cuda.get_device_name() and machine["deterministic"]
+    assert machine["numerics"] == "portable"

@@ -30,6 +30,7 @@ def test_grid_trains_every_run_then_skips_them(tmp_path):
     for rid, text in first.items():
         s = json.loads(text)
         assert s["status"] == "complete" and s["pack_size"] == 3 and s["run_id"] == rid
+        assert s["machine"]["numerics"] == "portable"  # the spawned workers inherit the mode
     mtimes = {p.name: (p / "summary.json").stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != LOCK_NAME}
     again = run_grid(exp, tmp_path, workers=1)
     assert again.todo == [] and again.done == 6

@@ -84,6 +84,18 @@ def test_baseline_cells_train_and_record(cell, tmp_path):
         assert sum(sum(b["n"]) for b in decay["best"]["bins"]) == sum(probes["positions_n"])
 
 
+def test_eval_batch_size_changes_nothing_recorded():
+    """Why train.eval_batch_size is not part of the run id: every recorded number is bitwise the same."""
+    a, b = (train_pack([small(**{"model.gates": g, "train.eval_batch_size": n})
+                        for g in ("none", "input+forget+output")])[0] for n in (256, 7))
+    for x, y in zip(a, b):
+        assert x.metrics and [(m["train_loss"], m["dev_acc"]) for m in x.metrics] == \
+               [(m["train_loss"], m["dev_acc"]) for m in y.metrics]
+        np.testing.assert_array_equal(x.test_predictions, y.test_predictions)
+        assert json.dumps(x.probes) == json.dumps(y.probes)
+        assert x.summary["test_acc"] == y.summary["test_acc"]
+
+
 def test_same_seed_shares_initial_weights_across_gates_and_peepholes():
     data = data_for(small())
     a, _ = build_pack([small(**{"model.gates": "none"}), small(**{"model.gates": "input"})], data)
@@ -174,3 +186,17 @@ def test_train_command_writes_a_complete_record(tmp_path, capsys):
 def test_bad_config_is_a_clear_error(capsys):
     assert cli.main(["train", "--set", "model.gates=input+memory"]) == 2
     assert "valid gates: input, forget, output" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_vocabulary_is_every_token_of_the_training_split(sst_dir):
+    """data.vocab = "train": no training phrase holds an <unk>; dev/test words stay unknown."""
+    from ablation.train import load_data
+
+    full = load_data("phrases", "binary", str(sst_dir), 0)
+    old = load_data("phrases", "binary", str(sst_dir), 0, "train-labelled")  # the first releases' rule
+    assert (len(full.vocab), len(old.vocab)) == (18282, 16286)  # 1,996 types of neutral sentences only
+    assert int((full.train.ids == 1).sum()) == 0
+    assert int((old.train.ids == 1).sum()) == 6780  # tokens of 4,520 training phrases
+    assert int((full.dev.ids == 1).sum()) > 0
+    assert set(full.counts) == set(full.vocab.itos[2:]) and sum(full.counts.values()) == 163563

@@ -1,0 +1,119 @@
+"""Portable numerics: the pins take effect, records say where they ran, and a run retrains byte for byte."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablation import numerics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra) -> dict:
+    """This interpreter's environment without any numerics pin, with this checkout first on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV and k != numerics.MODE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return {**env, **extra}
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(**env),
+                          cwd=ROOT, timeout=300)
+
+
+def test_this_test_process_runs_the_portable_pins():
+    """conftest asks for portable mode before torch is imported, as the command line does."""
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"
+    assert numerics.mkl_branch() == "COMPATIBLE"
+    assert numerics.portable_problems() == []
+    d = numerics.describe("cpu")
+    assert d["numerics"] == "portable" and d["gpu"] is None and d["cpu_model"]
+    assert set(d) == {"numerics", "cpu_model", "cpu_capability", "mkl_cbwr", "threads", "gpu", "deterministic"}
+
+
+def test_unknown_mode_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown mode 'exact'; valid: portable, fast"):
+        numerics.request("exact")
+
+
+def test_a_cpu_without_avx2_is_refused_naming_the_opt_out(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # what torch says there
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx"})
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
+    with pytest.raises(numerics.NumericsError, match=r"capability is DEFAULT, not AVX2 \(this CPU lacks AVX2\)"
+                                                     r".*--fast-numerics"):
+        numerics.enforce("cpu")
+    numerics.enforce("cpu", "fast")  # the opt-out trains, and its record says so
+    assert numerics.describe("cpu")["numerics"] == "fast"
+
+
+@pytest.mark.slow
+def test_the_variables_reach_torch_and_mkl():
+    """Each pin changes what torch reports, so the records' fields are read, not assumed."""
+    code = ("import torch; from ablation import numerics; torch.bmm(torch.ones(2, 30, 30), torch.ones(2, 30, 30)); "
+            "print(torch.backends.cpu.get_cpu_capability(), numerics.mkl_branch())")
+    assert _python(code).stdout.split() == ["AVX2", "OFF"]  # this machine's own paths (an AVX2 CPU)
+    assert _python(code, ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE").stdout.split() == \
+        ["DEFAULT", "COMPATIBLE"]
+
+
+def test_portable_mode_refuses_a_torch_that_already_computed():
+    """A notebook that used torch before asking for portable mode gets an error, not a wrong record."""
+    code = ("import torch; torch.bmm(torch.ones(2, 30, 30), torch.ones(2, 30, 30)); "  # MKL and ATen both ran
+            "from ablation import numerics; numerics.enforce('cpu')")
+    r = _python(code, ATEN_CPU_CAPABILITY="default")
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "NumericsError" in last and "capability is DEFAULT, not AVX2" in last and "--fast-numerics" in last
+    assert "MKL runs its OFF branch, not COMPATIBLE" in last
+    # asked before torch's first kernel, the same library call takes effect and passes
+    ok = _python("import torch; from ablation import numerics; numerics.enforce('cpu'); "
+                 "print(numerics.describe('cpu')['numerics'])", ATEN_CPU_CAPABILITY="default")
+    assert ok.stdout.strip() == "portable", ok.stderr
+
+
+@pytest.mark.slow
+def test_fast_mode_records_what_it_ran():
+    code = ("from ablation import numerics; import torch; numerics.enforce('cpu', 'fast'); "
+            "print(numerics.describe('cpu'))")
+    out = _python(code, MKL_CBWR="AUTO").stdout
+    assert "'numerics': 'fast'" in out and "'mkl_cbwr': 'AUTO'" in out
+
+
+@pytest.mark.slow
+def test_train_twice_in_fresh_processes_gives_the_same_record_byte_for_byte(tmp_path):
+    """The done-when of the portable records: `python -m ablation train` in two fresh processes."""
+    runs = []
+    for k in (1, 2):
+        out = tmp_path / f"try{k}"
+        r = subprocess.run([sys.executable, "-m", "ablation", "train", "--config", "experiments/smoke.toml",
+                            "--set", "model.hidden_size=16", "--out", str(out)],
+                           capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (run,) = out.iterdir()
+        runs.append(run)
+    a, b = runs
+    assert a.name == b.name
+    for name in ("predictions.csv", "probes.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = ([{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (r / "metrics.jsonl")
+               .read_text().splitlines()] for r in runs)
+    assert ma == mb and len(ma) == 2
+    sa, sb = (json.loads((r / "summary.json").read_text()) for r in runs)
+    assert (sa["dev_acc"], sa["test_acc"]) == (sb["dev_acc"], sb["test_acc"])
+    machine = sa["machine"]
+    assert machine == sb["machine"]
+    assert machine["numerics"] == "portable" and machine["cpu_capability"] == "AVX2"
+    assert machine["mkl_cbwr"] == "COMPATIBLE" and machine["threads"] == 1 and machine["gpu"] is None
+    assert machine["cpu_model"] == numerics.cpu_model()
+
+
+def test_fast_numerics_flag_and_threads(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ablation", "train", "--threads", "2", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and "--threads 2 needs --fast-numerics" in r.stderr
