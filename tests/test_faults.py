@@ -296,7 +296,7 @@ def test_no_learning_rule_hand_cases():
 
 
 def test_huge_learning_rate_is_recorded_as_no_learning():
-    cfgs = [apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.hidden_size": 8,
+    cfgs = [apply(RunConfig(), {"data.train_limit": 2000, "model.embeddings": "random", "model.hidden_size": 8,
                                 "train.epochs": 1, "train.lr": lr}) for lr in (1e6, 0.05)]
     bad, good = (train_pack([c])[0][0].summary for c in cfgs)  # another lr: another pack
     assert bad["status"] == "no_learning" and "predicting the label frequencies" in bad["failure_reason"]

@@ -20,7 +20,7 @@ GATES = ("none", "input+output", "input+forget+output")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One pack of three smoke runs (300 phrases, 2 epochs), as the grid trains them."""
+    """One pack of three smoke runs (2,000 phrases, 2 epochs), as the grid trains them."""
     torch.set_num_threads(1)
     base = load_experiment("experiments/smoke.toml").base
     cfgs = [apply(base, {"model.gates": g}) for g in GATES]

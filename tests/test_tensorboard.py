@@ -5,7 +5,7 @@ import pytest
 
 from ablation import cli
 from ablation.config import RunConfig, apply
-from ablation.records import write_record
+from ablation.records import TEST_EXAMPLES, write_record
 from ablation.tb_export import export
 
 pytest.importorskip("tensorboard")
@@ -25,8 +25,9 @@ def results(tmp_path):
                    for e, (loss, acc) in enumerate(curve, 1)]
         best = max(range(len(curve)), key=lambda k: curve[k][1])
         summary = {"status": "complete", "gates": gates, "seed": 3, "best_epoch": best + 1,
-                   "dev_acc": curve[best][1], "test_acc": 80.0 + len(curve)}
-        write_record(out, cfg.run_id(), cfg.to_dict(), metrics, summary, np.array([0, 1]), np.array([0, 0]))
+                   "dev_acc": curve[best][1], "test_acc": 80.0 + len(curve), "active_params": 10}
+        labels = np.zeros(TEST_EXAMPLES["binary"], dtype=int)  # a complete record covers the test set
+        write_record(out, cfg.run_id(), cfg.to_dict(), metrics, summary, labels, labels)
     (out / ".partial-x").mkdir()
     return out
 

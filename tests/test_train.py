@@ -71,8 +71,8 @@ def test_variants_and_forget_biases_share_a_pack_bit_for_bit():
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_baseline_cells_train_and_record(cell, tmp_path):
-    cfgs = [small(**{"model.cell": cell, "model.gates": g}) for g in (("none", "reset+update") if cell == "gru"
-                                                                      else ("none",))]
+    gates = ("none", "reset+update") if cell == "gru" else ("none",)
+    cfgs = [small(**{"model.cell": cell, "model.gates": g, "data.train_limit": 2000}) for g in gates]
     paths = train_and_record(cfgs, tmp_path, "cpu")
     for path in paths:
         summary = json.loads((path / "summary.json").read_text())
