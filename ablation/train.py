@@ -27,6 +27,7 @@ from .cell import CellSpec, gates_name
 from .config import RunConfig
 from .data import Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
+from .fused import scan_name
 from .model import PackedClassifier
 from .probes import probe_pack
 
@@ -261,6 +262,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
             "steps": steps,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "threads": torch.get_num_threads(),
+            "scan": scan_name(c.model.cell, device),  # 'fused-cpp' or 'python' (fused.py)
             "wall_seconds": round(wall, 2),
             "train_examples": len(data.train),
         }
