@@ -7,9 +7,11 @@
 // Numerics, so that a record retrains bit for bit on another x86-64 machine:
 // - the matmuls are ATen's bmm (the calls and shapes the Python scan makes, one member
 //   per batch entry), so whatever pins MKL for the Python scan pins them here too;
-// - the element-wise pass uses only IEEE +, -, *, / (correctly rounded whatever the vector
-//   width), compiled with -ffp-contract=off and without -ffast-math: no FMA contraction,
-//   no reassociation, so the vectoriser cannot change a result;
+// - the element-wise pass uses only IEEE +, -, *, / and bit operations (correctly rounded
+//   whatever the vector width), compiled with -ffp-contract=off and without -ffast-math: no
+//   FMA contraction, no reassociation, so the vectoriser cannot change a result. It is
+//   compiled twice, for the baseline ISA and for AVX2 (chosen at run time), with the same
+//   bits (tests/test_fused.py compares them);
 // - exp, σ and tanh are written here from those operations (Cephes' range reduction and
 //   polynomials, ~1-2 ulp), never libm's expf/tanhf, whose last bits differ between
 //   glibc versions;
