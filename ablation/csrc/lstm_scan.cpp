@@ -1,6 +1,6 @@
 // The fused LSTM scan on CPU: the time loop of `cell._Scan` (forward, and the backward
-// through time) with one ATen batched matmul and one element-wise pass per step, instead
-// of ~20 ATen ops per step. Same equations, same saved tensors, same outputs as `_Scan`
+// through time) with one ATen batched matmul and one element-wise pass per step (one more
+// of each for full peepholes, one more matmul for FGR), instead of ~20 ATen ops per step. Same equations, same saved tensors, same outputs as `_Scan`
 // (see its docstring and cell.py's module doc, Graves 2013 eqs. 7-11; the variants of
 // Greff et al. 2017, sec. 3); ablation/fused.py builds and wraps it.
 //
