@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import fused
+
 GATES = ("input", "forget", "output")  # the LSTM's gate set; rows of weight_ih are i, f, g, o
 CELL_GATES = {"lstm": GATES, "gru": ("reset", "update"), "rnn": ()}  # every cell kind's gates
 PEEPHOLES = ("none", "diagonal", "full")
@@ -311,40 +313,52 @@ class _Scan(torch.autograd.Function):
             dh = torch.bmm(d, whh)  # (M, B, 4H) @ (M, 4H, H)
             if w_gr is not None:
                 da = torch.bmm(torch.cat([d[..., : 2 * H], dpo], -1), w_gr)  # (M, B, 3H) @ (M, 3H, 3H)
-        flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
-        dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
-        dci = dcf = dco = dgr = None
-        if peep != "none":
-            cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
-            cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
-        if peep == "diagonal":
-            # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
-            # products: each member's additions come in the same order whatever M is, so
-            # its gradient does not depend on its pack (summing the time-major tensor over
-            # (0, 2) reorders them with M).
-            dci = (flat[..., :H] * cp).sum(1)
-            dcf = (flat[..., H : 2 * H] * cp).sum(1)
-            dco = (flat[..., 3 * H :] * cc).sum(1)
-        elif peep == "full":
-            dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
-            dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
-            dco = torch.bmm(flat[..., 3 * H :].transpose(1, 2), cc)
-        if w_gr is not None:  # dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}
-            a_prev = torch.cat([S.new_zeros(1, M, B, 3 * H), torch.cat([S[:-1, ..., : 2 * H], o[:-1]], -1)])
-            d_ifo = torch.cat([flat[..., : 2 * H], flat[..., 3 * H :]], -1)  # (M, T·B, 3H)
-            dgr = torch.bmm(d_ifo.transpose(1, 2), a_prev.transpose(0, 1).reshape(M, T * B, 3 * H))
-            dgr = dgr * flags.fgr  # members without FGR keep their zero weights
+        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, o, peep, flags, w_gr is not None)
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe, None, None
+
+
+def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool):
+    """The gradients of W_hh, the peepholes and FGR's R from the pre-activation gradients
+    dpre (T, M, B, 4H) and the forward's saved hs, cs (T+1, M, B, H), S, o: the part of the
+    backward after the time loop, shared by `_Scan` and `fused.FusedScan`."""
+    T, M, B, G = dpre.shape
+    H = G // 4
+    c_prev = cs[:-1]
+    flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
+    dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
+    dci = dcf = dco = dgr = None
+    if peep != "none":
+        cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
+        cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
+    if peep == "diagonal":
+        # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
+        # products: each member's additions come in the same order whatever M is, so
+        # its gradient does not depend on its pack (summing the time-major tensor over
+        # (0, 2) reorders them with M).
+        dci = (flat[..., :H] * cp).sum(1)
+        dcf = (flat[..., H : 2 * H] * cp).sum(1)
+        dco = (flat[..., 3 * H :] * cc).sum(1)
+    elif peep == "full":
+        dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
+        dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
+        dco = torch.bmm(flat[..., 3 * H :].transpose(1, 2), cc)
+    if fgr:  # dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}
+        a_prev = torch.cat([S.new_zeros(1, M, B, 3 * H), torch.cat([S[:-1, ..., : 2 * H], o[:-1]], -1)])
+        d_ifo = torch.cat([flat[..., : 2 * H], flat[..., 3 * H :]], -1)  # (M, T·B, 3H)
+        dgr = torch.bmm(d_ifo.transpose(1, 2), a_prev.transpose(0, 1).reshape(M, T * B, 3 * H))
+        dgr = dgr * flags.fgr  # members without FGR keep their zero weights
+    return dwhh, dci, dcf, dco, dgr
 
 
 def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],
               on: torch.Tensor, flags: ScanFlags | None = None, w_gr: torch.Tensor | None = None,
               probe: torch.Tensor | None = None):
     """hs, cs (T, M, B, H) and the gate activations {name: (T, M, B, H)} for pre-projected
-    inputs xw (T, M, B, 4H); see `_Scan`."""
+    inputs xw (T, M, B, 4H); see `_Scan`. On CPU the fused C++ scan runs it (`fused.py`)."""
     w_ci, w_cf, w_co = peepholes
     flags = flags or ScanFlags([])
-    hs, cs, S, o = _Scan.apply(xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
+    scan = fused.FusedScan if fused.wanted(xw) else _Scan
+    hs, cs, S, o = scan.apply(xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
     H = hs.shape[-1]
     return hs, cs, {"input": S[..., :H], "forget": S[..., H : 2 * H], "output": o}
 

@@ -5,18 +5,23 @@ Phrase-level SST, batch 10, the identical sequence of batches for every model, A
       the best a user would write),
   (b) our cell in a pack of one,
   (c) the fused pack of the 8 lecture gate combinations.
-Prints model-epochs per second for each and the ratios; the last line is
+Prints model-epochs per second for each and the ratios; (b) and (c) run the scan a run
+would (the fused C++ scan on CPU, `ablation/fused.py`). Then the fused scan against the
+Python scan (`cell._Scan`): whole training steps of (c) and (b) on the same batches,
+alternating the two scans, the median of the per-repetition ratios. The last line is
 `speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
 
 Portable numerics by default, as training runs (ablation/numerics.py); `--fast-numerics`
 times this CPU's own kernels instead, so the two runs give the portable mode's cost.
 
-    python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1] [--fast-numerics]
+    python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1] [--scan-repeats 5] [--fast-numerics]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 
@@ -28,6 +33,7 @@ numerics.request("fast" if "--fast-numerics" in sys.argv[1:] else "portable")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from ablation import fused  # noqa: E402
 from ablation.cell import GATES  # noqa: E402
 from ablation.config import RunConfig, apply  # noqa: E402
 from ablation.data import batch_order  # noqa: E402
@@ -75,12 +81,32 @@ def time_pack(data, batches, cfgs) -> float:
     return time.perf_counter() - start
 
 
+def scan_ratios(data, batches, cfgs, repeats: int) -> list[float]:
+    """Time with the Python scan over time with the fused scan, whole train steps, alternating."""
+    old = os.environ.get(fused.ENV)
+    seconds = {"python": [], "fused": []}
+    try:
+        for rep in range(repeats + 1):  # the first round warms up
+            for scan in seconds:
+                os.environ[fused.ENV] = scan
+                t = time_pack(data, batches, cfgs)
+                if rep:
+                    seconds[scan].append(t)
+    finally:
+        if old is None:
+            del os.environ[fused.ENV]
+        else:
+            os.environ[fused.ENV] = old
+    return [p / f for p, f in zip(seconds["python"], seconds["fused"])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="batches timed per path (of 7,762 an epoch)")
     ap.add_argument("--peephole", default="none", help="our cells' peepholes (nn.LSTM has none)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--repeats", type=int, default=3, help="best of N timings per path")
+    ap.add_argument("--scan-repeats", type=int, default=5, help="alternating repetitions, fused vs Python scan")
     ap.add_argument("--dense-reference", action="store_true",
                     help="(a) with dense embedding gradients, as nn.Embedding's default gives")
     ap.add_argument("--fast-numerics", action="store_true",
@@ -110,7 +136,13 @@ def main() -> None:
         rate[key] = epochs / seconds
         print(f"({key}) {name:28s} {rate[key]:8.4f} model-epochs/s  "
               f"({seconds / len(batches) * 1e3:.2f} ms a batch)")
-    print(f"(b)/(a): {rate['b'] / rate['a']:.2f}x   (c)/(a): {rate['c'] / rate['a']:.2f}x")
+    print(f"(b)/(a): {rate['b'] / rate['a']:.2f}x   (c)/(a): {rate['c'] / rate['a']:.2f}x   "
+          f"(scan: {fused.scan_name()})")
+    if fused.scan_name() == "fused-cpp" and args.scan_repeats > 0:
+        for key, cfgs in (("c", pack), ("b", pack[-1:])):
+            r = scan_ratios(data, batches, cfgs, args.scan_repeats)
+            print(f"({key}) fused over Python scan, whole train step: median {statistics.median(r):.2f}x  "
+                  f"(repetitions: {' '.join(f'{x:.2f}' for x in r)})")
     print(f"speedup: {rate['c'] / rate['a']:.2f}")
 
 

@@ -1,0 +1,274 @@
+// The element-wise kernels of lstm_scan.cpp, included there twice: once compiled for
+// AVX2 and once for the baseline ISA (SSE2 on x86-64), inside namespaces `avx2` and
+// `base`; no include guard on purpose. Both compute the same IEEE operations in the same
+// order (no FMA: -ffp-contract=off), so they give the same bits: tests/test_fused.py checks it.
+// Types (Member, FwdStep, BwdStep, Peep) are lstm_scan.cpp's.
+
+// exp(x) = 2^n · e^r, n = round(x / ln 2), r = x - n ln 2 in two parts (Cody-Waite), e^r by
+// Cephes' polynomial (expf.c) or rational function (exp.c). n comes from the bits of
+// x/ln2 + 1.5·2^(mantissa bits): adding that magic number rounds to the nearest integer in
+// the FPU's default mode, with adds only (no floor, no float->int conversion).
+inline float exp_(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // 2^n stays a normal number; NaN passes
+  const float magic = 12582912.0f;                    // 1.5 · 2^23
+  float t = x * 1.44269504088896341f + magic;
+  float n = t - magic;
+  float r = x - n * 0.693359375f;  // ln 2 = C1 - C2, C1 exact in 9 bits
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  int32_t bits, magic_bits;
+  std::memcpy(&bits, &t, 4);
+  std::memcpy(&magic_bits, &magic, 4);
+  int32_t e = (bits - magic_bits + 127) << 23;  // the bits of 2^n
+  float scale;
+  std::memcpy(&scale, &e, 4);
+  return y * scale;
+}
+
+inline double exp_(double x) {
+  x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+  const double magic = 6755399441055744.0;  // 1.5 · 2^52
+  double t = x * 1.4426950408889634073599 + magic;
+  double n = t - magic;
+  double r = x - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  double rr = r * r;
+  double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1);
+  double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
+             2.00000000000000000009e0;
+  double y = 1.0 + 2.0 * (p / (q - p));  // e^r = 1 + 2r P(r²) / (Q(r²) - r P(r²))
+  int64_t bits, magic_bits;
+  std::memcpy(&bits, &t, 8);
+  std::memcpy(&magic_bits, &magic, 8);
+  int64_t e = (bits - magic_bits + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &e, 8);
+  return y * scale;
+}
+
+// σ(x) = 1 / (1 + e^-x): σ(+inf) = 1 exactly (an absent gate), σ(-large) underflows to ~0.
+template <typename T>
+inline T sigmoid_(T x) {
+  return T(1) / (T(1) + exp_(-x));
+}
+
+// tanh by Cephes (tanhf.c, tanh.c): an odd polynomial (rational in double) below 0.625,
+// 1 - 2 / (e^2|x| + 1) above; both are computed and one selected, so the loop vectorises.
+inline float tanh_(float x) {
+  float a = x < 0 ? -x : x;
+  float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  float small = p * z * x + x;
+  float big = 1.0f - 2.0f / (exp_(a + a) + 1.0f);
+  big = x < 0 ? -big : big;
+  return a < 0.625f ? small : big;
+}
+
+inline double tanh_(double x) {
+  double a = x < 0 ? -x : x;
+  double s = x * x;
+  double p = (-9.64399179425052238628e-1 * s - 9.92877231001918586564e1) * s - 1.61468768441708447952e3;
+  double q = ((s + 1.12811678491632931402e2) * s + 2.23548839060100448583e3) * s + 4.84406305325125486048e3;
+  double small = x + x * s * (p / q);
+  double big = 1.0 - 2.0 / (exp_(a + a) + 1.0);
+  big = x < 0 ? -big : big;
+  return a < 0.625 ? small : big;
+}
+
+template <typename T>
+using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+
+template <typename T>
+inline T pick(uint64_t mask, T a, T b) {  // mask all ones: a, zero: b
+  Bits<T> m = static_cast<Bits<T>>(mask), ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  ua = (ua & m) | (ub & ~m);
+  T r;
+  std::memcpy(&r, &ua, sizeof(T));
+  return r;
+}
+
+// The forward of one row (member m, batch row b) of step t as a few short loops over
+// contiguous H-vectors (short loop bodies vectorise without register spills): Graves eqs.
+// 7-9 in `fwd_gates`, eqs. 10-11 in `fwd_out` (called by it, or after the matmul c_t W_coᵀ
+// when the output peephole is full). A gate a member lacks is filled with the constant 1
+// rather than computed. P (the row of h_{t-1} W_hhᵀ) is overwritten by the pre-activations.
+
+// z = xw + P (+ R: FGR) (+ c ⊙ w: diagonal peephole) (+ Q: full peephole), in place in P.
+template <typename T, int PEEP, bool FGR>
+inline void pre_(int64_t H, const T* __restrict xw, T* __restrict P, const T* __restrict R, const T* __restrict Q,
+                 const T* __restrict c, const T* __restrict w) {
+  for (int64_t j = 0; j < H; ++j) {
+    T z = xw[j] + P[j];
+    if (FGR) z = z + R[j];
+    if (PEEP == kDiagonal) z = z + c[j] * w[j];
+    if (PEEP == kFull) z = z + Q[j];
+    P[j] = z;
+  }
+}
+
+template <typename T>
+inline void sigmoid_n(int64_t H, bool on, const T* __restrict z, T* __restrict y) {
+  if (!on) {
+    for (int64_t j = 0; j < H; ++j) y[j] = T(1);  // an absent gate: σ(+inf) = 1 in `_Scan`
+    return;
+  }
+  for (int64_t j = 0; j < H; ++j) y[j] = sigmoid_(z[j]);
+}
+
+template <typename T, bool FGR>
+inline void fwd_out(int64_t H, const Member& mb, T* __restrict po, const T* __restrict c, T* __restrict A,
+                    T* __restrict o, T* __restrict tc, T* __restrict h) {
+  sigmoid_n(H, mb.on_o, po, o);
+  if (mb.noaf) {
+    for (int64_t j = 0; j < H; ++j) tc[j] = c[j];  // NOAF: h_t = o_t ⊙ c_t
+  } else {
+    for (int64_t j = 0; j < H; ++j) tc[j] = tanh_(c[j]);
+  }
+  for (int64_t j = 0; j < H; ++j) h[j] = o[j] * tc[j];  // eq. 11
+  if (FGR)
+    for (int64_t j = 0; j < H; ++j) A[2 * H + j] = o[j];
+}
+
+template <typename T, int PEEP, bool FGR>
+inline void fwd_gates(int64_t H, const Member& mb, const T* __restrict xw, T* __restrict P, const T* __restrict R,
+                      const T* __restrict Q, const T* __restrict wci, const T* __restrict wcf,
+                      const T* __restrict wco, const T* __restrict cp, T* __restrict c, T* __restrict S,
+                      T* __restrict g, T* __restrict A, T* __restrict o, T* __restrict tc, T* __restrict h) {
+  pre_<T, PEEP, FGR>(H, xw, P, R, Q, cp, wci);  // eq. 7
+  pre_<T, PEEP, FGR>(H, xw + H, P + H, FGR ? R + H : nullptr, PEEP == kFull ? Q + H : nullptr, cp, wcf);  // eq. 8
+  sigmoid_n(H, mb.on_i, P, S);
+  if (mb.cifg) {
+    for (int64_t j = 0; j < H; ++j) S[H + j] = T(1) - S[j];  // CIFG: f_t = 1 - i_t
+  } else {
+    sigmoid_n(H, mb.on_f, P + H, S + H);
+  }
+  const T *xg = xw + 2 * H, *Pg = P + 2 * H;
+  T* Sg = S + 2 * H;
+  if (mb.niaf) {  // NIAF: g_t is the pre-activation (S keeps σ of it, as `_Scan`)
+    for (int64_t j = 0; j < H; ++j) {
+      T z = xg[j] + Pg[j];
+      g[j] = z, Sg[j] = sigmoid_(z);
+    }
+  } else {  // tanh(x) = 2σ(2x) - 1, as `_Scan`
+    for (int64_t j = 0; j < H; ++j) {
+      T z = xg[j] + Pg[j];
+      T sg = sigmoid_(z + z);
+      Sg[j] = sg, g[j] = (sg + sg) - T(1);
+    }
+  }
+  for (int64_t j = 0; j < H; ++j) c[j] = S[H + j] * cp[j] + S[j] * g[j];  // eq. 9
+  if (FGR)
+    for (int64_t j = 0; j < 2 * H; ++j) A[j] = S[j];
+  if (PEEP != kFull) {
+    // eq. 10 peeks at c_t
+    pre_<T, PEEP, FGR>(H, xw + 3 * H, P + 3 * H, FGR ? R + 2 * H : nullptr, nullptr, c, wco);
+    fwd_out<T, FGR>(H, mb, P + 3 * H, c, A, o, tc, h);
+  }
+}
+
+// The forward of step t for rows [r0, r1) of its M·B rows; STAGE 0 is the whole step, 1 and
+// 2 its halves before and after the full output peephole's matmul.
+template <typename T, int PEEP, bool FGR, int STAGE>
+void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
+  const int64_t H = s.H, G = 4 * H;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t m = r / s.B;
+    const T* R = FGR ? s.R + r * 3 * H : nullptr;
+    T* A = FGR ? s.A + r * 3 * H : nullptr;
+    if (STAGE != 2) {
+      const bool diag = PEEP == kDiagonal;
+      fwd_gates<T, PEEP, FGR>(H, s.mem[m], s.xw + r * G, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
+                              diag ? s.wci + m * H : nullptr, diag ? s.wcf + m * H : nullptr,
+                              diag ? s.wco + m * H : nullptr, s.c_prev + r * H, s.c + r * H, s.S + r * 3 * H,
+                              s.g + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
+    }
+    if (PEEP == kFull && STAGE != 1) {
+      T* po = s.P + r * G + 3 * H;
+      pre_<T, kFull, FGR>(H, s.xw + r * G + 3 * H, po, FGR ? R + 2 * H : nullptr, s.Qo + r * H, nullptr, nullptr);
+      fwd_out<T, FGR>(H, s.mem[m], po, s.c + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
+    }
+  }
+}
+
+// The backward of one row of step t (the loop body of `_Scan.backward`, its per-step
+// factors computed on the fly), in two halves: `bwd_out` to dpo and the running dc,
+// `bwd_gates` from dc to dpi, dpf, dpg and dc·f; full peepholes put the matmul dpo W_co
+// between them.
+template <typename T, int PEEP, bool FGR>
+inline void bwd_out(int64_t H, Member mb, const T* __restrict Dh, const T* __restrict dhs, const T* __restrict dcs,
+                    const T* __restrict Qif, const T* __restrict Da, const T* __restrict wco,
+                    const T* __restrict o, const T* __restrict tc, T* __restrict dc, T* __restrict d,
+                    T* __restrict Dgr, T* __restrict dprobe) {
+  for (int64_t j = 0; j < H; ++j) {
+    T dh = Dh[j] + dhs[j];
+    if (dprobe) dprobe[j] = dh;
+    T oo = o[j], t = tc[j];
+    T kc = pick<T>(mb.noaf, oo, oo * (T(1) - t * t));  // dc_t += dh_t ⊙ o ⊙ tanh'(c_t)
+    T dcv = dc[j];
+    if (PEEP == kFull) dcv = dcv + Qif[j];  // the step after's dc·f + [dpi, dpf] [W_ci; W_cf]
+    dcv = dcv + dcs[j] + dh * kc;
+    T dpo = dh * (t * oo * (T(1) - oo));
+    if (FGR) dpo = dpo + Da[2 * H + j] * (oo * (T(1) - oo));
+    if (PEEP == kDiagonal) dcv = dcv + dpo * wco[j];
+    d[3 * H + j] = dpo;
+    dc[j] = dcv;
+    if (FGR) Dgr[2 * H + j] = dpo;
+  }
+}
+
+template <typename T, int PEEP, bool FGR>
+inline void bwd_gates(int64_t H, Member mb, const T* __restrict Qc, const T* __restrict Da, const T* __restrict wci,
+                      const T* __restrict wcf, const T* __restrict S, const T* __restrict g,
+                      const T* __restrict cp, T* __restrict dc, T* __restrict d, T* __restrict Dgr,
+                      T* __restrict Dif) {
+  for (int64_t j = 0; j < H; ++j) {
+    T dcv = dc[j];
+    if (PEEP == kFull) dcv = dcv + Qc[j];  // + dpo W_co
+    T i = S[j], f = S[H + j], sg = S[2 * H + j], gg = g[j], c0 = cp[j];
+    T ki = pick<T>(mb.cifg, (gg - c0) * i * (T(1) - i), gg * i * (T(1) - i));  // CIFG: f = 1 - i
+    T kf = pick<T>(mb.cifg, T(0), c0 * f * (T(1) - f));
+    T kg = pick<T>(mb.niaf, i, i * sg * (T(1) - sg) * T(4));  // i·tanh'(x) = i·4σ(2x)(1 - σ(2x))
+    T dpi = dcv * ki, dpf = dcv * kf, dpg = dcv * kg;
+    if (FGR) {
+      dpi = dpi + Da[j] * (i * (T(1) - i));
+      dpf = dpf + Da[H + j] * pick<T>(mb.cifg, T(0), f * (T(1) - f));
+    }
+    dcv = dcv * f;  // ∂c_t/∂c_{t-1} through eq. 9
+    if (PEEP == kDiagonal) dcv = dcv + (dpi * wci[j] + dpf * wcf[j]);
+    dc[j] = dcv;
+    d[j] = dpi, d[H + j] = dpf, d[2 * H + j] = dpg;
+    if (FGR) Dgr[j] = dpi, Dgr[H + j] = dpf;
+    if (PEEP == kFull) Dif[j] = dpi, Dif[H + j] = dpf;
+  }
+}
+
+template <typename T, int PEEP, bool FGR, int STAGE>
+void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
+  const int64_t H = s.H;
+  const bool diag = PEEP == kDiagonal, full = PEEP == kFull;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t m = r / s.B;
+    const T* Da = FGR ? s.Da + r * 3 * H : nullptr;
+    T* Dgr = FGR ? s.Dgr + r * 3 * H : nullptr;
+    if (STAGE != 2)
+      bwd_out<T, PEEP, FGR>(H, s.mem[m], s.Dh + r * H, s.dhs + r * H, s.dcs + r * H, full ? s.Qif + r * H : nullptr,
+                            Da, diag ? s.wco + m * H : nullptr, s.o + r * H, s.tc + r * H, s.dc + r * H,
+                            s.dpre + r * 4 * H, Dgr, s.dprobe ? s.dprobe + r * H : nullptr);
+    if (STAGE != 1)
+      bwd_gates<T, PEEP, FGR>(H, s.mem[m], full ? s.Qc + r * H : nullptr, Da, diag ? s.wci + m * H : nullptr,
+                              diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H, s.c_prev + r * H,
+                              s.dc + r * H, s.dpre + r * 4 * H, Dgr, full ? s.Dif + r * 2 * H : nullptr);
+  }
+}

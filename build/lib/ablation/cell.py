@@ -1,0 +1,415 @@
+"""The configurable gated LSTM cell: gates on/off, peepholes none/diagonal/full, variants.
+
+The lecture's equations (Graves 2013, "Generating sequences with recurrent neural
+networks", eqs. 7-11; the peephole form of Gers & Schmidhuber 2000):
+
+    i_t = σ(W_xi x_t + W_hi h_{t-1} + w_ci ⊙ c_{t-1} + b_i)        (7)
+    f_t = σ(W_xf x_t + W_hf h_{t-1} + w_cf ⊙ c_{t-1} + b_f)        (8)
+    g_t = tanh(W_xc x_t + W_hc h_{t-1} + b_c)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                               (9)
+    o_t = σ(W_xo x_t + W_ho h_{t-1} + w_co ⊙ c_t + b_o)            (10)  c_t, not c_{t-1}
+    h_t = o_t ⊙ tanh(c_t)                                          (11)
+
+One place defines the gate sets (`GATES`, `CELL_GATES`). An absent gate is the constant 1:
+its pre-activation is shifted to +inf by a per-member mask, and σ(+inf) is exactly 1.0 in
+floating point. So no gates at all is exactly the lecture's gateless cell
+c_t = c_{t-1} + g_t, h_t = tanh(c_t); the same code serves every combination with no
+branch per variant; and since σ'(+inf) = 1·(1-1) = 0 exactly, the rows of an absent gate
+(and its peephole) take exactly zero gradient.
+
+The variants of Greff et al. 2017 ("LSTM: A Search Space Odyssey", sec. 3) that change
+the equations are the registry `VARIANTS`; each is a per-member flag, so they share packs
+with the vanilla cell (a flag costs one `where` per step, and only in packs that use it).
+NIG/NFG/NOG (no input/forget/output gate) and NP (no peepholes) are the gate and peephole
+settings above.
+
+Everything is computed for a *pack* of M models at once (leading dimension M): one
+batched matmul per time step for the whole pack. `lstm_scan` is an autograd Function
+with a hand-written backward through time: the forward saves the gate activations and
+the backward walks the steps in reverse with one matmul and ~8 element-wise ops per step
+(the derivative factors of every step are computed up front, vectorised over time),
+instead of letting autograd record and replay a graph of the Python loop.
+`GatedLSTM` is the single-model layer (M = 1) with `torch.nn.LSTM`'s parameter names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import fused
+
+GATES = ("input", "forget", "output")  # the LSTM's gate set; rows of weight_ih are i, f, g, o
+CELL_GATES = {"lstm": GATES, "gru": ("reset", "update"), "rnn": ()}  # every cell kind's gates
+PEEPHOLES = ("none", "diagonal", "full")
+PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")  # into the input, forget, output gate
+RESETS = ("before", "after")  # where a GRU's reset gate applies (see rnn.py)
+
+# The LSTM variants that change the equations (Greff et al. 2017, sec. 3). Adding one is an
+# entry here, its case in `_Scan`, and its test.
+VARIANTS = {
+    "vanilla": "the cell above (Greff's V)",
+    "niaf": "no input activation function: g_t = W_xc x_t + W_hc h_{t-1} + b_c, without tanh",
+    "noaf": "no output activation function: h_t = o_t ⊙ c_t",
+    "cifg": "coupled input and forget gate: f_t = 1 - i_t (the forget gate has no weights)",
+    "fgr": "full gate recurrence: i_t, f_t, o_t also read i, f, o of step t-1 (weight_gr, 3H x 3H)",
+}
+
+
+def split_gates(value: str | Iterable[str]) -> tuple[str, ...]:
+    """'input+output' or 'none' -> ('input', 'output') as written, unchecked."""
+    if isinstance(value, str):
+        return () if value in ("", "none") else tuple(value.split("+"))
+    return tuple(value)
+
+
+def parse_gates(value: str | Iterable[str], cell: str = "lstm") -> tuple[str, ...]:
+    """'input+output', ['output', 'input'] or 'none' -> ('input', 'output') (canonical order)."""
+    valid = CELL_GATES[cell]
+    names = split_gates(value)
+    bad = [g for g in names if g not in valid]
+    if bad:
+        listed = f"{', '.join(valid)} (or 'none')" if valid else f"none (the {cell} cell has no gates)"
+        raise ValueError(f"unknown {cell} gate {bad[0]!r}; valid gates: {listed}")
+    return tuple(g for g in valid if g in names)
+
+
+def gates_name(gates: Sequence[str]) -> str:
+    """The lecture table's column name: 'none', 'output', 'input+forget+output', ..."""
+    return "+".join(gates) if gates else "none"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What one member of a pack computes: cell kind, gates, and the kind's options."""
+
+    gates: tuple[str, ...] = GATES
+    peephole: str = "none"  # LSTM only
+    variant: str = "vanilla"  # LSTM only: a key of VARIANTS
+    kind: str = "lstm"  # a key of CELL_GATES
+    reset: str = "before"  # GRU only: RESETS
+
+    def __post_init__(self):
+        if self.kind not in CELL_GATES:
+            raise ValueError(f"unknown cell {self.kind!r}; valid: {', '.join(CELL_GATES)}")
+        object.__setattr__(self, "gates", parse_gates(self.gates, self.kind))
+        if self.peephole not in PEEPHOLES:
+            raise ValueError(f"unknown peephole {self.peephole!r}; valid: {', '.join(PEEPHOLES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.reset not in RESETS:
+            raise ValueError(f"unknown reset position {self.reset!r}; valid: {', '.join(RESETS)}")
+        if self.kind != "lstm" and (self.peephole != "none" or self.variant != "vanilla"):
+            raise ValueError(f"peepholes and LSTM variants need cell 'lstm', not {self.kind!r}")
+
+    def mask(self) -> list[float]:
+        """1.0 for each gate with weights of its own, in the kind's gate order (CIFG's f has none)."""
+        return [float(g in self.gates and not (self.variant == "cifg" and g == "forget"))
+                for g in CELL_GATES[self.kind]]
+
+
+def gate_masks(specs: Sequence[CellSpec], device=None, dtype=torch.float32) -> torch.Tensor:
+    """(M, number of gates) gate-presence masks in the kind's gate order."""
+    return torch.tensor([s.mask() for s in specs], device=device, dtype=dtype)
+
+
+def uniform(gen: torch.Generator, hidden_size: int):
+    """Draws from U(-1/√H, 1/√H), the initialisation of torch.nn.LSTM/GRU/RNN."""
+    k = 1.0 / math.sqrt(hidden_size)
+    return lambda *shape: torch.rand(*shape, generator=gen) * (2 * k) - k
+
+
+def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole: str,
+              forget_bias: float, gate_recurrence: bool | None = None) -> dict[str, torch.Tensor]:
+    """Initial values of one member, drawn from ``gen`` in a fixed order.
+
+    Weights ~ U(-1/√H, 1/√H) as `torch.nn.LSTM`; biases 0 except the forget gate's
+    (Jozefowicz et al. 2015 argue for 1; the lecture's default is 0). Peepholes, then the
+    gate-recurrence weights, are drawn last, so members with the same seed share every
+    other initial value whatever their peephole kind, gates or variant.
+    ``gate_recurrence``: None, no weight_gr; False, a zero one (a non-FGR member of a pack
+    that has one: 0 adds exactly nothing); True, drawn.
+    """
+    H, u = hidden_size, uniform(gen, hidden_size)
+    p = {"weight_ih": u(4 * H, input_size), "weight_hh": u(4 * H, H),
+         "bias_ih": torch.zeros(4 * H), "bias_hh": torch.zeros(4 * H)}
+    p["bias_ih"][H : 2 * H] = forget_bias
+    if peephole != "none":
+        shape = (H,) if peephole == "diagonal" else (H, H)
+        for name in PEEPHOLE_NAMES:
+            p[name] = u(*shape)
+    if gate_recurrence is not None:
+        p["weight_gr"] = u(3 * H, 3 * H) * float(gate_recurrence)  # rows i, f, o from i, f, o at t-1
+    return p
+
+
+def active_lstm_params(spec: CellSpec, input_size: int, hidden_size: int) -> int:
+    """Parameters that exist for this spec: the g rows plus the rows of gates with weights."""
+    H, n = hidden_size, sum(spec.mask())
+    per_row = input_size + H + 2  # weight_ih row, weight_hh row, two biases
+    peep = {"none": 0, "diagonal": H, "full": H * H}[spec.peephole]
+    fgr = 9 * H * H if spec.variant == "fgr" else 0
+    return int((1 + n) * H * per_row + n * peep + fgr)
+
+
+class ScanFlags:
+    """Per-member switches of a pack, as broadcastable (M, 1, 1) bool masks; None where no
+    member of the pack uses a variant (then its ops are skipped)."""
+
+    def __init__(self, specs: Sequence[CellSpec], device=None):
+        self.device = torch.device(device or "cpu")
+
+        def mask(name):
+            on = [s.variant == name for s in specs]
+            return torch.tensor(on, device=device).view(-1, 1, 1) if any(on) else None
+
+        self.niaf, self.noaf, self.cifg, self.fgr = (mask(v) for v in ("niaf", "noaf", "cifg", "fgr"))
+
+
+class _Scan(torch.autograd.Function):
+    """Run the cell over T steps for a pack; hand-written backward through time.
+
+    Shapes (time-major, so every step's slice is contiguous): xw (T, M, B, 4H) =
+    W_ih x_t + b_ih + b_hh; whh (M, 4H, H); peepholes None, (M, H) diagonal or (M, H, H)
+    full; w_gr None or (M, 3H, 3H) (FGR); on (M, 3) gate masks; flags a `ScanFlags`;
+    probe None or a zero (T, M, B, H) tensor whose gradient comes back as ∂J/∂h_t (the
+    total derivative through the recurrence: the vanishing-gradient probe). Returns hs, cs
+    (T, M, B, H) and, not differentiable, the gate activations S (T, M, B, 3H: i, f, and
+    σ(2·pre_g)) and o (T, M, B, H); the initial state is zero.
+
+    Two exact identities keep the step short:
+    - an absent gate gets pre-activation +inf, and σ(+inf) == 1.0 exactly in floating
+      point, so it is the constant 1 with no mask op per step; its σ' = o(1-o) is exactly
+      0, so its rows and peephole take exactly zero gradient;
+    - tanh(x) = 2σ(2x) - 1, so i, f and g share one sigmoid call (the g rows are scaled
+      by 2 once, outside the loop; not for NIAF members, whose g is the pre-activation).
+    """
+
+    @staticmethod
+    def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
+        T, M, B, G = xw.shape
+        H = G // 4
+        peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
+        rows = torch.cat([on, on.new_ones(M, 1)], 1)[:, [0, 1, 3, 2]]  # (M, 4) in i, f, g, o order
+        rows = rows.repeat_interleave(H, 1)  # (M, 4H)
+        scale = torch.ones_like(rows)
+        scale[:, 2 * H : 3 * H] = 2.0  # g rows: tanh(x) = 2σ(2x) - 1
+        if flags.niaf is not None:
+            scale[:, 2 * H : 3 * H] = torch.where(flags.niaf.view(M, 1), 1.0, 2.0)
+        shift = torch.where(rows > 0, 0.0, math.inf).view(1, M, 1, G)  # absent gate: σ(+inf) = 1
+        xs = torch.addcmul(shift, xw, scale.view(1, M, 1, G))  # (T, M, B, 4H)
+        whh_t = (whh * scale.unsqueeze(2)).transpose(1, 2)  # (M, H, 4H)
+        if peep == "diagonal":
+            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
+            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
+        elif peep == "full":
+            w_cif_t = torch.cat([w_ci, w_cf], 1).transpose(1, 2)  # (M, H, 2H)
+            w_co_t = w_co.transpose(1, 2)  # (M, H, H)
+        if w_gr is not None:  # FGR: pre_{i,f,o} += R [i, f, o]_{t-1}, R (3H, 3H)
+            r_if_t, r_o_t = w_gr[:, : 2 * H].transpose(1, 2), w_gr[:, 2 * H :].transpose(1, 2)  # (M, 3H, ·)
+            acts = xw.new_zeros(M, B, 3 * H)  # [i, f, o] of step t-1; zero before the first step
+        S = xw.new_empty(T, M, B, 3 * H)  # σ of the i, f and (doubled) g pre-activations
+        gs = xw.new_empty(T, M, B, H)  # g_t = 2σ(2·pre_g) - 1 = tanh(pre_g)
+        os_ = xw.new_empty(T, M, B, H)  # o_t
+        hs = xw.new_zeros(T + 1, M, B, H)  # hs[0] = h_0 = 0
+        cs = xw.new_zeros(T + 1, M, B, H)  # cs[0] = c_0 = 0
+        tcs = xw.new_empty(T, M, B, H)  # tanh(c_t) (c_t for NOAF), reused by the backward
+        for t in range(T):
+            c = cs[t]
+            pre = torch.baddbmm(xs[t], hs[t], whh_t)  # (M, B, 4H)
+            if w_gr is not None:
+                pre[..., : 2 * H].baddbmm_(acts, r_if_t)
+                pre[..., 3 * H :].baddbmm_(acts, r_o_t)
+            if peep == "diagonal":  # eqs. 7-8: + w_c· ⊙ c_{t-1}
+                pre[..., : 2 * H].view(M, B, 2, H).addcmul_(c.unsqueeze(2), w_cif)
+            elif peep == "full":
+                pre[..., : 2 * H].baddbmm_(c, w_cif_t)
+            s = torch.sigmoid(pre[..., : 3 * H], out=S[t])
+            g = torch.mul(s[..., 2 * H :], 2, out=gs[t]).sub_(1)
+            if flags.niaf is not None:  # NIAF: g_t is the pre-activation itself
+                torch.where(flags.niaf, pre[..., 2 * H : 3 * H], g, out=g)
+            if flags.cifg is not None:  # CIFG: f_t = 1 - i_t (its own f is σ(+inf) = 1, unused)
+                torch.where(flags.cifg, 1 - s[..., :H], s[..., H : 2 * H], out=s[..., H : 2 * H])
+            c_new = torch.mul(s[..., H : 2 * H], c, out=cs[t + 1]).addcmul_(s[..., :H], g)  # eq. 9
+            po = pre[..., 3 * H :]
+            if peep == "diagonal":  # eq. 10 peeks at c_t
+                po.addcmul_(c_new, w_co_)
+            elif peep == "full":
+                po.baddbmm_(c_new, w_co_t)
+            o = torch.sigmoid(po, out=os_[t])
+            tc = torch.tanh(c_new, out=tcs[t])
+            if flags.noaf is not None:  # NOAF: h_t = o_t ⊙ c_t
+                torch.where(flags.noaf, c_new, tc, out=tc)
+            torch.mul(o, tc, out=hs[t + 1])  # eq. 11
+            if w_gr is not None:
+                acts = torch.cat([s[..., : 2 * H], o], -1)
+        ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs)
+        ctx.peep, ctx.flags, ctx.probe = peep, flags, probe is not None
+        ctx.mark_non_differentiable(S, os_)
+        return hs[1:], cs[1:], S, os_
+
+    @staticmethod
+    def backward(ctx, dhs, dcs, _dS, _dos):
+        whh, w_ci, w_cf, w_co, w_gr, S, g, o, hs, cs, tcs = ctx.saved_tensors
+        peep, flags = ctx.peep, ctx.flags
+        T, M, B, H = g.shape
+        i, f = S[..., :H], S[..., H : 2 * H]
+        c_prev = cs[:-1]
+        # Per-step factors, for all steps at once (σ' = s(1-s), tanh' = 1 - tanh²):
+        #   dpo = dh_t ⊙ tanh(c_t) ⊙ σ'(po)          dc_t += dh_t ⊙ o ⊙ (1 - tanh²c_t)
+        #   (dpi, dpf, dpg) = dc_t ⊙ (g σ'(pi), c_{t-1} σ'(pf), i (1 - g²))
+        k_o = tcs * o * (1 - o)  # (T, M, B, H)
+        k_c = o * (1 - tcs * tcs)
+        k_ifg = torch.cat([g, c_prev, i], -1).mul_(S).mul_(1 - S)  # (T, M, B, 3H)
+        k_ifg[..., 2 * H :] *= 4  # i·(1 - g²) = i·4σ(2x)(1 - σ(2x)), with S's g part σ(2x)
+        if flags.noaf is not None:  # h = o ⊙ c: dc_t += dh_t ⊙ o
+            torch.where(flags.noaf, o, k_c, out=k_c)
+        if flags.niaf is not None:  # g = pre_g: dpg = dc_t ⊙ i
+            torch.where(flags.niaf, i, k_ifg[..., 2 * H :], out=k_ifg[..., 2 * H :])
+        if flags.cifg is not None:  # f = 1 - i: dpi = dc_t ⊙ (g - c_{t-1}) σ'(pi); f has no weights
+            torch.where(flags.cifg, (g - c_prev) * i * (1 - i), k_ifg[..., :H], out=k_ifg[..., :H])
+            k_ifg[..., H : 2 * H].masked_fill_(flags.cifg, 0.0)
+        if peep == "diagonal":
+            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
+            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
+        elif peep == "full":
+            w_cif = torch.cat([w_ci, w_cf], 1)  # (M, 2H, H)
+        if w_gr is not None:  # σ' of i, f, o, the path through the next step's gates
+            sp = torch.cat([S[..., : 2 * H], o], -1)
+            sp = sp * (1 - sp)  # (T, M, B, 3H)
+            if flags.cifg is not None:
+                sp[..., H : 2 * H].masked_fill_(flags.cifg, 0.0)
+            da = g.new_zeros(M, B, 3 * H)  # ∂J/∂[i, f, o]_t through step t+1
+        dprobe = g.new_empty(T, M, B, H) if ctx.probe else None
+        dpre = g.new_empty(T, M, B, 4 * H)
+        dh = g.new_zeros(M, B, H)
+        dc = g.new_zeros(M, B, H)
+        for t in range(T - 1, -1, -1):
+            d = dpre[t]
+            if dhs is not None:
+                dh = dh + dhs[t]
+            if dprobe is not None:
+                dprobe[t] = dh
+            dc = dc.addcmul(dh, k_c[t]) if dcs is None else dc.add(dcs[t]).addcmul_(dh, k_c[t])
+            dpo = torch.mul(dh, k_o[t], out=d[..., 3 * H :])
+            if w_gr is not None:
+                dpo.addcmul_(da[..., 2 * H :], sp[t, ..., 2 * H :])
+            if peep == "diagonal":
+                dc.addcmul_(dpo, w_co_)
+            elif peep == "full":
+                dc.baddbmm_(dpo, w_co)
+            dpifg = torch.mul(dc.repeat(1, 1, 3), k_ifg[t], out=d[..., : 3 * H])
+            if w_gr is not None:
+                dpifg[..., : 2 * H].addcmul_(da[..., : 2 * H], sp[t, ..., : 2 * H])
+            dc = dc * f[t]  # ∂c_t/∂c_{t-1} through eq. 9
+            if peep == "diagonal":
+                dc += (dpifg[..., : 2 * H].view(M, B, 2, H) * w_cif).sum(2)
+            elif peep == "full":
+                dc.baddbmm_(dpifg[..., : 2 * H], w_cif)
+            dh = torch.bmm(d, whh)  # (M, B, 4H) @ (M, 4H, H)
+            if w_gr is not None:
+                da = torch.bmm(torch.cat([d[..., : 2 * H], dpo], -1), w_gr)  # (M, B, 3H) @ (M, 3H, 3H)
+        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, o, peep, flags, w_gr is not None)
+        return dpre, dwhh, dci, dcf, dco, dgr, dprobe, None, None
+
+
+def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool):
+    """The gradients of W_hh, the peepholes and FGR's R from the pre-activation gradients
+    dpre (T, M, B, 4H) and the forward's saved hs, cs (T+1, M, B, H), S, o: the part of the
+    backward after the time loop, shared by `_Scan` and `fused.FusedScan`."""
+    T, M, B, G = dpre.shape
+    H = G // 4
+    c_prev = cs[:-1]
+    flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
+    dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
+    dci = dcf = dco = dgr = None
+    if peep != "none":
+        cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
+        cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
+    if peep == "diagonal":
+        # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
+        # products: each member's additions come in the same order whatever M is, so
+        # its gradient does not depend on its pack (summing the time-major tensor over
+        # (0, 2) reorders them with M).
+        dci = (flat[..., :H] * cp).sum(1)
+        dcf = (flat[..., H : 2 * H] * cp).sum(1)
+        dco = (flat[..., 3 * H :] * cc).sum(1)
+    elif peep == "full":
+        dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
+        dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
+        dco = torch.bmm(flat[..., 3 * H :].transpose(1, 2), cc)
+    if fgr:  # dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}
+        a_prev = torch.cat([S.new_zeros(1, M, B, 3 * H), torch.cat([S[:-1, ..., : 2 * H], o[:-1]], -1)])
+        d_ifo = torch.cat([flat[..., : 2 * H], flat[..., 3 * H :]], -1)  # (M, T·B, 3H)
+        dgr = torch.bmm(d_ifo.transpose(1, 2), a_prev.transpose(0, 1).reshape(M, T * B, 3 * H))
+        dgr = dgr * flags.fgr  # members without FGR keep their zero weights
+    return dwhh, dci, dcf, dco, dgr
+
+
+def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],
+              on: torch.Tensor, flags: ScanFlags | None = None, w_gr: torch.Tensor | None = None,
+              probe: torch.Tensor | None = None):
+    """hs, cs (T, M, B, H) and the gate activations {name: (T, M, B, H)} for pre-projected
+    inputs xw (T, M, B, 4H); see `_Scan`. On CPU the fused C++ scan runs it (`fused.py`)."""
+    w_ci, w_cf, w_co = peepholes
+    flags = flags or ScanFlags([])
+    scan = fused.FusedScan if fused.wanted(xw) else _Scan
+    hs, cs, S, o = scan.apply(xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
+    H = hs.shape[-1]
+    return hs, cs, {"input": S[..., :H], "forget": S[..., H : 2 * H], "output": o}
+
+
+def last_step(seq: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """seq (T, M, B, H) -> (M, B, H) at each sequence's last real token (T-1 without lengths)."""
+    if lengths is None:
+        return seq[-1]
+    T, M, B, H = seq.shape
+    idx = (lengths.to(seq.device) - 1).view(1, 1, B, 1).expand(1, M, B, H)
+    return seq.gather(0, idx).squeeze(0)
+
+
+class GatedLSTM(nn.Module):
+    """One gated LSTM layer, batch-first, with `torch.nn.LSTM`'s parameter names and shapes.
+
+    weight_ih (4H, I), weight_hh (4H, H), bias_ih, bias_hh (4H), rows i, f, g, o;
+    peepholes weight_ci, weight_cf, weight_co of shape (H,) or (H, H); FGR's weight_gr (3H, 3H).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, gates: Iterable[str] = GATES,
+                 peephole: str = "none", variant: str = "vanilla", forget_bias: float = 0.0,
+                 seed: int | None = None):
+        super().__init__()
+        self.spec = CellSpec(tuple(gates), peephole, variant)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        gen = torch.Generator()
+        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        fgr = True if variant == "fgr" else None
+        for name, value in init_lstm(gen, input_size, hidden_size, peephole, forget_bias, fgr).items():
+            self.register_parameter(name, nn.Parameter(value))
+        self.register_buffer("on", gate_masks([self.spec]), persistent=False)
+
+    def peepholes(self) -> list[torch.Tensor | None]:
+        return [getattr(self, n, None) for n in PEEPHOLE_NAMES]
+
+    def active_parameters(self) -> int:
+        return active_lstm_params(self.spec, self.input_size, self.hidden_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """x (B, T, I) -> outputs (B, T, H), (h_n, c_n) each (B, H) at the last real token."""
+        xw = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
+        xw = xw.transpose(0, 1).unsqueeze(1)  # (T, 1, B, 4H)
+        peeps = [p.unsqueeze(0) if p is not None else None for p in self.peepholes()]
+        w_gr = self.weight_gr.unsqueeze(0) if self.spec.variant == "fgr" else None
+        flags = ScanFlags([self.spec], x.device)
+        hs, cs, _ = lstm_scan(xw, self.weight_hh.unsqueeze(0), peeps, self.on.to(x.dtype), flags, w_gr)
+        h_n, c_n = last_step(hs, lengths)[0], last_step(cs, lengths)[0]
+        return hs[:, 0].transpose(0, 1), (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (f"{self.input_size}, {self.hidden_size}, gates={gates_name(s.gates)}, peephole={s.peephole}, "
+                f"variant={s.variant}")

@@ -1,0 +1,140 @@
+"""The lecture's classifier, for a pack of M models trained side by side.
+
+    embedding -> recurrent layer -> linear layer on the final hidden vector -> softmax
+
+The recurrent layer is the gated LSTM (`cell.py`) or one of its baselines, the GRU and the
+Elman RNN (`rnn.py`): the pack's cell kind, chosen from `KINDS`.
+
+Every parameter is stacked along a leading member dimension M, so one batched matmul per
+time step serves the whole pack (horizontal fusion); each member has its own gates, variant
+flags and forget-gate bias (`cell.CellSpec`); kind, peepholes and GRU reset position are
+the pack's. A pack of one is the plain single model: `member_state`
+gives a member's weights under `torch.nn.LSTM`'s names, loadable into `cell.GatedLSTM`.
+
+`forward` embeds and classifies; the trainer calls `logits` on inputs it gathered itself
+from the rows a batch uses, so the embedding gradient holds those rows only (see
+`train.PackAdagrad`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cell import (
+    PEEPHOLE_NAMES,
+    CellSpec,
+    ScanFlags,
+    active_lstm_params,
+    gate_masks,
+    init_lstm,
+    last_step,
+    lstm_scan,
+    uniform,
+)
+from .rnn import active_gru_params, active_rnn_params, gru_scan, init_gru, init_rnn, rnn_scan
+
+# Cell kind -> active-parameter count (the kind's scan is chosen in `PackedClassifier.hidden`).
+KINDS = {"lstm": active_lstm_params, "gru": active_gru_params, "rnn": active_rnn_params}
+
+
+class PackedClassifier(nn.Module):
+    """M sentence classifiers sharing shapes; member m = (specs[m], seeds[m], embeddings[m])."""
+
+    def __init__(self, specs: Sequence[CellSpec], seeds: Sequence[int], *, vocab_size: int,
+                 embedding_dim: int, hidden_size: int, num_classes: int = 2,
+                 embeddings: Sequence[np.ndarray | None] | None = None,
+                 freeze_embeddings: bool = False, forget_bias: float | Sequence[float] = 0.0):
+        super().__init__()
+        shared = {(s.kind, s.peephole, s.reset) for s in specs}
+        if len(shared) != 1:
+            raise ValueError(f"a pack shares one cell kind, peephole shape and reset position, got {sorted(shared)}")
+        self.specs = list(specs)
+        self.kind, self.peephole, self.reset = shared.pop()
+        self.M, self.V, self.E, self.H, self.C = len(specs), vocab_size, embedding_dim, hidden_size, num_classes
+        embeddings = embeddings or [None] * self.M
+        biases = [forget_bias] * self.M if isinstance(forget_bias, int | float) else list(forget_bias)
+        fgr = any(s.variant == "fgr" for s in specs)
+        members = [self._init_member(seed, emb, fb, (s.variant == "fgr") if fgr else None)
+                   for s, seed, emb, fb in zip(specs, seeds, embeddings, biases)]
+        for name in members[0]:  # embedding (M, V, E), weight_ih (M, 4H, E), ...
+            self.register_parameter(name, nn.Parameter(torch.stack([m[name] for m in members])))
+        self.embedding.requires_grad_(not freeze_embeddings)
+        self.register_buffer("on", gate_masks(self.specs), persistent=False)  # (M, gates)
+        self._flags = ScanFlags(self.specs)  # variant masks, rebuilt when the pack moves device
+
+    @property
+    def flags(self) -> ScanFlags:
+        if self._flags.device != self.on.device:
+            self._flags = ScanFlags(self.specs, self.on.device)
+        return self._flags
+
+    def _init_member(self, seed: int, emb: np.ndarray | None, forget_bias: float, fgr: bool | None) -> dict:
+        """One member's initial values: same seed -> same values for every shared weight."""
+        gen = torch.Generator().manual_seed(seed)
+        table = torch.rand(self.V, self.E, generator=gen) * 0.1 - 0.05  # U(-0.05, 0.05)
+        if emb is not None:
+            table = torch.as_tensor(emb, dtype=torch.float32).clone()
+        table[0] = 0.0  # <pad>
+        p = {"embedding": table,
+             "cls_weight": uniform(gen, self.H)(self.C, self.H),  # nn.Linear's U(-1/√H, 1/√H)
+             "cls_bias": torch.zeros(self.C)}
+        if self.kind == "lstm":
+            p.update(init_lstm(gen, self.E, self.H, self.peephole, forget_bias, fgr))  # peepholes last
+        else:
+            p.update((init_gru if self.kind == "gru" else init_rnn)(gen, self.E, self.H))
+        return p
+
+    def peepholes(self) -> list[torch.Tensor | None]:
+        return [getattr(self, n, None) for n in PEEPHOLE_NAMES]
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), lengths (B,) shared by the pack -> logits (M, B, C)."""
+        return self.logits(self.embedding[:, ids.t()], lengths)
+
+    def hidden(self, x: torch.Tensor, probe: torch.Tensor | None = None):
+        """Embedded inputs x (M, T, B, E) -> hidden states hs (T, M, B, H) and the gate
+        activations {gate: (T, M, B, H)}; ``probe`` see `cell._Scan`."""
+        M, T, B, E = x.shape
+        # W_ih x_t + b_ih for all steps in one matmul; b_hh joins it unless the GRU needs it apart
+        bias = self.bias_ih if self.kind == "gru" else self.bias_ih + self.bias_hh
+        xw = torch.baddbmm(bias.unsqueeze(1), x.reshape(M, T * B, E), self.weight_ih.transpose(1, 2))
+        xw = xw.view(M, T, B, -1).transpose(0, 1)  # (T, M, B, G·H)
+        if self.kind == "gru":
+            return gru_scan(xw, self.weight_hh, self.bias_hh, self.on, self.reset, probe)
+        if self.kind == "rnn":
+            return rnn_scan(xw, self.weight_hh, probe)
+        w_gr = self.weight_gr if self.flags.fgr is not None else None
+        hs, _, acts = lstm_scan(xw, self.weight_hh, self.peepholes(), self.on, self.flags, w_gr, probe)
+        return hs, acts
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden vectors h (M, B, H) -> logits (M, B, C)."""
+        return torch.baddbmm(self.cls_bias.unsqueeze(1), h, self.cls_weight.transpose(1, 2))
+
+    def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embedded inputs x (M, T, B, E) -> logits (M, B, C)."""
+        hs, _ = self.hidden(x)
+        return self.classify(last_step(hs, lengths))  # the final hidden vector of each sentence
+
+    @torch.no_grad()
+    def predict(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Predicted classes (M, N) for N padded sequences, in length-sorted batches."""
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(self.M, len(lengths), dtype=torch.long, device=ids.device)
+        for k in range(0, len(order), batch_size):
+            sel = order[k : k + batch_size]
+            n = int(lengths[sel].max())
+            out[:, sel] = self(ids[sel, :n], lengths[sel]).argmax(-1)
+        return out
+
+    def active_parameters(self, m: int) -> int:
+        """Cell and classifier parameters that exist for member m (embeddings counted apart)."""
+        return KINDS[self.kind](self.specs[m], self.E, self.H) + self.C * (self.H + 1)
+
+    def member_state(self, m: int) -> dict[str, torch.Tensor]:
+        """Member m's weights; the LSTM part under `torch.nn.LSTM` / `GatedLSTM` names."""
+        return {name: p[m].detach().clone() for name, p in self.named_parameters()}

@@ -1,0 +1,214 @@
+"""Figures from the aggregated runs. Each plot function takes data and returns (fig, ax);
+none calls plt.show(), so they render headless in tests and scripts (matplotlib falls back
+to Agg without a display) and inline in notebooks.
+
+Rows are gate combinations or named variants (the frame's ``key`` column: "gates" or
+"variant"); when an experiment splits into groups (e.g. peephole kinds), accuracy shows one
+series per group and the curve plots one panel per group.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .aggregate import SHORT, group_columns, load_table, probe_frames, row_key
+from .cell import CELL_GATES
+
+LEGEND = {"fontsize": 8}
+
+
+def short(name: str) -> str:
+    return SHORT.get(name, name)
+
+
+def _group_label(cols: list[str], values) -> str:
+    return ", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(cols, values))
+
+
+def _panels(df: pd.DataFrame, cols: list[str]):
+    """[(title, rows)] for each group of ``cols`` (one untitled panel without groups)."""
+    if not cols:
+        return [("", df)]
+    return [(_group_label(cols, k if isinstance(k, tuple) else (k,)), g)
+            for k, g in df.groupby(cols, sort=False, dropna=False)]  # in the order rows come
+
+
+def _axes(n: int, width: float = 8, height: float = 4.2, per_row: int = 3):
+    """n panels sharing the y axis, at most ``per_row`` to a row."""
+    cols, rows = min(n, per_row), -(-n // per_row)
+    fig, axes = plt.subplots(rows, cols, figsize=(width if n == 1 else 4.2 * cols, height * rows), squeeze=False,
+                             sharey=True)
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+def plot_accuracy(table: pd.DataFrame, runs: pd.DataFrame, *, title: str = "SST-2 test accuracy"):
+    """Mean test accuracy per row with its 95% CI, each seed a dot, the lecture an x; one
+    series per group, side by side."""
+    key, cols = row_key(table), group_columns(table)
+    order = list(dict.fromkeys(table[key]))
+    panels = _panels(table, cols)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(order) + 1), 4.2))
+    width = 0.7 / len(panels)
+    rng = np.random.default_rng(0)  # fixed jitter: same figure every time
+    for j, (label, t) in enumerate(panels):
+        t = t.set_index(key).reindex(order)
+        x = np.arange(len(order)) + (j - (len(panels) - 1) / 2) * width
+        err = np.vstack([t["mean"] - t["ci_low"], t["ci_high"] - t["mean"]])
+        ax.errorbar(x, t["mean"], yerr=np.nan_to_num(err), fmt="o", color=f"C{j}", capsize=3,
+                    label=f"{label or 'ours'}: mean, 95% CI")
+        sel = runs
+        for c in cols:
+            sel = sel[sel[c].astype(str) == str(t[c].dropna().iloc[0])]
+        for k, name in enumerate(order):
+            acc = sel.loc[sel[key] == name, "test_acc"].to_numpy()
+            ax.scatter(x[k] + width * 0.3 + rng.uniform(-0.03, 0.03, len(acc)), acc, s=10, color=f"C{j}",
+                       alpha=0.4, label="one seed" if j == 0 and k == 0 else None)
+    lecture = table.drop_duplicates(key).set_index(key).reindex(order)["lecture"]
+    if lecture.notna().any():
+        ax.scatter(np.arange(len(order)), lecture, marker="x", s=60, color="C3", zorder=3, label="lecture")
+    ax.set_xticks(np.arange(len(order)), [short(g) for g in order])
+    ax.set_xlabel("gates present" if key == "gates" else "variant")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", **LEGEND)
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by epoch"):
+    """Dev accuracy per epoch: mean over seeds and a ±1 std band, one line per row, one panel per group."""
+    key = row_key(curves)
+
+    def panel(ax, df):
+        for k, name in enumerate(dict.fromkeys(df[key])):
+            c = df[df[key] == name].groupby("epoch")["dev_acc"]
+            mean, std = c.mean(), c.std(ddof=1).fillna(0)
+            ax.plot(mean.index, mean, color=f"C{k}", label=short(name))
+            ax.fill_between(mean.index, mean - std, mean + std, color=f"C{k}", alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+
+    return _panel_figure(curves, title, "dev accuracy (%)", panel, loc="lower right")
+
+
+def plot_gradient_norms(grads: pd.DataFrame, *, title: str = "Vanishing gradients, measured"):
+    """||∂J/∂h_k|| against the distance from the last token (log scale): the geometric mean
+    over test sentences, averaged over seeds; one line per row, one panel per group."""
+    if grads.empty:
+        return _empty(f"{title}: no probes in these records")
+    key = row_key(grads)
+
+    def panel(ax, df):
+        for k, name in enumerate(dict.fromkeys(df[key])):
+            curve = df[df[key] == name].groupby("distance")["log10_norm"].mean()
+            ax.plot(curve.index, 10.0**curve, color=f"C{k % 10}", linestyle="-" if k < 10 else "--",
+                    label=short(name))
+        ax.set_yscale("log")
+        ax.set_xlabel("distance from the last token (k)")
+        ax.grid(alpha=0.3, which="both")
+
+    return _panel_figure(grads, title, "||∂J/∂h_k|| (geometric mean)", panel)
+
+
+def _panel_figure(df: pd.DataFrame, title: str, ylabel: str, panel, **legend):
+    """One panel per group of ``df`` (`_panels`), drawn by ``panel(ax, rows)``, sharing the y
+    axis; the legend on the last panel. Returns (fig, first axes)."""
+    panels = _panels(df, group_columns(df))
+    fig, axes = _axes(len(panels))
+    for ax, (label, rows) in zip(axes, panels):
+        panel(ax, rows)
+        ax.set_title(label or title, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(ncol=2, **legend, **LEGEND)
+    if len(panels) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes[0]
+
+
+def plot_gate_statistics(gates: pd.DataFrame, *, title: str = "Gate activations by position",
+                         order: list[str] | None = None):
+    """Mean activation (solid) and fraction saturated (dashed) of each gate by position from
+    the start of the sentence, averaged over seeds; one panel per gate, one colour per row
+    (the first group only, when the experiment has several). ``order``: the rows whose
+    colours the other figures use, in their order (the gateless rows have no panel here)."""
+    if gates.empty:
+        return _empty(f"{title}: no gated cells or no probes in these records")
+    key, cols = row_key(gates), group_columns(gates)
+    label, df = _panels(gates, cols)[0]
+    canonical = [g for kind in CELL_GATES.values() for g in kind]
+    names = sorted(set(df["gate"]), key=canonical.index)
+    rows = order or list(dict.fromkeys(df[key]))  # one colour per row, the same in every panel
+    fig, axes = _axes(len(names), height=4.0)
+    for ax, gate in zip(axes, names):
+        g = df[df["gate"] == gate]
+        for k, name in enumerate(rows):
+            stats = g[g[key] == name].groupby("position")[["mean", "saturated"]].mean()
+            if stats.empty:
+                continue
+            ax.plot(stats.index, stats["mean"], color=f"C{k % 10}", label=short(name))
+            ax.plot(stats.index, stats["saturated"], color=f"C{k % 10}", linestyle=":", alpha=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("position in the sentence")
+        ax.set_title(f"{gate} gate", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean activation (—), fraction saturated (···)")
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines() if not h.get_label().startswith("_")}
+    handles = {n: handles[n] for n in map(short, rows) if n in handles}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 9), **LEGEND)
+    fig.suptitle(f"{title}{f' ({label})' if label else ''}")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig, axes[0]
+
+
+def _like(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s rows in the table's order of groups and rows (so panels and colours follow it)."""
+    if df.empty:
+        return df
+    cols = [c for c in group_columns(table) if c in df.columns] + [row_key(table)]
+    order = {tuple(map(str, k)): n for n, k in enumerate(table[cols].itertuples(index=False))}
+    rank = df[cols].astype(str).apply(lambda row: order.get(tuple(row), len(order)), axis=1)
+    return df.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+
+
+def _empty(title: str):
+    fig, ax = plt.subplots(figsize=(8, 2))
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def save(fig, path: Path) -> list[Path]:
+    """PNG and PDF; the PDF without a creation date, so reruns give the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    fig.savefig(out[0], dpi=150, metadata={"Software": None})
+    fig.savefig(out[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    plt.close(fig)
+    return out
+
+
+def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | None = None) -> list[Path]:
+    """All figures for a results directory, into RESULTS/figures/."""
+    results = Path(results)
+    r, table, _ = load_table(results, experiment)
+    if r.runs.empty:
+        raise ValueError(f"{results}: no complete run records to plot")
+    figs = results / "figures"
+    paths = save(plot_accuracy(table, r.runs)[0], figs / "accuracy")
+    paths += save(plot_learning_curves(_like(r.curves, table))[0], figs / "learning_curves")
+    grads, gates = (_like(f, table) for f in probe_frames(r))
+    if not grads.empty:
+        paths += save(plot_gradient_norms(grads)[0], figs / "gradient_norms")
+        order = list(dict.fromkeys(table[row_key(table)]))
+        paths += save(plot_gate_statistics(gates, order=order)[0], figs / "gate_statistics")
+    return paths

@@ -1,0 +1,214 @@
+"""The fused C++ LSTM scan (ablation/fused.py, csrc/): agreement with `cell._Scan` for every gate
+set, peephole kind and variant (outputs, gate activations and every gradient, the probe's
+included), float64 gradcheck, identical bits whatever the pack and whatever the vector ISA,
+and the choice of scan (ABLATION_SCAN, the fallback notice, the record's name)."""
+
+import itertools
+import shutil
+
+import pytest
+import torch
+from _gradcheck import layer_gradcheck
+
+from ablation import fused
+from ablation.cell import GATES, PEEPHOLES, VARIANTS, CellSpec, GatedLSTM, ScanFlags, _Scan, gate_masks, lstm_scan
+
+COMBOS = [c for r in range(4) for c in itertools.combinations(GATES, r)]
+gate_ids = lambda g: "+".join(g) or "none"  # noqa: E731
+
+# A machine without a C++ compiler runs the Python scan (with a notice); with one, the
+# extension must build: a broken build fails here rather than skipping.
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                reason="no C++ compiler: the fused scan cannot be built here")
+
+
+@pytest.fixture(autouse=True)
+def fused_scan(monkeypatch):
+    monkeypatch.setenv("ABLATION_SCAN", "fused")
+    assert fused.load(), "the fused scan did not build"
+
+
+def inputs(specs, peephole, dtype=torch.float32, T=6, B=3, H=5, seed=0):
+    """Random scan inputs for a pack; FGR weights zero for members without FGR, as in a model."""
+    gen = torch.Generator().manual_seed(seed)
+    M = len(specs)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
+    xw = r(T, M, B, 4 * H)
+    whh = r(M, 4 * H, H) * 0.5
+    peeps = {"none": [None] * 3, "diagonal": [r(M, H) for _ in range(3)],
+             "full": [r(M, H, H) * 0.5 for _ in range(3)]}[peephole]
+    flags = ScanFlags(specs)
+    w_gr = None if flags.fgr is None else r(M, 3 * H, 3 * H) * 0.3 * flags.fgr.to(dtype)
+    return xw, whh, peeps, w_gr, gate_masks(specs, dtype=dtype), flags
+
+
+def run(scan, xw, whh, peeps, w_gr, on, flags, probe=True):
+    """Forward and backward of one scan on a loss that uses hs and cs: outputs and gradients."""
+    leaves = [t.clone().requires_grad_() for t in (xw, whh, *[p for p in peeps if p is not None])]
+    if w_gr is not None:
+        leaves.append(w_gr.clone().requires_grad_())
+    xw_, whh_, *rest = leaves
+    peeps_ = [rest.pop(0) if p is not None else None for p in peeps]
+    w_gr_ = rest.pop(0) if w_gr is not None else None
+    pr = torch.zeros(xw.shape[:-1] + (whh.shape[-1],), dtype=xw.dtype, requires_grad=True) if probe else None
+    hs, cs, S, o = scan.apply(xw_, whh_, *peeps_, w_gr_, pr, on, flags)
+    H = hs.shape[-1]
+    loss = (hs * torch.linspace(-1, 1, H, dtype=xw.dtype)).square().sum() + cs.sin().sum()
+    grads = torch.autograd.grad(loss, leaves + ([pr] if probe else []))
+    return [hs, cs, S, o, *grads]
+
+
+def assert_agree(got, want, rtol=1e-5):
+    """Elementwise to ``rtol``, relative to each tensor's largest magnitude where values are small."""
+    for k, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.detach().abs().max()), msg=f"output {k}")
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("gates", COMBOS, ids=gate_ids)
+def test_agrees_with_python_scan(gates, peephole):
+    """float32: outputs, gate activations and every gradient (the probe's too) to 1e-5."""
+    specs = [CellSpec(gates, peephole), CellSpec(GATES, peephole)]  # a pack, so masks differ by member
+    args = inputs(specs, peephole)
+    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args))
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vanilla"])
+def test_variants_agree_with_python_scan(variant, peephole):
+    specs = [CellSpec(GATES, peephole, variant), CellSpec(("input", "output"), peephole, variant),
+             CellSpec(GATES, peephole)]
+    args = inputs(specs, peephole)
+    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args))
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+def test_float64_agrees_to_rounding(peephole):
+    """In double precision its exp, σ and tanh are accurate to a few ulp: 1e-11 after 6 steps."""
+    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in VARIANTS]
+    args = inputs(specs, peephole, torch.float64)
+    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args), rtol=1e-11)
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("gates", COMBOS, ids=gate_ids)
+def test_gradcheck(gates, peephole):
+    layer = GatedLSTM(3, 2, gates=gates, peephole=peephole, forget_bias=0.5, seed=0)
+    assert "FusedScan" in type(lstm_grad_fn(layer)).__name__  # the fused scan is what is checked
+    assert layer_gradcheck(layer)
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "vanilla"])
+def test_variant_gradcheck(variant, peephole):
+    assert layer_gradcheck(GatedLSTM(3, 2, peephole=peephole, variant=variant, forget_bias=0.5, seed=0))
+
+
+def lstm_grad_fn(layer):
+    x = torch.randn(1, 2, layer.input_size, dtype=layer.weight_hh.dtype)
+    xw = torch.nn.functional.linear(x, layer.weight_ih, layer.bias_ih + layer.bias_hh).transpose(0, 1).unsqueeze(1)
+    peeps = [p.unsqueeze(0) if p is not None else None for p in layer.peepholes()]
+    hs, _, _ = lstm_scan(xw, layer.weight_hh.unsqueeze(0), peeps, layer.on.to(x.dtype), ScanFlags([layer.spec]))
+    return hs.grad_fn
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+def test_member_alone_equals_member_in_pack_bit_for_bit(peephole):
+    """Every output and gradient of a member is the same bits in a pack of 12 as alone."""
+    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in VARIANTS if v != "fgr"]
+    xw, whh, peeps, w_gr, on, flags = inputs(specs, peephole, T=5, B=4, H=6)
+    pack = run(fused.FusedScan, xw, whh, peeps, w_gr, on, flags)
+    for m, spec in enumerate(specs):
+        own = [p if p is None else p[m : m + 1] for p in peeps]
+        alone = run(fused.FusedScan, xw[:, m : m + 1], whh[m : m + 1], own, None, on[m : m + 1], ScanFlags([spec]))
+        member = [pack[0][:, m], pack[1][:, m], pack[2][:, m], pack[3][:, m], pack[4][:, m], pack[5][m],
+                  *[g[m] for g in pack[6:-1]], pack[-1][:, m]]
+        squeezed = [alone[0][:, 0], alone[1][:, 0], alone[2][:, 0], alone[3][:, 0], alone[4][:, 0], alone[5][0],
+                    *[g[0] for g in alone[6:-1]], alone[-1][:, 0]]
+        for k, (a, b) in enumerate(zip(member, squeezed)):
+            assert torch.equal(a, b), (spec, k)
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+def test_avx2_and_baseline_kernels_give_the_same_bits(peephole):
+    """The element-wise kernels, compiled for AVX2 and for the baseline ISA, agree bit for bit
+    (IEEE operations in the same order, no FMA): results do not depend on the machine's ISA."""
+    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in VARIANTS]
+    args = inputs(specs, peephole, T=7, B=3, H=37)  # H not a multiple of any vector width
+    try:
+        was = torch.ops.ablation_fused.set_avx2(True)
+    except RuntimeError:
+        pytest.skip("no AVX2 on this CPU")
+    try:
+        wide = run(fused.FusedScan, *args)
+        torch.ops.ablation_fused.set_avx2(False)
+        narrow = run(fused.FusedScan, *args)
+    finally:
+        torch.ops.ablation_fused.set_avx2(was)
+    for k, (a, b) in enumerate(zip(wide, narrow)):
+        assert torch.equal(a, b), k
+
+
+def test_sigmoid_and_tanh_by_hand():
+    """Saturation and symmetry exactly where the lecture needs them: σ(+inf) = 1 (an absent
+    gate), a gateless member is c_t = c_{t-1} + tanh(pre_g), h_t = tanh(c_t), to float rounding."""
+    specs = [CellSpec((), "none")]
+    xw = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0, -30.0, 0.0]).view(2, 1, 1, 4)  # H = 1, two steps
+    hs, cs, S, o = fused.FusedScan.apply(xw, torch.zeros(1, 4, 1), None, None, None, None, None,
+                                         gate_masks(specs), ScanFlags(specs))
+    assert S[..., :2].eq(1).all() and o.eq(1).all()
+    c1 = torch.tanh(torch.tensor(0.5))
+    torch.testing.assert_close(cs[:, 0, 0, 0], torch.stack([c1, c1 - 1]), rtol=2e-7, atol=0)
+    torch.testing.assert_close(hs[:, 0, 0, 0], torch.tanh(cs[:, 0, 0, 0]), rtol=2e-7, atol=0)
+
+
+def test_choice_and_record_name(monkeypatch):
+    monkeypatch.setenv("ABLATION_SCAN", "auto")
+    assert fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "fused-cpp"
+    assert not fused.wanted(torch.zeros(1, device="meta"))  # not on CPU: the Python scan
+    assert not fused.wanted(torch.zeros(1, dtype=torch.bfloat16))
+    assert fused.scan_name("gru", "cpu") == fused.scan_name("lstm", "cuda") == "python"
+    monkeypatch.setenv("ABLATION_SCAN", "python")
+    assert not fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "python"
+    cell = GatedLSTM(2, 3, seed=0)
+    out, _ = cell(torch.randn(1, 2, 2))
+    monkeypatch.setenv("ABLATION_SCAN", "fast")
+    with pytest.raises(ValueError, match="ABLATION_SCAN='fast'; valid: auto, fused, python"):
+        cell(torch.randn(1, 2, 2))
+
+
+def test_python_env_runs_the_python_scan(monkeypatch):
+    cell = GatedLSTM(2, 3, seed=0)
+    x = torch.randn(2, 4, 2)
+    monkeypatch.setenv("ABLATION_SCAN", "python")
+    assert "_Scan" in type(lstm_grad_fn(cell)).__name__ and "Fused" not in type(lstm_grad_fn(cell)).__name__
+    slow, _ = cell(x)
+    monkeypatch.setenv("ABLATION_SCAN", "fused")
+    fast, _ = cell(x)
+    assert not torch.equal(fast, slow)  # two implementations (σ and tanh differ in the last bits) ...
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)  # ... of the same cell
+
+
+def test_a_failed_build_falls_back_with_one_notice(monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kw):
+        raise RuntimeError("Ninja is required to load C++ extensions\nmore detail")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setenv("ABLATION_SCAN", "auto")
+    fused.load.cache_clear()
+    try:
+        assert not fused.wanted(torch.zeros(1)) and not fused.wanted(torch.zeros(1))
+        assert fused.scan_name() == "python"
+        err = capsys.readouterr().err
+        assert err == ("ablation: the fused C++ LSTM scan could not be built (Ninja is required to load C++ "
+                       "extensions); using the Python scan\n")  # once, one line
+        monkeypatch.setenv("ABLATION_SCAN", "fused")  # asked for by name: an error, not a fallback
+        fused.load.cache_clear()
+        with pytest.raises(RuntimeError, match="ABLATION_SCAN=fused, but the fused C\\+\\+ LSTM scan could not"):
+            fused.load()
+    finally:
+        monkeypatch.undo()
+        fused.load.cache_clear()
+    assert fused.load()
