@@ -18,6 +18,8 @@ it changes. An experiment file may also hold:
 
     [slurm]                     # job resources for `ablation grid --executor slurm`
     partition = "gpu"           # (where runs train is not part of what they are)
+
+    [tune]                      # a hyperparameter search for `ablation tune` (tune.TuneSpec)
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class TrainConfig:
     epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
     clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
     eval_batch_size: int = 256  # dev/test evaluation only; does not change results
+    trial: int = 0  # a tuning run's Optuna trial number (`ablation tune`); 0: not a tuning run
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class RunConfig:
         return f"{short}-{kind}{variant}-s{self.train.seed}-{digest}"
 
 
-LATER_KEYS = {"model.cell": "lstm", "model.variant": "vanilla", "model.gru_reset": "before"}
+LATER_KEYS = {"model.cell": "lstm", "model.variant": "vanilla", "model.gru_reset": "before", "train.trial": 0}
 
 
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -191,6 +194,7 @@ class Experiment:
     reference_source: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)  # executor options; not part of any run
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
+    tune: dict[str, Any] = field(default_factory=dict)  # the [tune] table, checked by tune.TuneSpec
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every point of the grid (variants x axes crossed, in file order); ``seeds`` keeps the first N seeds."""
@@ -230,9 +234,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     ref = raw.pop("reference", {})
     slurm = raw.pop("slurm", {})
     variants = raw.pop("variants", {})
+    tune = raw.pop("tune", {})
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "variants"])
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "tune", "variants"])
         raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
@@ -251,4 +256,4 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     values = ref.get("values", {})
     reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants)
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, tune)
