@@ -98,7 +98,8 @@ class TuneSpec:
         valid = {"sampler", "batches", "seed", "first_seed", "selection_seeds"}
         unknown = set(table) - valid
         if unknown:
-            raise KeyError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: params, strata, {', '.join(sorted(valid))}")
+            raise KeyError(f"{where}: unknown key {sorted(unknown)[0]!r}; "
+                           f"valid: params, strata, {', '.join(sorted(valid))}")
         spec = cls(tuple(params), strata, **table)
         if spec.sampler not in SAMPLERS:
             raise ValueError(f"{where}.sampler: unknown value {spec.sampler!r}; valid: {', '.join(SAMPLERS)}")
@@ -208,7 +209,7 @@ def run_study(exp: Experiment, out: str | os.PathLike, *, workers: int | None = 
     workers = workers or os.cpu_count() or 1
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     todo = [k for k in range(spec.batches)
-            if not (trials := _batch_trials(study, spec, k, exp.base)) or any(t.state not in finished for t, _ in trials)]
+            if any(t.state not in finished for t, _ in _batch_trials(study, spec, k, exp.base))]
     for start in range(0, len(todo), workers):  # one batch per worker at a time
         chunk = [pair for k in todo[start : start + workers] for pair in _batch_trials(study, spec, k, exp.base)]
         chunk = [(t, cfg) for t, cfg in chunk if t.state not in finished]

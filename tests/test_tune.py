@@ -107,7 +107,7 @@ def test_tiny_search_resumes_selects_and_tabulates(tmp_path):
     selected = load_experiment(tmp_path / "selected.toml")
     assert list(selected.variants) == ["input+forget+output", "none"]
     assert selected.axes == {"train.seed": [21, 22]}
-    for name, (point, best) in zip(["none", "input+forget+output"], tune.best_trials(study, spec)):
+    for name, (_, best) in zip(["none", "input+forget+output"], tune.best_trials(study, spec)):
         assert math.isclose(selected.variants[name]["train.lr"], best.params["train.lr"], rel_tol=1e-5)
         assert best.value == max(t.value for t in trials if t.params["model.gates"] == name)
     assert selected.base.data.train_limit == 200 and selected.base.train.epochs == 2
