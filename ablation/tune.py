@@ -208,8 +208,12 @@ def run_study(exp: Experiment, out: str | os.PathLike, *, workers: int | None = 
     study = open_study(exp, out, spec)
     workers = workers or os.cpu_count() or 1
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    todo = [k for k in range(spec.batches)
-            if any(t.state not in finished for t, _ in _batch_trials(study, spec, k, exp.base))]
+    asked: dict[int, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        asked.setdefault(t.user_attrs.get("batch"), []).append(t)
+    # batches never asked (asked only when trained: an adaptive sampler sees every result
+    # before it) or asked and not all told
+    todo = [k for k in range(spec.batches) if not asked.get(k) or any(t.state not in finished for t in asked[k])]
     for start in range(0, len(todo), workers):  # one batch per worker at a time
         chunk = [pair for k in todo[start : start + workers] for pair in _batch_trials(study, spec, k, exp.base)]
         chunk = [(t, cfg) for t, cfg in chunk if t.state not in finished]
