@@ -157,6 +157,16 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import run_tuning
+
+    out = Path(args.out or f"results/{Path(args.experiment).stem}")
+    for path in run_tuning(args.experiment, out, untuned=args.untuned, workers=args.workers, device=args.device,
+                           threads=args.threads):
+        print(path)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plots import save_figures
 
@@ -264,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--slurm.{key.replace('_', '-')}", dest=f"slurm_{key}", type=typ, help=text)
     run_opts(p)
     p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("tune", help="hyperparameter search over a gate table (Optuna), then the best configuration "
+                                    "of each gate set on fresh seeds; writes RESULTS/{study.db,trials/,selected/,"
+                                    "tuned_table.*,importance.csv,figures/}")
+    p.add_argument("experiment", help="experiment TOML with a [tune] table (e.g. experiments/tuning.toml)")
+    p.add_argument("--untuned", default="results/lecture",
+                   help="results of the same table at default settings, for the tuned-vs-untuned table")
+    p.add_argument("--workers", type=int, help="batches trained at once (default: one per core)")
+    run_opts(p)
+    p.set_defaults(func=cmd_tune)
 
     for name, func, text, writes in (
             ("table", cmd_table, "the gate table with uncertainty",

@@ -22,6 +22,8 @@ it changes. An experiment file may also hold:
     [stats]                     # how the table judges its rows (not part of any run)
     margin = 0.5                # equivalence margin in accuracy points (TOST)
     interval = "t"              # "t", or "bootstrap-t" / "bca" for 10 seeds or more
+
+    [tune]                      # a hyperparameter search for `ablation tune` (tune.TuneSpec)
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class TrainConfig:
     epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
     clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
     eval_batch_size: int = 256  # dev/test evaluation only; does not change results
+    trial: int = 0  # a tuning run's Optuna trial number (`ablation tune`); 0: not a tuning run
 
     def __post_init__(self):
         _at_least("train.seed", self.seed, 0)
@@ -138,7 +141,7 @@ RUN_ID_KEYS = (
     "data.granularity", "data.labels", "data.bucket", "data.train_limit", "data.vocab",
     "model.gates", "model.peephole", "model.embedding_dim", "model.hidden_size", "model.embeddings",
     "model.freeze_embeddings", "model.forget_bias", "model.cell", "model.variant", "model.gru_reset",
-    "train.seed", "train.lr", "train.batch_size", "train.epochs", "train.clip_norm",
+    "train.seed", "train.lr", "train.batch_size", "train.epochs", "train.clip_norm", "train.trial",
 )
 NOT_IN_RUN_ID = {
     "data.data_dir": "where the trees lie: every copy is checked against the official SHA-256 sums",
@@ -232,6 +235,7 @@ class Experiment:
     margin: float = 0.5  # [stats] margin: half a point, about the std of one run over seeds
     interval: str = "t"  # [stats] interval: Student t, the one that covers at 5 seeds
     has_grid: bool = False  # the file has a [grid] or [variants] table (`ablation grid` needs one)
+    tune: dict[str, Any] = field(default_factory=dict)  # the [tune] table, checked by tune.TuneSpec
 
     def runs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every point of the grid (variants x axes crossed, in file order); ``seeds`` keeps the first N seeds."""
@@ -286,9 +290,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
             raise TypeError(f"{path}: variant {name!r} must be a table of overrides like "
                             f"{{ \"model.gates\" = \"none\" }} (or {{}}), got {type(v).__name__} {v!r}")
     margin, interval = _stats_table(path, raw.pop("stats", {}))
+    tune = raw.pop("tune", {})
     unknown = set(raw) - set(SECTION_TYPES)
     if unknown:
-        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "stats", "variants"])
+        valid = ", ".join([*SECTION_TYPES, "grid", "reference", "slurm", "stats", "tune", "variants"])
         raise KeyError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid: {valid}")
     updates = flatten(raw)
     sets = dict(parse_override(o) for o in overrides)
@@ -308,7 +313,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
     return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval,
-                      has_grid=bool(grid or variants))
+                      has_grid=bool(grid or variants), tune=tune)
 
 
 STATS_KEYS = ("margin", "interval")

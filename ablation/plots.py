@@ -307,3 +307,52 @@ def save_figures(results: str | os.PathLike, *, experiment: str | os.PathLike | 
     if not gates.empty:
         paths += save(plot_gate_statistics(gates, order=order)[0], figs / "gate_statistics")
     return paths
+
+
+def plot_tuning_landscape(trials: pd.DataFrame, spec, *, key: str = "train.lr",
+                          title: str = "Dev accuracy against learning rate, every tuning trial"):
+    """Each complete trial a dot (x: ``key`` on a log scale if it was searched so), one colour
+    per gate set, and a line through the mean of each of 6 equal bins of x; ``spec`` a
+    `tune.TuneSpec`. The most telling picture of a search: is the ordering the same at
+    every rate, or does each gate set have a rate of its own?"""
+    done = trials[trials["state"] == "COMPLETE"]
+    if done.empty or key not in done:
+        return _empty(f"{title}: no complete trials")
+    param = next(p for p in spec.params if p.key == key)
+    edges = (np.geomspace if param.log else np.linspace)(param.low, param.high, 7)
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    names = list(dict.fromkeys(done["model.gates"])) if "model.gates" in done else [None]
+    order = [g for g in SHORT if g in names] + [g for g in names if g not in SHORT]
+    for k, name in enumerate(order):
+        d = done if name is None else done[done["model.gates"] == name]
+        colour = f"C{k % 10}"
+        ax.scatter(d[key], d["dev_acc"], s=12, color=colour, alpha=0.45)
+        bins = np.clip(np.digitize(d[key], edges) - 1, 0, len(edges) - 2)
+        means = d.groupby(bins)["dev_acc"].mean()
+        centres = np.sqrt(edges[:-1] * edges[1:]) if param.log else (edges[:-1] + edges[1:]) / 2
+        ax.plot(centres[means.index], means, color=colour, label=short(name) if name else "trials")
+    if param.log:
+        ax.set_xscale("log")
+    ax.set_xlabel({"train.lr": "AdaGrad learning rate"}.get(key, key))
+    ax.set_ylabel("best dev accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="gate set: line = mean of 6 bins", loc="center left", bbox_to_anchor=(1.01, 0.5), **LEGEND)
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_importance(rows: list[dict], *, title: str = "What the dev accuracy depends on (fANOVA)"):
+    """Each term's share of the variance of dev accuracy, ± its std over the forest's trees."""
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(df) + 1.4))
+    y = np.arange(len(df))[::-1]
+    ax.barh(y, df["share"], xerr=df["std"], color="C0", alpha=0.8, capsize=3, label="share ± std over trees")
+    ax.set_yticks(y, df["term"])
+    ax.set_xlabel("share of variance")
+    ax.set_xlim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", **LEGEND)
+    fig.tight_layout()
+    return fig, ax

@@ -84,9 +84,10 @@ def initial_embeddings(cfg: RunConfig, data: SSTData) -> tuple[np.ndarray | None
 
 def pack_key(cfg: RunConfig) -> RunConfig:
     """What members of one pack must share: everything but what is per member (gates,
-    LSTM variant, forget-gate bias, word vectors)."""
+    LSTM variant, forget-gate bias, word vectors, learning rate, tuning trial)."""
     m = cfg.model
-    return replace(cfg, model=replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"))
+    return replace(cfg, model=replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"),
+                   train=replace(cfg.train, lr=0.0, trial=0))
 
 
 def cell_spec(cfg: RunConfig) -> CellSpec:
@@ -108,13 +109,18 @@ class PackAdagrad:
     """AdaGrad (Duchi et al. 2011) over stacked parameters, with per-member norm clipping.
 
     G += g²; p -= lr·g/(√G + eps): the update of `torch.optim.Adagrad`, elementwise, so
-    each member's state is its own. The embedding table is updated only in the rows a
-    batch used (`step(rows=...)`): a zero gradient leaves a row and its G untouched in
-    the dense update too, so this is the same maths for a fraction of the work.
+    each member's state is its own, and so is its learning rate (``lr``: one for the pack,
+    or one per member). The embedding table is updated only in the rows a batch used
+    (`step(rows=...)`): a zero gradient leaves a row and its G untouched in the dense
+    update too, so this is the same maths for a fraction of the work.
     """
 
-    def __init__(self, model: PackedClassifier, lr: float, clip_norm: float = 0.0, eps: float = 1e-10):
-        self.model, self.lr, self.clip, self.eps = model, lr, clip_norm, eps
+    def __init__(self, model: PackedClassifier, lr: float | Sequence[float], clip_norm: float = 0.0,
+                 eps: float = 1e-10):
+        self.model, self.clip, self.eps = model, clip_norm, eps
+        lrs = [lr] * model.M if isinstance(lr, int | float) else list(lr)
+        # float32, as torch.optim.Adagrad's python-float lr becomes in its float32 kernels
+        self.neg_lr = -torch.tensor(lrs, dtype=model.embedding.dtype, device=model.embedding.device)  # (M,)
         self.dense = [p for n, p in model.named_parameters() if n != "embedding"]
         self.state = [torch.zeros_like(p) for p in self.dense]
         self.emb_state = torch.zeros_like(model.embedding)
@@ -133,13 +139,16 @@ class PackAdagrad:
                 rows_grad = rows_grad * scale.view(-1, 1, 1)
         torch._foreach_addcmul_(self.state, grads, grads)
         denom = torch._foreach_add(torch._foreach_sqrt(self.state), self.eps)
-        torch._foreach_addcdiv_(self.dense, grads, denom, value=-self.lr)
+        for p, g, d in zip(self.dense, grads, denom):
+            # p + (-lr·g)/d, in the order (and float32 roundings) of addcdiv_(g, d, value=-lr)
+            p.add_(torch.mul(g, self.neg_lr.view(-1, *[1] * (g.dim() - 1))).div_(d))
         if rows_grad is not None:
             # index_select / index_copy_ rather than [:, rows]: the same copies, several times faster
             G = self.emb_state.index_select(1, rows) + rows_grad * rows_grad  # (M, U, E)
             self.emb_state.index_copy_(1, rows, G)
             emb = self.model.embedding
-            emb.index_copy_(1, rows, emb.index_select(1, rows) - self.lr * rows_grad / (G.sqrt() + self.eps))
+            step = self.neg_lr.view(-1, 1, 1) * rows_grad / (G.sqrt() + self.eps)  # x - lr·g/d, bit for bit
+            emb.index_copy_(1, rows, emb.index_select(1, rows) + step)
 
     def zero_grad(self) -> None:
         for p in self.dense:
@@ -160,7 +169,8 @@ class MemberResult:
 def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifier, list[dict]]:
     keys = {pack_key(c) for c in cfgs}
     if len(keys) != 1:
-        raise ValueError("a pack's runs must differ only in gates, variant, forget bias and word vectors")
+        raise ValueError("a pack's runs must differ only in gates, variant, forget bias, word vectors, "
+                         "learning rate and trial")
     m = cfgs[0].model
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
@@ -205,7 +215,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     data = data_for(cfg)
     model, coverage = build_pack(cfgs, data)
     model.to(device)
-    opt = PackAdagrad(model, t.lr, t.clip_norm)
+    opt = PackAdagrad(model, [c.train.lr for c in cfgs], t.clip_norm)
     M = model.M
     train, dev, test = (e.to(device) for e in (data.train, data.dev, data.test))
     best = {n: p.detach().clone() for n, p in model.named_parameters()}
