@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .cell import CellSpec, gates_name
 from .checkpoint import member_checkpoint
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .data import LABEL_NAMES, Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
 from .fused import scan_name
@@ -87,7 +87,7 @@ def pack_key(cfg: RunConfig) -> RunConfig:
     LSTM variant, forget-gate bias, word vectors, learning rate, tuning trial)."""
     m = cfg.model
     return replace(cfg, model=replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"),
-                   train=replace(cfg.train, lr=0.0, trial=0))
+                   train=replace(cfg.train, lr=TrainConfig.lr, trial=0))  # any valid lr
 
 
 def cell_spec(cfg: RunConfig) -> CellSpec:
