@@ -9,6 +9,7 @@ between the README's markers:
 
     <!-- table: results/lecture -->   ...   <!-- /table -->
     <!-- reading: results/lecture --> ...   <!-- /reading -->
+    <!-- probes: results/lecture -->  ...   <!-- /probes -->   (records with probes format 2)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .aggregate import (
     group_columns,
     group_label,
     load_table,
+    probe_frames,
     row_key,
     signed,
 )
@@ -264,6 +266,51 @@ def generic_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFra
     return "Each row against its reference row (Holm within the table). " + _by_verdict(table, margin)
 
 
+PROBE_BIN, PROBE_DISTANCE = "21-30", 10  # sentences long enough to look 10 tokens back, and many (~550)
+CHECKPOINT_WORDS = {"init": "at initialisation", "epoch1": "after epoch 1", "best": "on the best-on-dev parameters"}
+
+
+def probes_reading(grads: pd.DataFrame, order: list[str]) -> str:
+    """The gradient probe in words: for test sentences of `PROBE_BIN` tokens, the median over
+    sentences of ||∂J/∂h_(T−d)|| / ||∂J/∂h_T|| at d = `PROBE_DISTANCE`, as a geometric mean
+    over seeds with the lowest and highest seed, by checkpoint and row (the first group of a
+    grouped experiment, as in the figure); "" without probes of format 2."""
+    if grads.empty:
+        return ""
+    key, cols = row_key(grads), group_columns(grads)
+    if cols:
+        first = grads[cols].astype(str).agg(", ".join, axis=1).iloc[0]
+        grads = grads[grads[cols].astype(str).agg(", ".join, axis=1) == first]
+    at = grads[(grads["lengths"] == PROBE_BIN) & (grads["distance"] == PROBE_DISTANCE)]
+    if at.empty:
+        return ""
+    parts = []
+    for checkpoint, words in CHECKPOINT_WORDS.items():
+        c = at[at["checkpoint"] == checkpoint]
+        cells = []
+        for name in [n for n in order if n in set(c[key])]:
+            q = c.loc[c[key] == name, "q50"].to_numpy(float)
+            cells.append(f"{SHORT.get(name, name)} {_ratio(q.mean())} [{_ratio(q.min())}, {_ratio(q.max())}]")
+        if cells:
+            parts.append(f"{words[0].upper()}{words[1:]}: " + "; ".join(cells))
+    best = at[at["checkpoint"] == "best"]
+    zero = (best.groupby(key)["zero"].sum() / best.groupby(key)["n"].sum()).reindex(order).dropna()
+    dead = [f"{SHORT.get(n, n)} {100 * f:.0f}%" for n, f in zero.items() if f >= 0.01]
+    n = int(at["n"].iloc[0])
+    text = (f"Gradient probes, test sentences of {PROBE_BIN} tokens (n = {n}): the median over sentences of "
+            f"||∂J/∂h_(T−{PROBE_DISTANCE})|| / ||∂J/∂h_T||, {PROBE_DISTANCE} tokens before the last against the last, "
+            "as a geometric mean over seeds [lowest seed, highest seed]. " + ". ".join(parts) + ".")
+    if dead:
+        text += (f" Sentences whose gradient {PROBE_DISTANCE} tokens back is exactly zero (on the best-on-dev "
+                 "parameters): " + ", ".join(dead) + ".")
+    return text
+
+
+def _ratio(log10: float) -> str:
+    """A ratio from its log10; at the probes' float32 floor it is no gradient at all: 0."""
+    return "0×" if log10 <= np.log10(np.finfo(np.float32).tiny) + 1 else f"{10 ** log10:.2g}×"
+
+
 READINGS = {"lecture": lecture_reading, "peepholes": peepholes_reading, "odyssey": odyssey_reading,
             "cells": variants_reading, "protocol": protocol_reading}
 
@@ -282,10 +329,14 @@ def readme_blocks(results: str | os.PathLike,
     margin = table.attrs.get("margin", 0.5)
     reading = READINGS.get(Path(results).resolve().name, generic_reading)(table, effects, r.runs, margin)
     key = str(results).rstrip("/")
-    return {("table", key): format_markdown(table, r, source, effects), ("reading", key): reading + "\n"}
+    blocks = {("table", key): format_markdown(table, r, source, effects), ("reading", key): reading + "\n"}
+    probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
+    if probes:
+        blocks[("probes", key)] = probes + "\n"
+    return blocks
 
 
-MARKER = re.compile(r"<!-- (table|reading): (\S+) -->\n(.*?)<!-- /\1 -->", re.S)
+MARKER = re.compile(r"<!-- (table|reading|probes): (\S+) -->\n(.*?)<!-- /\1 -->", re.S)
 
 
 def read_blocks(text: str) -> dict[tuple[str, str], str]:

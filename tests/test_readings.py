@@ -4,6 +4,7 @@ holding exactly what the code generates from the committed records."""
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ablation.readings import compare, fill_blocks, read_blocks, readme_blocks
@@ -67,7 +68,28 @@ def test_readme_holds_what_the_records_generate(monkeypatch):
         for block, text in readme_blocks(key).items():
             if block in blocks:
                 assert blocks[block] == text, f"README block {block} is stale: run `make tables`"
-    assert blocks[("reading", "probes")] == ""  # kept for the probe sentences (probes v2)
+    for key in keys:  # a directory whose records have probes of format 2 has its probe sentences
+        generated = readme_blocks(key)
+        assert (("probes", key) in generated) == (("probes", key) in blocks and blocks[("probes", key)] != ""), key
+
+
+def test_probes_reading_by_hand():
+    """Two seeds of two cells: the geometric mean over seeds of each run's median ratio at
+    d = 10 in the 21-30 bin, the lowest and highest seed, and zero-gradient sentences."""
+    from ablation.readings import probes_reading
+
+    rows = []
+    for seed, (full, none) in enumerate([(-1.0, -3.0), (-0.5, -40.0)], 1):
+        for gates, q50, zero in (("input+forget+output", full, 0), ("none", none, 300 if seed == 2 else 0)):
+            for checkpoint in ("init", "best"):
+                rows.append({"gates": gates, "seed": seed, "checkpoint": checkpoint, "lengths": "21-30",
+                             "distance": 10, "n": 500, "zero": zero, "q50": q50})
+    text = probes_reading(pd.DataFrame(rows), ["none", "input+forget+output"])
+    assert "(n = 500)" in text
+    # i+f+o: 10^mean(-1, -0.5) = 0.18, seeds 0.1 and 0.32; none: 10^-21.5, and seed 2 at the float32 floor: 0
+    assert "At initialisation: none 3.2e-22× [0×, 0.001×]; i+f+o 0.18× [0.1×, 0.32×]." in text
+    assert "exactly zero (on the best-on-dev parameters): none 30%." in text
+    assert probes_reading(pd.DataFrame(), ["none"]) == ""
 
 
 def test_committed_tables_are_honest():
