@@ -26,6 +26,8 @@ over the test sentences; `train.train_pack` writes them to each run's record as 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -107,7 +109,8 @@ def gradient_decay(log_norm: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
             r = ratio[m][in_bin][:, :top]  # (n_bin, distances up to the longest)
             n = np.isfinite(r).sum(0) if len(r) else np.zeros(0, int)
             zero = (log_norm[m].numpy()[in_bin][:, :top] <= np.log10(FLOOR)).sum(0) if len(r) else n
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():  # a diverged member: all NaN, None
+                warnings.simplefilter("ignore", RuntimeWarning)
                 cols = {"mean": [_num(np.nanmean(c)) for c in r.T]}
                 for q in QUANTILES:
                     cols[f"q{round(q * 100)}"] = [_num(np.nanquantile(c, q)) for c in r.T]
