@@ -4,13 +4,14 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 optuna = pytest.importorskip("optuna")
 
 from ablation import tune  # noqa: E402
-from ablation.config import RunConfig, load_experiment  # noqa: E402
+from ablation.config import RunConfig, apply, load_experiment  # noqa: E402
 from ablation.train import train_pack  # noqa: E402
 
 TINY = """
@@ -131,3 +132,28 @@ def test_importance_finds_the_parameter_that_matters():
     assert rows["learning rate"] > 0.8
     assert rows["gate set"] < 0.05 and rows["forget bias"] < 0.05
     assert set(rows) >= {"gate set x learning rate", "learning rate x forget bias"}
+
+
+@pytest.mark.slow
+def test_run_tuning_writes_the_tuned_table_importance_and_figures(tmp_path):
+    """The whole job on the tiny search, against a hand-made untuned table of the same gate sets."""
+    from ablation.records import TEST_EXAMPLES, write_record
+
+    path = tiny(tmp_path, TINY.replace("train_limit = 200", "train_limit = 2000"))
+    untuned = tmp_path / "untuned"
+    labels = np.zeros(TEST_EXAMPLES["binary"], dtype=int)
+    for gates, acc in (("none", (70.0, 72.0)), ("input+forget+output", (80.0, 81.0))):
+        for seed, a in enumerate(acc, 1):
+            cfg = apply(RunConfig(), {"model.gates": gates, "train.seed": seed})
+            summary = {"status": "complete", "gates": gates, "seed": seed, "test_acc": a, "dev_acc": a,
+                       "best_epoch": 1, "active_params": 1}
+            write_record(untuned, cfg.run_id(), cfg.to_dict(), [{"epoch": 1, "train_loss": 0.5, "dev_acc": a}],
+                         summary, labels, labels)
+    written = tune.run_tuning(path, tmp_path / "out", untuned=untuned, workers=1, show_progress=False)
+    assert {p.name for p in written} >= {"selected.toml", "tuned_table.md", "tuned_table.csv", "importance.csv",
+                                         "trials.csv", "dev_vs_lr.png", "importance.png"}
+    tuned = pd.read_csv(tmp_path / "out" / "tuned_table.csv").set_index("gates")
+    assert list(tuned.index) == ["input+forget+output", "none"] and (tuned["n"] == 2).all()
+    assert tuned.loc["none", "untuned_mean"] == 71.0 and tuned.loc["input+forget+output", "verdict"] == "reference"
+    importance = pd.read_csv(tmp_path / "out" / "importance.csv")
+    assert set(importance["term"]) >= {"gate set", "learning rate", "forget bias", "gate set x learning rate"}
