@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .cell import GATES, gates_name
@@ -66,19 +65,6 @@ class Runs:
     order: list[str] | None = None  # row order (None: the lecture's gate order)
     groups: list[str] | None = None  # config columns that split the table (None: those that vary)
     levels: dict[str, list[str]] = field(default_factory=dict)  # group column -> its values in file order
-    _tests: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # predictions.csv, read once
-
-    def _test(self, run_id: str) -> pd.DataFrame:
-        if run_id not in self._tests:
-            self._tests[run_id] = pd.read_csv(self.root / run_id / "predictions.csv")
-        return self._tests[run_id]
-
-    def predictions(self, run_id: str) -> np.ndarray:
-        """Test-set predictions of one run, in test-set order."""
-        return self._test(run_id)["prediction"].to_numpy()
-
-    def labels(self, run_id: str) -> np.ndarray:
-        return self._test(run_id)["label"].to_numpy()
 
     def probes(self, run_id: str) -> dict | None:
         """A run's probes.json (None for records without one)."""

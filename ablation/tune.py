@@ -445,7 +445,7 @@ def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | No
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, t in tuned.iterrows():
         untuned_cells = ([f"{t['untuned_mean']:.1f}", f"[{t['untuned_ci_low']:.1f}, {t['untuned_ci_high']:.1f}]"]
-                         if "untuned_mean" in t and not pd_isna(t["untuned_mean"]) else ["–", "–"])
+                         if "untuned_mean" in t and not _missing(t["untuned_mean"]) else ["–", "–"])
         lines.append("| " + " | ".join([SHORT.get(t["gates"], t["gates"]), f"{t['lr']:.3g}", f"{t['forget_bias']:.2f}",
                                          f"{t['mean']:.1f}", f"[{t['ci_low']:.1f}, {t['ci_high']:.1f}]",
                                          str(int(t["n"])), str(t.get("verdict", "")), *untuned_cells]) + " |")
@@ -455,5 +455,5 @@ def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | No
     return [csv_path, md_path]
 
 
-def pd_isna(x) -> bool:
+def _missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
