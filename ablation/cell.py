@@ -317,15 +317,16 @@ class _Scan(torch.autograd.Function):
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe, None, None
 
 
-def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool):
+def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool, bmm=torch.bmm):
     """The gradients of W_hh, the peepholes and FGR's R from the pre-activation gradients
     dpre (T, M, B, 4H) and the forward's saved hs, cs (T+1, M, B, H), S, o: the part of the
-    backward after the time loop, shared by `_Scan` and `fused.FusedScan`."""
+    backward after the time loop, shared by `_Scan` and `fused.FusedScan` (which passes its
+    own fixed-order ``bmm``)."""
     T, M, B, G = dpre.shape
     H = G // 4
     c_prev = cs[:-1]
     flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
-    dwhh = torch.bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
+    dwhh = bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
     dci = dcf = dco = dgr = None
     if peep != "none":
         cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
@@ -339,13 +340,13 @@ def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool):
         dcf = (flat[..., H : 2 * H] * cp).sum(1)
         dco = (flat[..., 3 * H :] * cc).sum(1)
     elif peep == "full":
-        dci = torch.bmm(flat[..., :H].transpose(1, 2), cp)
-        dcf = torch.bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
-        dco = torch.bmm(flat[..., 3 * H :].transpose(1, 2), cc)
+        dci = bmm(flat[..., :H].transpose(1, 2), cp)
+        dcf = bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
+        dco = bmm(flat[..., 3 * H :].transpose(1, 2), cc)
     if fgr:  # dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}
         a_prev = torch.cat([S.new_zeros(1, M, B, 3 * H), torch.cat([S[:-1, ..., : 2 * H], o[:-1]], -1)])
         d_ifo = torch.cat([flat[..., : 2 * H], flat[..., 3 * H :]], -1)  # (M, T·B, 3H)
-        dgr = torch.bmm(d_ifo.transpose(1, 2), a_prev.transpose(0, 1).reshape(M, T * B, 3 * H))
+        dgr = bmm(d_ifo.transpose(1, 2), a_prev.transpose(0, 1).reshape(M, T * B, 3 * H))
         dgr = dgr * flags.fgr  # members without FGR keep their zero weights
     return dwhh, dci, dcf, dco, dgr
 

@@ -1,20 +1,23 @@
-"""The fused C++ LSTM scan (csrc/lstm_scan.cpp): build, choice, and its autograd Function.
+"""The fused C++ kernels of a CPU training step (csrc/lstm_scan.cpp): build, choice, autograd.
 
 `cell._Scan` issues ~20 small ATen ops per time step; on a CPU the step's time goes to
-dispatching them, not to arithmetic. The fused scan runs the same equations with one ATen
-`bmm` and one element-wise C++ pass per step (forward and backward through time): a whole
-training step is ~1.5x faster for a pack of 8 and ~2.2x for a pack of 1 on a 2-core x86
-machine (`benchmarks/bench_grid.py`). Inputs, outputs, saved tensors and the weight
-gradients after the loop are `_Scan`'s; results agree with it to ~1e-6 of each tensor's
-scale in float32 (its σ and tanh are its own, see the .cpp), and it passes the same
-gradchecks and pack-size bit-identity tests (tests/test_fused.py).
+dispatching them, not to arithmetic. The fused scan runs the same equations with one matmul
+and one element-wise C++ pass per step (forward and backward through time). Its matmuls,
+and those around it (`bmm`: input projection, classifier, weight gradients), are our own,
+summed in a fixed order, so results do not depend on the CPU (MKL's do, and its portable
+branch is 3.5x slower); AdaGrad's update is one C++ pass a parameter (`PackAdagrad`).
+Inputs, outputs, saved tensors and gradients are `_Scan`'s; results agree with it to ~1e-6
+of each tensor's scale in float32 (σ and tanh are its own, see the .cpp), and it passes the
+same gradchecks and pack-size bit-identity tests (tests/test_fused.py).
+`benchmarks/bench_grid.py` measures the whole training step against the Python scan.
 
 Which scan runs: the environment variable ``ABLATION_SCAN``:
-- ``auto`` (default): the fused scan for LSTM packs on CPU in float32/float64, the Python
-  scan elsewhere (CUDA, GRU and Elman RNN, which have their own Python scans); if the
-  extension cannot be built (no compiler), the Python scan, with a one-line notice;
+- ``auto`` (default): on CPU in float32/float64, the fused scan for LSTM packs (GRU and
+  Elman RNN keep their Python scans) and `bmm` and the AdaGrad pass for every kind; torch's
+  ops elsewhere (CUDA). If the extension cannot be built (no compiler): torch's ops, with a
+  one-line notice;
 - ``fused``: as auto, but a failed build is an error;
-- ``python``: always `cell._Scan` (benchmarks, or to compare).
+- ``python``: always `cell._Scan`, torch's matmuls and optimizer ops (benchmarks, or to compare).
 
 The extension is compiled once per source version by `torch.utils.cpp_extension` (g++ and
 ninja) into ``TORCH_EXTENSIONS_DIR`` (default ~/.cache/torch_extensions), in a folder named
@@ -42,7 +45,7 @@ SOURCES = (SOURCE, SOURCE.with_name("lstm_kernels.h"))  # the .cpp includes the 
 # which cannot change a result (lane-wise IEEE operations, nothing reassociated; a test
 # compares the two bit for bit); -fno-trapping-math only lets it if-convert the clamps
 # (FP exception flags, which nothing reads, may differ).
-CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]  # fast-math is off by default
+CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]  # fast-math is off by default
 
 
 def choice() -> str:
@@ -94,6 +97,59 @@ def scan_name(kind: str = "lstm", device: str | torch.device = "cpu") -> str:
     return "fused-cpp" if load() else "python"
 
 
+def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """bias + a @ b for a (M, N, K), b (M, K, P), bias (M, P) or None -> (M, N, P), with
+    autograd: the matmuls around the scan (input projection, classifier) in the fused scan's
+    fixed summation order (`mm` in csrc/lstm_kernels.h), so no MKL kernel, whose order
+    follows the CPU, touches a training step. Elsewhere (CUDA, ABLATION_SCAN=python, no
+    compiler) `torch.baddbmm`."""
+    if not wanted(a):
+        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
+    return _Bmm.apply(a, b, bias)
+
+
+def _mm(a, b, bias=None):
+    return torch.ops.ablation_fused.bmm(a, b, bias)
+
+
+class _Bmm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, bias):
+        ctx.save_for_backward(a, b)
+        ctx.bias = bias is not None
+        return _mm(a, b, bias)
+
+    @staticmethod
+    def backward(ctx, dc):
+        a, b = ctx.saved_tensors
+        need_a, need_b, need_bias = ctx.needs_input_grad
+        da = _mm(dc, b.transpose(1, 2)) if need_a else None  # (M, N, P) @ (M, P, K)
+        db = _mm(a.transpose(1, 2), dc) if need_b else None  # (M, K, N) @ (M, N, P)
+        dbias = None
+        if ctx.bias and need_bias:  # Σ_n dc[n], n ascending, as a (1, N) @ (N, P) product
+            dbias = _mm(dc.new_ones(dc.shape[0], 1, dc.shape[1]), dc).squeeze(1)
+        return da, db, dbias
+
+
+@functools.cache
+def keep_heap() -> bool:
+    """Make glibc keep freed memory for reuse (mallopt); True where it could.
+
+    A step allocates and frees tensors of a few hundred KiB (saved activations of a pack).
+    Above 128 KiB glibc serves them by mmap and unmaps them on free, so each step page-faults
+    its memory back in (measured: a 20-step forward scan 2.2x slower than 2 x 10 steps).
+    Raising the mmap threshold and the trim threshold keeps them in the heap; numbers are
+    unchanged, only speed."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def _flags(flags) -> tuple:
     return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
 
@@ -120,7 +176,7 @@ class FusedScan(torch.autograd.Function):
         dcs = torch.zeros_like(gs) if dcs is None else dcs
         dpre, dprobe = torch.ops.ablation_fused.lstm_backward(
             dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, *_flags(ctx.flags), ctx.probe)
-        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None)
+        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None, _mm)
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
 
 

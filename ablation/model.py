@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import fused
 from .cell import (
     PEEPHOLE_NAMES,
     CellSpec,
@@ -101,7 +102,7 @@ class PackedClassifier(nn.Module):
         M, T, B, E = x.shape
         # W_ih x_t + b_ih for all steps in one matmul; b_hh joins it unless the GRU needs it apart
         bias = self.bias_ih if self.kind == "gru" else self.bias_ih + self.bias_hh
-        xw = torch.baddbmm(bias.unsqueeze(1), x.reshape(M, T * B, E), self.weight_ih.transpose(1, 2))
+        xw = fused.bmm(x.reshape(M, T * B, E), self.weight_ih.transpose(1, 2), bias)
         xw = xw.view(M, T, B, -1).transpose(0, 1)  # (T, M, B, G·H)
         if self.kind == "gru":
             return gru_scan(xw, self.weight_hh, self.bias_hh, self.on, self.reset, probe)
@@ -113,7 +114,7 @@ class PackedClassifier(nn.Module):
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden vectors h (M, B, H) -> logits (M, B, C)."""
-        return torch.baddbmm(self.cls_bias.unsqueeze(1), h, self.cls_weight.transpose(1, 2))
+        return fused.bmm(h, self.cls_weight.transpose(1, 2), self.cls_bias)
 
     def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embedded inputs x (M, T, B, E) -> logits (M, B, C)."""

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import fused
 from .cell import CellSpec, gates_name
 from .checkpoint import member_checkpoint
 from .config import RunConfig, TrainConfig
 from .data import LABEL_NAMES, Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
-from .fused import scan_name
 from .model import PackedClassifier
 from .probes import probe_gradients, probe_pack
 
@@ -137,6 +137,13 @@ class PackAdagrad:
             grads = [g * scale.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             if rows_grad is not None:
                 rows_grad = rows_grad * scale.view(-1, 1, 1)
+        if fused.wanted(self.neg_lr):  # one C++ pass a parameter, in the fixed order below
+            step = torch.ops.ablation_fused.adagrad_
+            for p, g, G in zip(self.dense, grads, self.state):
+                step(p.data, g, G, self.neg_lr, self.eps, None)
+            if rows_grad is not None:
+                step(self.model.embedding.data, rows_grad, self.emb_state, self.neg_lr, self.eps, rows)
+            return
         torch._foreach_addcmul_(self.state, grads, grads)
         denom = torch._foreach_add(torch._foreach_sqrt(self.state), self.eps)
         for p, g, d in zip(self.dense, grads, denom):
@@ -210,6 +217,8 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     """
     start = time.time()
     device = torch.device(device) if not isinstance(device, torch.device) else device
+    if device.type == "cpu":
+        fused.keep_heap()
     cfg = cfgs[0]
     t = cfg.train
     data = data_for(cfg)
@@ -292,7 +301,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
             "steps": steps,
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "threads": torch.get_num_threads(),
-            "scan": scan_name(c.model.cell, device),  # 'fused-cpp' or 'python' (fused.py)
+            "scan": fused.scan_name(c.model.cell, device),  # 'fused-cpp' or 'python' (fused.py)
             "wall_seconds": round(wall, 2),
             "train_examples": len(data.train),
         }

@@ -212,3 +212,79 @@ def test_a_failed_build_falls_back_with_one_notice(monkeypatch, capsys):
         monkeypatch.undo()
         fused.load.cache_clear()
     assert fused.load()
+
+
+def test_bmm_by_hand_and_against_torch():
+    """bias + a @ b: a hand-computed case, then random shapes (rows and columns not multiples
+    of the kernel's block, a transposed a and b) against torch in float64, with gradients."""
+    a = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    b = torch.tensor([[[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]]])
+    got = fused.bmm(a, b, torch.tensor([[0.5, 0.0, -1.0]]))
+    assert torch.equal(got, torch.tensor([[[21.5, 24.0, 26.0], [47.5, 54.0, 60.0]]]))
+    gen = torch.Generator().manual_seed(0)
+    for M, N, K, P in [(1, 1, 1, 1), (3, 7, 5, 19), (2, 13, 40, 37), (2, 6, 3, 64)]:
+        r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)  # noqa: E731
+        a, b, bias = r(M, K, N), r(M, P, K), r(M, P)
+        torch.testing.assert_close(fused.bmm(a.transpose(1, 2), b.transpose(1, 2), bias),
+                                   torch.baddbmm(bias.unsqueeze(1), a.transpose(1, 2), b.transpose(1, 2)))
+        assert torch.autograd.gradcheck(lambda a, b, c: fused.bmm(a.transpose(1, 2), b.transpose(1, 2), c),
+                                        (a, b, bias))
+
+
+def test_bmm_rows_do_not_depend_on_their_neighbours():
+    """A row of a @ b has the same bits computed with 1, 5 or 23 rows around it, and a member
+    the same bits alone as in a pack: the summation order is fixed per element."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 23, 50, generator=gen), torch.randn(3, 50, 200, generator=gen)
+    full = fused.bmm(a, b)
+    for rows in (slice(0, 1), slice(4, 9), slice(22, 23)):
+        assert torch.equal(fused.bmm(a[:, rows], b), full[:, rows])
+    assert torch.equal(fused.bmm(a[1:2], b[1:2]), full[1:2])
+    assert torch.equal(fused.bmm(a[..., :48], b[:, :48, :16]),
+                       fused.bmm(a[..., :48], b[:, :48])[..., :16])  # nor a column's on P
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adagrad_step_is_torch_adagrad(dtype):
+    """The C++ AdaGrad step equals torch.optim.Adagrad's update to rounding (dense, and on
+    the rows of an embedding table), each member at its own learning rate."""
+    gen = torch.Generator().manual_seed(2)
+    p, g, G = (torch.randn(3, 7, 5, generator=gen, dtype=dtype) for _ in range(3))
+    G = G.abs()
+    lrs = torch.tensor([0.05, 0.1, 0.5], dtype=dtype)
+    want_G = G + g * g
+    want = p - lrs.view(3, 1, 1) * g / (want_G.sqrt() + 1e-10)
+    p1, G1 = p.clone(), G.clone()
+    torch.ops.ablation_fused.adagrad_(p1, g, G1, -lrs, 1e-10, None)
+    torch.testing.assert_close(G1, want_G, rtol=0, atol=0)
+    torch.testing.assert_close(p1, want)
+    rows = torch.tensor([4, 0])
+    p2, G2 = p.clone(), G.clone()
+    torch.ops.ablation_fused.adagrad_(p2, g[:, rows], G2, -lrs, 1e-10, rows)
+    torch.testing.assert_close(p2[:, rows], want[:, rows])
+    untouched = [r for r in range(7) if r not in (0, 4)]
+    assert torch.equal(p2[:, untouched], p[:, untouched]) and torch.equal(G2[:, untouched], G[:, untouched])
+    with pytest.raises(RuntimeError, match="out of range"):
+        torch.ops.ablation_fused.adagrad_(p.clone(), g[:, :1], G.clone(), -lrs, 1e-10, torch.tensor([7]))
+
+
+def test_avx2_and_baseline_matmul_and_adagrad_give_the_same_bits():
+    gen = torch.Generator().manual_seed(3)
+    a, b, bias = torch.randn(2, 11, 37, generator=gen), torch.randn(2, 37, 45, generator=gen), torch.randn(2, 45)
+    p, g, G = (torch.randn(2, 301, generator=gen) for _ in range(3))
+    lrs = -torch.tensor([0.05, 0.2])
+    try:
+        was = torch.ops.ablation_fused.set_avx2(True)
+    except RuntimeError:
+        pytest.skip("no AVX2 on this CPU")
+    out = {}
+    try:
+        for wide in (True, False):
+            torch.ops.ablation_fused.set_avx2(wide)
+            q, S = p.clone(), G.abs()
+            torch.ops.ablation_fused.adagrad_(q, g, S, lrs, 1e-10, None)
+            out[wide] = (fused.bmm(a, b, bias), q, S)
+    finally:
+        torch.ops.ablation_fused.set_avx2(was)
+    for x, y in zip(out[True], out[False]):
+        assert torch.equal(x, y)

@@ -272,3 +272,86 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
                               s.dc + r * H, s.dpre + r * 4 * H, Dgr, full ? s.Dif + r * 2 * H : nullptr);
   }
 }
+
+// The matmul of the scan and of the layers around it, C = bias + A B for one member:
+// A (N, K) at any strides, B (K, P) with contiguous rows, C (N, P) contiguous, bias (P) or
+// null. Every element is summed in one fixed order, bias (or 0) first, then k = 0, 1, ...,
+// K-1, one IEEE multiply and one add per term (no FMA). The blocking (R rows by a strip of
+// two 32-byte vectors, held in registers while k runs) and the ISA (GCC vector types: one
+// AVX2 instruction or two SSE2 ones) change which elements are computed together, never the
+// order of any element's additions, so C does not depend on the CPU or the shapes around
+// it. MKL promises neither (its kernels and summation order follow the CPU: numerics.py).
+// (an attribute on a dependent alias template is dropped by GCC, hence one typedef per type)
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T, int R>
+inline void mm_strip(int64_t K, const T* __restrict A, int64_t sa_n, int64_t sa_k, const T* __restrict B, int64_t sb,
+                     T* __restrict C, int64_t sc, const T* __restrict bias) {
+  using V = Vec<T>;
+  constexpr int L = sizeof(V) / sizeof(T);
+  V acc[R][2];
+  V b0 = V{} , b1 = V{};
+  if (bias) std::memcpy(&b0, bias, sizeof(V)), std::memcpy(&b1, bias + L, sizeof(V));
+  for (int r = 0; r < R; ++r) acc[r][0] = b0, acc[r][1] = b1;
+  for (int64_t k = 0; k < K; ++k) {
+    std::memcpy(&b0, B + k * sb, sizeof(V));
+    std::memcpy(&b1, B + k * sb + L, sizeof(V));
+    for (int r = 0; r < R; ++r) {
+      const T a = A[r * sa_n + k * sa_k];
+      acc[r][0] += b0 * a;
+      acc[r][1] += b1 * a;
+    }
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(C + r * sc, &acc[r][0], sizeof(V)), std::memcpy(C + r * sc + L, &acc[r][1], sizeof(V));
+}
+
+template <typename T>
+void mm(int64_t N, int64_t K, int64_t P, const T* A, int64_t sa_n, int64_t sa_k, const T* B, T* C, const T* bias) {
+  constexpr int R = 6, W = 2 * 32 / sizeof(T);  // rows and columns of a block (15 of the 16 vector registers)
+  auto strips = [&](const T* b, int64_t sb, T* c, int64_t sc, const T* bb) {
+    int64_t n = 0;
+    for (; n + R <= N; n += R) mm_strip<T, R>(K, A + n * sa_n, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+    const T* a = A + n * sa_n;
+    switch (N - n) {  // the rows left over, as one block
+      case 5: return mm_strip<T, 5>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+      case 4: return mm_strip<T, 4>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+      case 3: return mm_strip<T, 3>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+      case 2: return mm_strip<T, 2>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+      case 1: return mm_strip<T, 1>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
+    }
+  };
+  const int64_t Pv = P - P % W;
+  for (int64_t p = 0; p < Pv; p += W) strips(B + p, P, C + p, P, bias ? bias + p : nullptr);
+  if (Pv == P) return;
+  // The last P % W columns: B's and the bias's padded with zeros to a whole strip; the padding
+  // lanes are computed and dropped, the others get exactly the additions above.
+  const int64_t w = P - Pv;
+  std::vector<T> b(K * W, T(0)), c(N * W), bb(W, T(0));
+  for (int64_t k = 0; k < K; ++k) std::memcpy(b.data() + k * W, B + k * P + Pv, w * sizeof(T));
+  if (bias) std::memcpy(bb.data(), bias + Pv, w * sizeof(T));
+  strips(b.data(), W, c.data(), W, bias ? bb.data() : nullptr);
+  for (int64_t n = 0; n < N; ++n) std::memcpy(C + n * P + Pv, c.data() + n * W, w * sizeof(T));
+}
+
+// AdaGrad (Duchi et al. 2011) on n elements of one member: G += g²; p += (-lr·g) / (√G + eps),
+// in torch.optim.Adagrad's order of operations, with IEEE operations only (√ is correctly
+// rounded), so any vector width gives the same bits. `PackAdagrad.step` calls it.
+template <typename T>
+inline void adagrad_n(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict G, T neg_lr, T eps) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T s = G[j] + g[j] * g[j];
+    G[j] = s;
+    p[j] = p[j] + (neg_lr * g[j]) / (std::sqrt(s) + eps);
+  }
+}

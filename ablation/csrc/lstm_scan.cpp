@@ -1,17 +1,22 @@
 // The fused LSTM scan on CPU: the time loop of `cell._Scan` (forward, and the backward
-// through time) with one ATen batched matmul and one element-wise pass per step (one more
-// of each for full peepholes, one more matmul for FGR), instead of ~20 ATen ops per step. Same equations, same saved tensors, same outputs as `_Scan`
-// (see its docstring and cell.py's module doc, Graves 2013 eqs. 7-11; the variants of
-// Greff et al. 2017, sec. 3); ablation/fused.py builds and wraps it.
+// through time) with one batched matmul and one element-wise pass per step (one more of
+// each for full peepholes, one more matmul for FGR), instead of ~20 ATen ops per step. Same
+// equations, same saved tensors, same outputs as `_Scan` (see its docstring and cell.py's
+// module doc, Graves 2013 eqs. 7-11; the variants of Greff et al. 2017, sec. 3). Beside it,
+// the two other kernels of a CPU training step: the matmul of the layers around the scan
+// (`bmm`: input projection, classifier, weight gradients) and AdaGrad's update
+// (`adagrad_`). ablation/fused.py builds and wraps them.
 //
-// Numerics, so that a record retrains bit for bit on another x86-64 machine:
-// - the matmuls are ATen's bmm (the calls and shapes the Python scan makes, one member
-//   per batch entry), so whatever pins MKL for the Python scan pins them here too;
-// - the element-wise pass uses only IEEE +, -, *, / and bit operations (correctly rounded
-//   whatever the vector width), compiled with -ffp-contract=off and without -ffast-math: no
-//   FMA contraction, no reassociation, so the vectoriser cannot change a result. It is
-//   compiled twice, for the baseline ISA and for AVX2 (chosen at run time), with the same
-//   bits (tests/test_fused.py compares them);
+// Numerics, so that a record retrains bit for bit on any x86-64 machine:
+// - the matmuls are our own (`mm` in lstm_kernels.h): every element summed in one fixed
+//   order, whatever the CPU, its vector width and the shapes around it. MKL's kernels pick
+//   their summation order by CPU (and pinning them to its COMPATIBLE branch costs 3.5x in
+//   speed), so no MKL call is left in an LSTM training step on CPU;
+// - the element-wise passes use only IEEE +, -, *, / , √ and bit operations (correctly
+//   rounded whatever the vector width), compiled with -ffp-contract=off and without
+//   -ffast-math: no FMA contraction, no reassociation, so the vectoriser cannot change a
+//   result. Everything is compiled twice, for the baseline ISA and for AVX2 (chosen at run
+//   time), with the same bits (tests/test_fused.py compares them);
 // - exp, σ and tanh are written here from those operations (Cephes' range reduction and
 //   polynomials, ~1-2 ulp), never libm's expf/tanhf, whose last bits differ between
 //   glibc versions;
@@ -20,12 +25,13 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/bmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -123,6 +129,46 @@ const bool has_avx2 = false;
 #endif
 bool use_avx2 = has_avx2;
 
+// B (M, K, P) with contiguous rows, as `mm` reads it: B itself, or a copy of a transposed
+// weight (the usual case, W ᵀ) made in 8x8 tiles, several times faster than ATen's strided copy.
+template <typename T>
+Tensor rows_contiguous(const Tensor& b) {
+  const int64_t M = b.size(0), K = b.size(1), P = b.size(2);
+  if (b.stride(2) == 1 && (b.stride(1) == P || K == 1)) return b;
+  if (b.stride(1) != 1) return b.contiguous();
+  Tensor out = at::empty({M, K, P}, b.options());
+  const T* src = b.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const int64_t s0 = b.stride(0), s2 = b.stride(2);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t p0 = 0; p0 < P; p0 += 8)
+      for (int64_t k0 = 0; k0 < K; k0 += 8)
+        for (int64_t p = p0; p < std::min(p0 + 8, P); ++p)
+          for (int64_t k = k0; k < std::min(k0 + 8, K); ++k) dst[(m * K + k) * P + p] = src[m * s0 + p * s2 + k];
+  return out;
+}
+
+// C (M, N, P) = bias + A B, one member after another: `mm` in lstm_kernels.h (fixed summation
+// order). A (M, N, K) at any strides; B (M, K, P) with contiguous rows; C contiguous; bias
+// (M, P) or null.
+template <typename T>
+void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr) {
+  const int64_t M = A.size(0), N = A.size(1), K = A.size(2), P = B.size(2);
+  TORCH_CHECK(B.size(0) == M && B.size(1) == K && B.stride(2) == 1 && (B.stride(1) == P || K == 1),
+              "bmm: B must be (M, K, P) with contiguous rows, got ", B.sizes(), " strides ", B.strides());
+  TORCH_CHECK(C.is_contiguous() && C.size(0) == M && C.size(1) == N && C.size(2) == P, "bmm: bad output");
+  const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>(), *bb = bias ? bias->data_ptr<T>() : nullptr;
+  T* c = C.data_ptr<T>();
+  const int64_t sa0 = A.stride(0), sa_n = A.stride(1), sa_k = A.stride(2), sb0 = B.stride(0);
+  at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const T* bm = bb ? bb + m * P : nullptr;
+      use_avx2 ? avx2::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm)
+               : base::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm);
+    }
+  });
+}
+
 template <typename T, int PEEP, bool FGR, int STAGE>
 void fwd_pass(const FwdStep<T>& s) {
   // Element-wise: any split of the rows gives the same numbers.
@@ -141,16 +187,16 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
   Tensor S = at::empty({T_, M, B, 3 * H}, opts), gs = at::empty({T_, M, B, H}, opts);
   Tensor os = at::empty({T_, M, B, H}, opts), tcs = at::empty({T_, M, B, H}, opts);
   Tensor P = at::zeros({M, B, G}, opts);  // h_{t-1} W_hhᵀ; zero at t = 0 (h_0 = 0)
-  Tensor whh_t = whh.transpose(1, 2);     // (M, H, 4H)
+  Tensor whh_t = rows_contiguous<T>(whh.transpose(1, 2));  // (M, H, 4H)
   Tensor R, A, w_gr_t, Q, Qo, w_cif_t, w_co_t, wci, wcf, wco;
   if (FGR) {
     R = at::zeros({M, B, 3 * H}, opts), A = at::empty({M, B, 3 * H}, opts);
-    w_gr_t = w_gr->transpose(1, 2);  // (M, 3H, 3H): pre_{i,f,o} += [i, f, o]_{t-1} Rᵀ
+    w_gr_t = rows_contiguous<T>(w_gr->transpose(1, 2));  // (M, 3H, 3H): pre_{i,f,o} += [i, f, o]_{t-1} Rᵀ
   }
   if (PEEP == kFull) {
     Q = at::zeros({M, B, 2 * H}, opts), Qo = at::empty({M, B, H}, opts);
-    w_cif_t = at::cat({*w_ci, *w_cf}, 1).transpose(1, 2);  // (M, H, 2H)
-    w_co_t = w_co->transpose(1, 2);                         // (M, H, H)
+    w_cif_t = rows_contiguous<T>(at::cat({*w_ci, *w_cf}, 1).transpose(1, 2));  // (M, H, 2H)
+    w_co_t = rows_contiguous<T>(w_co->transpose(1, 2));     // (M, H, H)
   }
   if (PEEP == kDiagonal) wci = w_ci->contiguous(), wcf = w_cf->contiguous(), wco = w_co->contiguous();
   FwdStep<T> s{M, B, H, mem.data()};
@@ -159,9 +205,9 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
   const int64_t n = M * B * H;
   for (int64_t t = 0; t < T_; ++t) {
     if (t > 0) {
-      at::bmm_out(P, hs[t], whh_t);
-      if (FGR) at::bmm_out(R, A, w_gr_t);
-      if (PEEP == kFull) at::bmm_out(Q, cs[t], w_cif_t);
+      bmm_into<T>(P, hs[t], whh_t);
+      if (FGR) bmm_into<T>(R, A, w_gr_t);
+      if (PEEP == kFull) bmm_into<T>(Q, cs[t], w_cif_t);
     }
     s.xw = xw.data_ptr<T>() + t * M * B * G;
     s.c_prev = cs.data_ptr<T>() + t * n, s.c = cs.data_ptr<T>() + (t + 1) * n, s.h = hs.data_ptr<T>() + (t + 1) * n;
@@ -169,7 +215,7 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
     s.tc = tcs.data_ptr<T>() + t * n;
     if (PEEP == kFull) {
       fwd_pass<T, PEEP, FGR, 1>(s);
-      at::bmm_out(Qo, cs[t + 1], w_co_t);
+      bmm_into<T>(Qo, cs[t + 1], w_co_t);
       fwd_pass<T, PEEP, FGR, 2>(s);
     } else {
       fwd_pass<T, PEEP, FGR, 0>(s);
@@ -196,12 +242,12 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
   Tensor dpre = at::empty({T_, M, B, 4 * H}, opts);
   Tensor dprobe = probe ? at::empty({T_, M, B, H}, opts) : Tensor();
   Tensor Dh = at::zeros({M, B, H}, opts), dc = at::zeros({M, B, H}, opts);
-  Tensor Da, Dgr, Qc, Qif, Dif, w_cif, wci, wcf, wco;
+  Tensor Da, Dgr, Qc, Qif, Dif, w_cif, w_co_c, w_gr_c, wci, wcf, wco;
   Tensor whh_c = whh.contiguous();
-  if (FGR) Da = at::zeros({M, B, 3 * H}, opts), Dgr = at::empty({M, B, 3 * H}, opts);
+  if (FGR) Da = at::zeros({M, B, 3 * H}, opts), Dgr = at::empty({M, B, 3 * H}, opts), w_gr_c = w_gr->contiguous();
   if (PEEP == kFull) {
     Qc = at::empty({M, B, H}, opts), Qif = at::zeros({M, B, H}, opts), Dif = at::empty({M, B, 2 * H}, opts);
-    w_cif = at::cat({*w_ci, *w_cf}, 1);  // (M, 2H, H)
+    w_cif = at::cat({*w_ci, *w_cf}, 1), w_co_c = w_co->contiguous();  // (M, 2H, H), (M, H, H)
   }
   if (PEEP == kDiagonal) wci = w_ci->contiguous(), wcf = w_cf->contiguous(), wco = w_co->contiguous();
   BwdStep<T> s{M, B, H, mem.data()};
@@ -217,15 +263,15 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
     Tensor d = dpre[t];
     if (PEEP == kFull) {
       bwd_pass<T, PEEP, FGR, 1>(s);
-      at::bmm_out(Qc, d.narrow(2, 3 * H, H), *w_co);  // dc += dpo W_co
+      bmm_into<T>(Qc, d.narrow(2, 3 * H, H), w_co_c);  // dc += dpo W_co
       bwd_pass<T, PEEP, FGR, 2>(s);
-      if (t > 0) at::bmm_out(Qif, Dif, w_cif);  // dc += [dpi, dpf] [W_ci; W_cf]
+      if (t > 0) bmm_into<T>(Qif, Dif, w_cif);  // dc += [dpi, dpf] [W_ci; W_cf]
     } else {
       bwd_pass<T, PEEP, FGR, 0>(s);
     }
     if (t > 0) {
-      at::bmm_out(Dh, d, whh_c);  // (M, B, 4H) @ (M, 4H, H)
-      if (FGR) at::bmm_out(Da, Dgr, *w_gr);  // (M, B, 3H) @ (M, 3H, 3H)
+      bmm_into<T>(Dh, d, whh_c);  // (M, B, 4H) @ (M, 4H, H)
+      if (FGR) bmm_into<T>(Da, Dgr, w_gr_c);  // (M, B, 3H) @ (M, 3H, 3H)
     }
   }
   return {dpre, probe ? dprobe : at::empty({0}, opts)};
@@ -276,6 +322,68 @@ std::vector<Tensor> lstm_backward(const Tensor& dhs, const Tensor& dcs, const Te
   });
 }
 
+// bias + a b for (M, N, K) @ (M, K, P) (+ (M, P)), in the fixed order of `mm`: the matmuls
+// around the scan (input projection, classifier, weight gradients; fused.bmm).
+Tensor bmm(const Tensor& a, const Tensor& b, const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
+              "bmm: shapes ", a.sizes(), " and ", b.sizes(), " do not multiply");
+  TORCH_CHECK(a.device().is_cpu() && b.scalar_type() == a.scalar_type(), "bmm: CPU tensors of one dtype");
+  const int64_t P = b.size(2);
+  Tensor biasc;
+  if (bias.has_value() && bias->defined()) {
+    biasc = bias->contiguous();
+    TORCH_CHECK(biasc.numel() == a.size(0) * P && biasc.scalar_type() == a.scalar_type(), "bmm: bias must be (M, P)");
+  }
+  Tensor c = at::empty({a.size(0), a.size(1), P}, a.options());
+  if (a.scalar_type() == at::kFloat) {
+    bmm_into<float>(c, a, rows_contiguous<float>(b), biasc.defined() ? &biasc : nullptr);
+  } else {
+    TORCH_CHECK(a.scalar_type() == at::kDouble, "bmm takes float32 or float64, got ", a.scalar_type());
+    bmm_into<double>(c, a, rows_contiguous<double>(b), biasc.defined() ? &biasc : nullptr);
+  }
+  return c;
+}
+
+// One AdaGrad step in place on a stacked parameter p (M, ...) with gradient g and state G
+// (`adagrad_n`), member m at learning rate -neg_lr[m]. With `rows` (U,), p and G are
+// embedding tables (M, V, E) and g (M, U, E) holds the gradient of those rows only.
+void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& neg_lr, double eps,
+              const c10::optional<Tensor>& rows) {
+  TORCH_CHECK(p.is_contiguous() && G.is_contiguous() && G.sizes() == p.sizes() && p.device().is_cpu(),
+              "adagrad_: parameter and state must be contiguous CPU tensors of one shape");
+  Tensor g = g_in.contiguous(), lr = neg_lr.to(p.scalar_type()).contiguous();
+  const int64_t M = p.size(0);
+  TORCH_CHECK(lr.numel() == M, "adagrad_: one learning rate per member");
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    T *pp = p.data_ptr<T>(), *GG = G.data_ptr<T>();
+    const T *gg = g.data_ptr<T>(), *l = lr.data_ptr<T>();
+    const T e = static_cast<T>(eps);
+    auto step = [&](int64_t n, T* a, const T* b, T* c, T lr_m) {
+      use_avx2 ? avx2::adagrad_n<T>(n, a, b, c, lr_m, e) : base::adagrad_n<T>(n, a, b, c, lr_m, e);
+    };
+    if (!rows.has_value() || !rows->defined()) {
+      TORCH_CHECK(g.sizes() == p.sizes(), "adagrad_: gradient ", g.sizes(), " for parameter ", p.sizes());
+      const int64_t n = p.numel() / M;
+      for (int64_t m = 0; m < M; ++m) step(n, pp + m * n, gg + m * n, GG + m * n, l[m]);
+      return;
+    }
+    Tensor r = rows->to(at::kLong).contiguous();
+    const int64_t U = r.numel(), V = p.size(1), E = p.numel() / (M * V);
+    TORCH_CHECK(g.numel() == M * U * E, "adagrad_: row gradient ", g.sizes(), " for ", U, " rows");
+    const int64_t* ri = r.data_ptr<int64_t>();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t u = 0; u < U; ++u) {
+        TORCH_CHECK(ri[u] >= 0 && ri[u] < V, "adagrad_: row ", ri[u], " out of range");
+        const int64_t off = (m * V + ri[u]) * E;
+        step(E, pp + off, gg + (m * U + u) * E, GG + off, l[m]);
+      }
+  };
+  if (p.scalar_type() == at::kFloat) return run(float());
+  TORCH_CHECK(p.scalar_type() == at::kDouble, "adagrad_ takes float32 or float64");
+  run(double());
+}
+
 // Run the AVX2 kernels (true) or the baseline ones; returns whether AVX2 was in use.
 bool set_avx2(bool on) {
   TORCH_CHECK(!on || has_avx2, "set_avx2: this CPU has no AVX2");
@@ -288,6 +396,8 @@ bool set_avx2(bool on) {
 
 TORCH_LIBRARY(ablation_fused, m) {
   m.def("set_avx2(bool on) -> bool", &set_avx2);
+  m.def("bmm(Tensor a, Tensor b, Tensor? bias) -> Tensor");
+  m.def("adagrad_(Tensor(a!) p, Tensor g, Tensor(b!) G, Tensor neg_lr, float eps, Tensor? rows) -> ()");
   m.def("lstm_forward(Tensor xw, Tensor whh, Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? w_gr, Tensor on, "
         "Tensor? niaf, Tensor? noaf, Tensor? cifg) -> Tensor[]");
   m.def("lstm_backward(Tensor dhs, Tensor dcs, Tensor whh, Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? w_gr, "
@@ -296,6 +406,8 @@ TORCH_LIBRARY(ablation_fused, m) {
 }
 
 TORCH_LIBRARY_IMPL(ablation_fused, CPU, m) {
+  m.impl("bmm", &bmm);
+  m.impl("adagrad_", &adagrad_);
   m.impl("lstm_forward", &lstm_forward);
   m.impl("lstm_backward", &lstm_backward);
 }
