@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cell import GATES, gates_name
 from .config import Experiment, load_experiment
 from .records import FILES, PROBES, TMP_PREFIX, check_record
+from .spec import GATES, gates_name
 from .stats import (
     ALPHA,
     FACTORS,

@@ -36,80 +36,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import fused
-
-GATES = ("input", "forget", "output")  # the LSTM's gate set; rows of weight_ih are i, f, g, o
-CELL_GATES = {"lstm": GATES, "gru": ("reset", "update"), "rnn": ()}  # every cell kind's gates
-PEEPHOLES = ("none", "diagonal", "full")
-PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")  # into the input, forget, output gate
-RESETS = ("before", "after")  # where a GRU's reset gate applies (see rnn.py)
-
-# The LSTM variants that change the equations (Greff et al. 2017, sec. 3). Adding one is an
-# entry here, its case in `_Scan`, and its test.
-VARIANTS = {
-    "vanilla": "the cell above (Greff's V)",
-    "niaf": "no input activation function: g_t = W_xc x_t + W_hc h_{t-1} + b_c, without tanh",
-    "noaf": "no output activation function: h_t = o_t ⊙ c_t",
-    "cifg": "coupled input and forget gate: f_t = 1 - i_t (the forget gate has no weights)",
-    "fgr": "full gate recurrence: i_t, f_t, o_t also read i, f, o of step t-1 (weight_gr, 3H x 3H)",
-}
-
-
-def split_gates(value: str | Iterable[str]) -> tuple[str, ...]:
-    """'input+output' or 'none' -> ('input', 'output') as written, unchecked."""
-    if isinstance(value, str):
-        return () if value in ("", "none") else tuple(value.split("+"))
-    return tuple(value)
-
-
-def parse_gates(value: str | Iterable[str], cell: str = "lstm") -> tuple[str, ...]:
-    """'input+output', ['output', 'input'] or 'none' -> ('input', 'output') (canonical order)."""
-    valid = CELL_GATES[cell]
-    names = split_gates(value)
-    bad = [g for g in names if g not in valid]
-    if bad:
-        listed = f"{', '.join(valid)} (or 'none')" if valid else f"none (the {cell} cell has no gates)"
-        raise ValueError(f"unknown {cell} gate {bad[0]!r}; valid gates: {listed}")
-    return tuple(g for g in valid if g in names)
-
-
-def gates_name(gates: Sequence[str]) -> str:
-    """The lecture table's column name: 'none', 'output', 'input+forget+output', ..."""
-    return "+".join(gates) if gates else "none"
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """What one member of a pack computes: cell kind, gates, and the kind's options."""
-
-    gates: tuple[str, ...] = GATES
-    peephole: str = "none"  # LSTM only
-    variant: str = "vanilla"  # LSTM only: a key of VARIANTS
-    kind: str = "lstm"  # a key of CELL_GATES
-    reset: str = "before"  # GRU only: RESETS
-
-    def __post_init__(self):
-        if self.kind not in CELL_GATES:
-            raise ValueError(f"unknown cell {self.kind!r}; valid: {', '.join(CELL_GATES)}")
-        object.__setattr__(self, "gates", parse_gates(self.gates, self.kind))
-        if self.peephole not in PEEPHOLES:
-            raise ValueError(f"unknown peephole {self.peephole!r}; valid: {', '.join(PEEPHOLES)}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
-        if self.reset not in RESETS:
-            raise ValueError(f"unknown reset position {self.reset!r}; valid: {', '.join(RESETS)}")
-        if self.kind != "lstm" and (self.peephole != "none" or self.variant != "vanilla"):
-            raise ValueError(f"peepholes and LSTM variants need cell 'lstm', not {self.kind!r}")
-
-    def mask(self) -> list[float]:
-        """1.0 for each gate with weights of its own, in the kind's gate order (CIFG's f has none)."""
-        return [float(g in self.gates and not (self.variant == "cifg" and g == "forget"))
-                for g in CELL_GATES[self.kind]]
+from .spec import (  # noqa: F401  (the cell's vocabulary, re-exported: ablation.cell.GATES, ...)
+    CELL_GATES,
+    GATES,
+    PEEPHOLE_NAMES,
+    PEEPHOLES,
+    RESETS,
+    VARIANTS,
+    CellSpec,
+    gates_name,
+    parse_gates,
+    split_gates,
+)
 
 
 def gate_masks(specs: Sequence[CellSpec], device=None, dtype=torch.float32) -> torch.Tensor:
@@ -320,7 +263,7 @@ class _Scan(torch.autograd.Function):
 def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool, bmm=torch.bmm):
     """The gradients of W_hh, the peepholes and FGR's R from the pre-activation gradients
     dpre (T, M, B, 4H) and the forward's saved hs, cs (T+1, M, B, H), S, o: the part of the
-    backward after the time loop, shared by `_Scan` and `fused.FusedScan` (which passes its
+    backward after the time loop, shared by `_Scan` and `FusedScan` (which passes its
     own fixed-order ``bmm``)."""
     T, M, B, G = dpre.shape
     H = G // 4
@@ -351,6 +294,36 @@ def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool, bmm
     return dwhh, dci, dcf, dco, dgr
 
 
+def _flags(flags) -> tuple:
+    return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
+
+
+class FusedScan(torch.autograd.Function):
+    """`_Scan` with its two time loops in C++ (`fused.py`, csrc/lstm_scan.cpp); same arguments,
+    outputs and gradients."""
+
+    @staticmethod
+    def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
+        hs, cs, S, gs, os_, tcs = torch.ops.ablation_fused.lstm_forward(
+            xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
+        ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
+        ctx.peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
+        ctx.flags, ctx.probe = flags, probe is not None
+        ctx.mark_non_differentiable(S, os_)
+        return hs[1:], cs[1:], S, os_
+
+    @staticmethod
+    def backward(ctx, dhs, dcs, _dS, _dos):
+        whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
+        dhs = torch.zeros_like(gs) if dhs is None else dhs
+        dcs = torch.zeros_like(gs) if dcs is None else dcs
+        dpre, dprobe = torch.ops.ablation_fused.lstm_backward(
+            dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, *_flags(ctx.flags), ctx.probe)
+        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None,
+                                                fused.fixed_order_bmm)
+        return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
+
+
 def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],
               on: torch.Tensor, flags: ScanFlags | None = None, w_gr: torch.Tensor | None = None,
               probe: torch.Tensor | None = None):
@@ -358,7 +331,7 @@ def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Ten
     inputs xw (T, M, B, 4H); see `_Scan`. On CPU the fused C++ scan runs it (`fused.py`)."""
     w_ci, w_cf, w_co = peepholes
     flags = flags or ScanFlags([])
-    scan = fused.FusedScan if fused.wanted(xw) else _Scan
+    scan = FusedScan if fused.wanted(xw) else _Scan
     hs, cs, S, o = scan.apply(xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
     H = hs.shape[-1]
     return hs, cs, {"input": S[..., :H], "forget": S[..., H : 2 * H], "output": o}

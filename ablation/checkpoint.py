@@ -58,7 +58,6 @@ class LoadedRun:
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the classifier of one run record from config.json and checkpoint.pt."""
-    from .train import cell_spec  # train imports this module
 
     run_dir = Path(run_dir)
     if not is_complete(run_dir):
@@ -80,7 +79,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise ValueError(f"{path}: {len(blob['vocab'])} vocabulary tokens for {state['embedding'].shape[0]} "
                          "embedding rows")
     m = cfg.model
-    model = PackedClassifier([cell_spec(cfg)], [cfg.train.seed], vocab_size=len(vocab),
+    model = PackedClassifier([cfg.model.spec()], [cfg.train.seed], vocab_size=len(vocab),
                              embedding_dim=m.embedding_dim, hidden_size=m.hidden_size,
                              num_classes=len(LABEL_NAMES[cfg.data.labels]))
     model.load_state_dict({n: t.unsqueeze(0) for n, t in state.items()})  # strict: every name, every shape

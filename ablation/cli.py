@@ -59,7 +59,8 @@ def _experiment(args):
 def cmd_train(args) -> int:
     import torch
 
-    from .grid import check_data, check_writable, train_and_record
+    from .grid import check_data, check_writable
+    from .job import train_and_record
     from .records import check_record, quarantine
 
     if args.threads < 1:

@@ -40,8 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cell import CELL_GATES, GATES, PEEPHOLES, RESETS, VARIANTS, gates_name, parse_gates, split_gates
-from .data import GRANULARITIES, LABELINGS, VOCABS
+from .spec import (
+    CELL_GATES,
+    GRANULARITIES,
+    LABELINGS,
+    PEEPHOLES,
+    RESETS,
+    VARIANTS,
+    VOCABS,
+    CellSpec,
+    gates_name,
+    parse_gates,
+    split_gates,
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    gates: tuple[str, ...] = GATES  # the full cell (of any kind: see __post_init__); the grid ablates this
-    peephole: str = "diagonal"  # the lecture's gate equations have peepholes (LSTM only)
+    gates: tuple[str, ...] | None = None  # None: every gate of the cell kind (the full cell); the grid ablates this
+    peephole: str | None = None  # None: the kind's default, "diagonal" for the LSTM (the lecture's equations
+    #                              have peepholes), "none" for GRU and RNN (which have none)
     embedding_dim: int = 25  # the lecture's 25-d word vectors
     hidden_size: int = 50  # the lecture's 50-d cell and hidden state
     embeddings: str = "glove-6b-50d"  # "random", "glove-6b-50d" (PCA to embedding_dim) or a GloVe file
@@ -75,13 +87,16 @@ class ModelConfig:
 
     def __post_init__(self):
         _choice("model.cell", self.cell, tuple(CELL_GATES))
-        gates = self.gates
-        if self.cell != "lstm":
-            # the default names the LSTM's gates; for another kind it means all of that kind's
-            gates = CELL_GATES[self.cell] if tuple(gates) == GATES else gates
-            object.__setattr__(self, "peephole", "none")  # the LSTM's default has no meaning here
-        object.__setattr__(self, "gates", parse_gates(gates, self.cell))
+        # An unset (None) gates or peephole takes the kind's default; a value set is checked
+        # against the kind, never replaced (an LSTM gate or a peephole on a GRU is an error).
+        for key, value in KIND_DEFAULTS[self.cell].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        object.__setattr__(self, "gates", parse_gates(self.gates, self.cell))
         _choice("model.peephole", self.peephole, PEEPHOLES)
+        if self.cell != "lstm" and self.peephole != "none":
+            raise ValueError(f"model.peephole {self.peephole!r}: peepholes are LSTM-only and model.cell is "
+                             f"{self.cell!r}; valid for it: none")
         _choice("model.variant", self.variant, tuple(VARIANTS))
         _choice("model.gru_reset", self.gru_reset, RESETS)
         if self.variant != "vanilla" and self.cell != "lstm":
@@ -89,6 +104,15 @@ class ModelConfig:
         _at_least("model.embedding_dim", self.embedding_dim, 1)
         _at_least("model.hidden_size", self.hidden_size, 1)
         _finite("model.forget_bias", self.forget_bias)
+
+    def spec(self) -> CellSpec:
+        """What one member of a pack computes (`spec.CellSpec`), from these settings."""
+        return CellSpec(self.gates, self.peephole, self.variant, self.cell, self.gru_reset)
+
+
+# The values an unset model.gates / model.peephole takes, by cell kind.
+KIND_DEFAULTS = {kind: {"gates": gates, "peephole": "diagonal" if kind == "lstm" else "none"}
+                 for kind, gates in CELL_GATES.items()}
 
 
 @dataclass(frozen=True)
@@ -133,6 +157,16 @@ class RunConfig:
         kind = m.peephole[:4] if m.cell == "lstm" else m.cell + (f"-{m.gru_reset}" if m.cell == "gru" else "")
         variant = "" if m.variant == "vanilla" else f"-{m.variant}"
         return f"{short}-{kind}{variant}-s{self.train.seed}-{digest}"
+
+
+def pack_key(cfg: RunConfig) -> RunConfig:
+    """What the members of one pack must share: everything but what is per member (gates,
+    LSTM variant, forget-gate bias, word vectors, learning rate, tuning trial). The grid
+    packs runs by it; `train.build_pack` checks it."""
+    m = cfg.model
+    return dataclasses.replace(
+        cfg, model=dataclasses.replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"),
+        train=dataclasses.replace(cfg.train, lr=TrainConfig.lr, trial=0))  # any valid lr
 
 
 # A run's identity: the config keys that change its numbers. Every config key is in exactly one
@@ -195,6 +229,11 @@ def apply(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
         if key not in types_:
             raise KeyError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(types_)}")
         sections[section][key] = _coerce(dotted, value, types_[key])
+    model, old = sections["model"], cfg.model
+    if model["cell"] != old.cell:  # another kind: keys still at the old kind's defaults take the new kind's
+        for key, default in KIND_DEFAULTS[old.cell].items():
+            if f"model.{key}" not in updates and _same(model[key], default):
+                model[key] = None
     return RunConfig(**{name: SECTION_TYPES[name](**vals) for name, vals in sections.items()})
 
 

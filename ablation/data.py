@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .spec import GRANULARITIES, LABEL_NAMES, LABELINGS, VOCABS  # noqa: F401  (re-exported)
+
 SPLITS = ("train", "dev", "test")
 # sha256 of the three files extracted from trainDevTestTrees_PTB.zip (trees/*.txt).
 SHA256 = {
@@ -35,15 +37,6 @@ SHA256 = {
 }
 SST_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GRANULARITIES = ("sentences", "phrases")
-LABELINGS = ("binary", "fine")
-# Class names by label id: binary drops the neutral 2 (`binary_label`); fine keeps SST's five.
-LABEL_NAMES = {"binary": ("negative", "positive"),
-               "fine": ("very negative", "negative", "neutral", "positive", "very positive")}
-# Which training sentences give the vocabulary: every training tree ("train"), or only those
-# whose root carries a label under data.labels ("train-labelled": the first releases' rule, which
-# left words of neutral sentences <unk> in the phrases they also train on). Dev/test never do.
-VOCABS = ("train", "train-labelled")
 PAD, UNK = "<pad>", "<unk>"
 # PTB escapes, undone only when asked (unescape=True): the files' text is the default.
 PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}

@@ -4,7 +4,7 @@ The seam is narrow on purpose: an executor submits packs (`submit_all`) and retu
 job per pack that later says whether it ended and how (`done()`, `error()`, `log`); `wait`
 lets it refresh its view and report progress. The grid (`grid.run_grid`) needs nothing
 else, so another backend (Ray, Dask) is one more class here. Whatever the backend, a
-pack's job calls `grid.train_and_record`, which writes each record atomically into the
+pack's job runs `job.run_pack`, which writes each record atomically into the
 results directory; a job that dies leaves no record, and the next `ablation grid` trains
 its runs again.
 """
@@ -26,11 +26,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import numerics
+from . import job, numerics
 from .config import RunConfig
+from .job import run_pack, run_slurm_pack
 
-EXECUTORS = ("local", "slurm")
-_EVENTS = None  # a local worker's progress queue (set by `_worker_init`)
+
+class GridError(RuntimeError):
+    """Packs failed or could not be submitted; their runs have no record, and the next
+    `ablation grid` trains them again."""
+
+
 
 
 def check_executor(executor: str) -> None:
@@ -46,50 +51,6 @@ def check_executor(executor: str) -> None:
             import submitit  # noqa: F401
         except ImportError:
             raise ValueError("--executor slurm needs submitit: pip install -e '.[slurm]'") from None
-
-
-def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, events=None,
-             numerics_mode: str | None = None) -> int:
-    """The body of every pack job, local or remote: train the pack, write its records.
-
-    ``numerics_mode`` is the driver's (`numerics.requested()`); None: this process's own.
-    """
-    import torch
-
-    from .grid import train_and_record
-
-    if numerics_mode is not None:  # before torch's first kernel; train_and_record checks it took effect
-        numerics.request(numerics_mode)
-    torch.set_num_threads(threads)
-    events = _EVENTS if events is None else events
-    on_epoch = None
-    if events is not None:
-        def on_epoch(epoch, batches):
-            events.put((len(pack), epoch))
-    train_and_record(pack, out, device, on_epoch)
-    return len(pack)
-
-
-class Cancelled(RuntimeError):
-    """The job was told to stop (scancel, a time limit, the node going away)."""
-
-
-def _cancel(signum, frame):
-    raise Cancelled(f"stopped by {signal.Signals(signum).name}; its unfinished runs left no record")
-
-
-def run_slurm_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int,
-                   numerics_mode: str | None = None) -> int:
-    """`run_pack` as a Slurm task that stops when Slurm says so.
-
-    Slurm stops a job with SIGTERM, then SIGKILL after `KillWait` seconds; submitit
-    ignores SIGTERM (it waits for its own requeue signal), so a cancelled pack would go on
-    training and might even finish and write its records. Our packs do not checkpoint, so
-    SIGTERM ends the pack at once: the job fails with this reason and writes nothing more.
-    """
-    signal.signal(signal.SIGTERM, _cancel)
-    print(f"ablation: training a pack of {len(pack)} runs; SIGTERM stops it", file=sys.stderr, flush=True)
-    return run_pack(pack, out, device, threads, numerics_mode=numerics_mode)
 
 
 class LocalJob:
@@ -112,10 +73,9 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when the thread that
 def _worker_init(driver: int, events) -> None:
     """Each local worker dies with its driver, however the driver ends (SIGKILL included),
     and leaves Ctrl-C to it (a terminal sends SIGINT to the whole process group)."""
-    global _EVENTS
     from tqdm import tqdm
 
-    _EVENTS = events
+    job._EVENTS = events
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # tqdm's default lock is a multiprocessing semaphore; a killed worker would leave it to the
     # resource tracker, which then warns on the terminal. The worker draws no bars: a thread lock does.
@@ -136,6 +96,18 @@ def _watch_driver(driver: int) -> None:
 class LocalExecutor:
     """Packs in worker processes on this machine (spawned: no forked torch state), owned by the
     driver: they die with it (`_worker_init`), and `close(abort=True)` kills them at once."""
+
+    poll = 0.5  # seconds between looks at the jobs (`wait` returns early on progress)
+    checks_data_here = True  # the workers read the data the driver sees
+
+    @staticmethod
+    def planned_workers(workers: int | None, device: str) -> int:
+        """Packs trained at once: one per core (one on CUDA), unless told."""
+        return workers or (1 if device == "cuda" else os.cpu_count() or 1)
+
+    @classmethod
+    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch, options) -> LocalExecutor:
+        return cls(min(workers, packs), threads, on_epoch)
 
     def __init__(self, workers: int = 1, threads: int = 1,
                  on_epoch: Callable[[int, int], None] | None = None):
@@ -221,6 +193,17 @@ class SlurmExecutor:
     records there, and the driver learns a job's end from Slurm's accounting (sacct).
     """
 
+    poll = 2.0  # one sacct call a look
+    checks_data_here = False  # a node may see other paths: there the job reports missing data
+
+    @staticmethod
+    def planned_workers(workers: int | None, device: str) -> int:
+        return 1  # the cluster runs every pack at once: no pack is split to fill local cores
+
+    @classmethod
+    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch, options) -> SlurmExecutor:
+        return cls(out / ".slurm", options, threads)
+
     def __init__(self, folder: str | os.PathLike, options: SlurmOptions, threads: int = 1):
         import submitit
 
@@ -238,8 +221,6 @@ class SlurmExecutor:
 
     def submit_all(self, packs: Sequence[Sequence[RunConfig]], out: Path, device: str) -> list[SlurmJob]:
         """One job array for the whole grid."""
-        from .grid import GridError
-
         n = len(packs)
         try:
             jobs = self.executor.map_array(run_slurm_pack, [list(p) for p in packs], [str(out)] * n, [device] * n,
@@ -261,3 +242,8 @@ class SlurmExecutor:
             for j in self.jobs:
                 if not j.job.done():
                     j.job.cancel(check=False)
+
+
+# The executors by name (`ablation grid --executor`): another backend is one class with the
+# members above (poll, checks_data_here, planned_workers, create, submit_all, wait, close).
+EXECUTORS = {"local": LocalExecutor, "slurm": SlurmExecutor}

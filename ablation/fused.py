@@ -108,7 +108,8 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> t
     return _Bmm.apply(a, b, bias)
 
 
-def _mm(a, b, bias=None):
+def fixed_order_bmm(a, b, bias=None):
+    """bias + a @ b by the C++ kernel, without autograd (a backward pass's products)."""
     return torch.ops.ablation_fused.bmm(a, b, bias)
 
 
@@ -117,17 +118,17 @@ class _Bmm(torch.autograd.Function):
     def forward(ctx, a, b, bias):
         ctx.save_for_backward(a, b)
         ctx.bias = bias is not None
-        return _mm(a, b, bias)
+        return fixed_order_bmm(a, b, bias)
 
     @staticmethod
     def backward(ctx, dc):
         a, b = ctx.saved_tensors
         need_a, need_b, need_bias = ctx.needs_input_grad
-        da = _mm(dc, b.transpose(1, 2)) if need_a else None  # (M, N, P) @ (M, P, K)
-        db = _mm(a.transpose(1, 2), dc) if need_b else None  # (M, K, N) @ (M, N, P)
+        da = fixed_order_bmm(dc, b.transpose(1, 2)) if need_a else None  # (M, N, P) @ (M, P, K)
+        db = fixed_order_bmm(a.transpose(1, 2), dc) if need_b else None  # (M, K, N) @ (M, N, P)
         dbias = None
         if ctx.bias and need_bias:  # Σ_n dc[n], n ascending, as a (1, N) @ (N, P) product
-            dbias = _mm(dc.new_ones(dc.shape[0], 1, dc.shape[1]), dc).squeeze(1)
+            dbias = fixed_order_bmm(dc.new_ones(dc.shape[0], 1, dc.shape[1]), dc).squeeze(1)
         return da, db, dbias
 
 
@@ -148,36 +149,6 @@ def keep_heap() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
-
-
-def _flags(flags) -> tuple:
-    return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
-
-
-class FusedScan(torch.autograd.Function):
-    """`cell._Scan` with its two time loops in C++; same arguments, outputs and gradients."""
-
-    @staticmethod
-    def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
-        hs, cs, S, gs, os_, tcs = torch.ops.ablation_fused.lstm_forward(
-            xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
-        ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
-        ctx.peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
-        ctx.flags, ctx.probe = flags, probe is not None
-        ctx.mark_non_differentiable(S, os_)
-        return hs[1:], cs[1:], S, os_
-
-    @staticmethod
-    def backward(ctx, dhs, dcs, _dS, _dos):
-        from .cell import weight_grads
-
-        whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
-        dhs = torch.zeros_like(gs) if dhs is None else dhs
-        dcs = torch.zeros_like(gs) if dcs is None else dcs
-        dpre, dprobe = torch.ops.ablation_fused.lstm_backward(
-            dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, *_flags(ctx.flags), ctx.probe)
-        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None, _mm)
-        return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
 
 
 if __name__ == "__main__":  # `make setup`: build it now, rather than at the first training step

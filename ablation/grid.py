@@ -3,7 +3,7 @@
 A run's identity is `RunConfig.run_id()` (its resolved config and seed). Runs whose record
 is complete are skipped; the rest are grouped into packs of runs that differ only in
 per-member settings such as their gates (same seed, so same data order and shared initial
-weights; see `train.pack_key`), and each pack trains in one fused pass; a run that cannot
+weights; see `config.pack_key`), and each pack trains in one fused pass; a run that cannot
 share (another cell kind, peephole shape or data) gets a pack of its own kind. Each record
 is written atomically the moment its pack ends, so a grid killed at any moment (SIGKILL
 included) resumes where it stopped.
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import numerics
-from .config import Experiment, RunConfig
+from .config import Experiment, RunConfig, pack_key
+from .executors import EXECUTORS, GridError, SlurmOptions, check_executor
 from .lock import ResultsLock
-from .records import check_record, clean_partial, is_complete, quarantine, versions, write_record
+from .records import check_record, clean_partial, is_complete, quarantine
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,6 @@ def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
     fill whole rounds (5 packs on 2 workers become 4 + 2 halves), so no core idles through
     a last lone pack.
     """
-    from .train import pack_key
-
     runs = exp.runs(seeds)
     ids = [r.run_id() for r in runs]
     if len(set(ids)) != len(ids):
@@ -72,28 +70,6 @@ def plan(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
     return Plan(runs, packs)
 
 
-def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: str,
-                     progress=None, show_bar: bool = False) -> list[Path]:
-    """Train one pack and write each member's record; returns the record directories."""
-    from .train import resolve_device, train_pack
-
-    dev = resolve_device(device)
-    numerics.enforce(dev)  # the requested mode (portable by default), or a NumericsError saying why not
-    meta, machine = versions(), numerics.describe(dev)  # the code as it is when training starts, and where
-    results, _ = train_pack(pack, device=dev, on_epoch=progress, show_bar=show_bar)
-    paths = []
-    for r in results:
-        summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta, "machine": machine}
-        paths.append(write_record(out, r.config.run_id(), r.config.to_dict(), r.metrics, summary,
-                                  r.test_labels, r.test_predictions, r.probes,
-                                  r.checkpoint))
-    return paths
-
-
-class GridError(RuntimeError):
-    """Some packs failed; their runs have no record and the next run of the grid retries them."""
-
-
 def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = None,
              device: str = "auto", pack_size: int = 8, workers: int | None = None,
              threads: int = 1, executor: str = "local", slurm: dict | None = None,
@@ -102,13 +78,11 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
     Raises `GridError` naming each failed pack (and its log) once every pack has ended.
     """
-    from .executors import SlurmOptions, check_executor
-
     out = Path(out)
     check_options(exp, seeds=seeds, pack_size=pack_size, workers=workers, threads=threads)
     opts = SlurmOptions.from_mapping({**exp.slurm, **(slurm or {})})  # checked even when not used
     check_executor(executor)
-    if executor == "local":  # a Slurm node may see other paths: there the job reports missing data
+    if EXECUTORS[executor].checks_data_here:
         check_data(exp.runs(seeds))
     check_writable(out)
     with ResultsLock(out):
@@ -124,11 +98,9 @@ def run_grid(exp: Experiment, out: str | os.PathLike, *, seeds: int | None = Non
 
 def _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, show_progress) -> Plan:
     """`run_grid` once its checks passed and it holds the lock: plan, submit, watch."""
-    from .executors import LocalExecutor, SlurmExecutor
-
-    if workers is None:
-        workers = 1 if device == "cuda" or executor != "local" else os.cpu_count() or 1
-    p = plan(exp, out, seeds=seeds, pack_size=pack_size, workers=workers if executor == "local" else 1)
+    kind = EXECUTORS[executor]
+    workers = kind.planned_workers(workers, device)
+    p = plan(exp, out, seeds=seeds, pack_size=pack_size, workers=workers)
     if not p.todo:
         return p
     bar = tqdm(total=len(p.runs), initial=p.done, desc=f"grid {exp.name}", unit="run",
@@ -148,16 +120,13 @@ def _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, s
         if bar.disable:  # not a terminal: one log line per pack-epoch
             print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)
 
-    if executor == "local":
-        ex = LocalExecutor(min(workers, len(p.todo)), threads, on_epoch)
-    else:
-        ex = SlurmExecutor(out / ".slurm", opts, threads)
+    ex = kind.create(out, len(p.todo), workers, threads, on_epoch, opts)
     aborted = True  # until the loop ends: Ctrl-C, SIGTERM or an error stop every job at once
     try:
         jobs = ex.submit_all(p.todo, out, device)
         pending = set(range(len(jobs)))
         while pending:
-            ex.wait(0.5 if executor == "local" else 2.0)
+            ex.wait(ex.poll)
             pending = {k for k in pending if not jobs[k].done()}
             bar.n = p.done + sum((out / r.run_id()).is_dir() for pk in p.todo for r in pk)  # records land whole
             bar.refresh()

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .aggregate import SHORT, effects_table, group_columns, group_label, load_table, probe_frames, row_key
-from .cell import CELL_GATES
+from .spec import CELL_GATES
 from .stats import FACTORS
 
 LEGEND = {"fontsize": 8}

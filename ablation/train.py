@@ -16,7 +16,7 @@ import collections
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import fused
-from .cell import CellSpec, gates_name
+from .cell import gates_name
 from .checkpoint import member_checkpoint
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, pack_key
 from .data import LABEL_NAMES, Encoded, Vocab, batch_order, encode, load_sst
 from .embeddings import embedding_matrix, load_vectors
 from .model import PackedClassifier
@@ -80,19 +80,6 @@ def initial_embeddings(cfg: RunConfig, data: SSTData) -> tuple[np.ndarray | None
     table, stats = embedding_matrix(data.vocab, _vectors(m.embeddings), m.embedding_dim,
                                     seed=cfg.train.seed, counts=data.counts)
     return table, {"source": m.embeddings, **stats}
-
-
-def pack_key(cfg: RunConfig) -> RunConfig:
-    """What members of one pack must share: everything but what is per member (gates,
-    LSTM variant, forget-gate bias, word vectors, learning rate, tuning trial)."""
-    m = cfg.model
-    return replace(cfg, model=replace(m, gates=(), variant="vanilla", forget_bias=0.0, embeddings="random"),
-                   train=replace(cfg.train, lr=TrainConfig.lr, trial=0))  # any valid lr
-
-
-def cell_spec(cfg: RunConfig) -> CellSpec:
-    m = cfg.model
-    return CellSpec(m.gates, m.peephole, m.variant, m.cell, m.gru_reset)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -181,7 +168,7 @@ def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifi
     m = cfgs[0].model
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
-        [cell_spec(c) for c in cfgs], [c.train.seed for c in cfgs],
+        [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs],
         vocab_size=len(data.vocab), embedding_dim=m.embedding_dim, hidden_size=m.hidden_size,
         num_classes=len(LABEL_NAMES[cfgs[0].data.labels]), embeddings=list(tables),
         freeze_embeddings=m.freeze_embeddings, forget_bias=[c.model.forget_bias for c in cfgs])

@@ -9,7 +9,7 @@ a gate table, in three steps, all resumable:
    (so a killed search resumes). Trials come in *batches*: a batch holds one trial per
    stratum value (by default the 8 gate sets), each with its own sampled learning rate and
    forget-gate bias, all on the batch's seed, so a batch trains as one pack (those are
-   per-member settings, see `train.pack_key`) and its members see the same batches and
+   per-member settings, see `config.pack_key`) and its members see the same batches and
    share initial weights. Trials are ordinary run records under ``trials/`` (their config's
    ``train.trial`` is the trial's number + 1), trained by the grid runner, so resume,
    locking, Slurm and the aggregator work on them unchanged. The objective is the best-on-dev
@@ -110,7 +110,7 @@ class TuneSpec:
         first = spec.trial_config(base, {}, 0, 1)
         tuned = [p.key for p in spec.params] + list(spec.strata)
         for key in tuned:  # a batch must be one pack: only per-member settings may vary in it
-            from .train import pack_key
+            from .config import pack_key
 
             probe = spec.params[0].high if key == spec.params[0].key else None
             other = apply(first, {key: probe}) if probe is not None else first

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from ablation.config import RunConfig, apply, load_experiment, parse_override
+from ablation.spec import GATES
 
 
 def test_defaults_are_the_lecture_protocol():
@@ -81,7 +82,7 @@ def test_experiment_file_errors(tmp_path, name):
 
 def test_committed_experiments_load():
     lecture = load_experiment("experiments/lecture.toml")
-    assert len(lecture.runs()) == 40
+    assert len(lecture.runs()) == 160  # 8 gate sets x 20 seeds
     assert lecture.reference["input+forget+output"] == 85.3
     assert load_experiment("experiments/lecture_random.toml").base.model.embeddings == "random"
     assert len(load_experiment("experiments/smoke.toml").runs()) == 6
@@ -109,6 +110,27 @@ def test_cell_kinds_check_their_options():
         apply(RunConfig(), {"model.cell": "gru", "model.gates": "input"})
     with pytest.raises(ValueError, match="valid: before, after"):
         apply(RunConfig(), {"model.cell": "gru", "model.gru_reset": "middle"})
+
+
+def test_a_value_set_is_never_rewritten():
+    """Unset gates and peepholes take the cell kind's defaults; a value the user set is kept or
+    refused, never replaced (an LSTM value on a GRU used to become the GRU's silently)."""
+    gru = apply(RunConfig(), {"model.cell": "gru"})
+    assert gru.model.gates == ("reset", "update") and gru.model.peephole == "none"
+    assert RunConfig().model.peephole == "diagonal" and RunConfig().model.gates == GATES
+    with pytest.raises(ValueError, match="model.peephole 'full': peepholes are LSTM-only .* valid for it: none"):
+        apply(RunConfig(), {"model.cell": "gru", "model.peephole": "full"})
+    with pytest.raises(ValueError, match="unknown gru gate 'input'"):
+        apply(RunConfig(), {"model.cell": "gru", "model.gates": "input+forget+output"})
+    full = apply(RunConfig(), {"model.peephole": "full"})  # set earlier, then another kind: refused
+    with pytest.raises(ValueError, match="peepholes are LSTM-only"):
+        apply(full, {"model.cell": "gru"})
+    some = apply(RunConfig(), {"model.gates": "input"})
+    with pytest.raises(ValueError, match="unknown rnn gate 'input'"):
+        apply(some, {"model.cell": "rnn"})
+    back = apply(gru, {"model.cell": "lstm"})  # GRU defaults back to the LSTM's
+    assert back == RunConfig() and back.run_id() == RunConfig().run_id()
+    assert gru.model.spec().kind == "gru" and gru.model.spec().gates == ("reset", "update")
 
 
 def test_run_ids_are_pinned():

@@ -59,7 +59,7 @@ def test_portable_mode_on_cuda_is_deterministic_and_names_the_gpu(tmp_path):
     (on the same GPU model; CPU and GPU runs are not bit-identical to each other)."""
     import json
 
-    from ablation.grid import train_and_record
+    from ablation.job import train_and_record
 
     cfg = apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.hidden_size": 16,
                               "train.epochs": 1})

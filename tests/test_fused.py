@@ -11,7 +11,18 @@ import torch
 from _gradcheck import layer_gradcheck
 
 from ablation import fused
-from ablation.cell import GATES, PEEPHOLES, VARIANTS, CellSpec, GatedLSTM, ScanFlags, _Scan, gate_masks, lstm_scan
+from ablation.cell import (
+    GATES,
+    PEEPHOLES,
+    VARIANTS,
+    CellSpec,
+    FusedScan,
+    GatedLSTM,
+    ScanFlags,
+    _Scan,
+    gate_masks,
+    lstm_scan,
+)
 
 COMBOS = [c for r in range(4) for c in itertools.combinations(GATES, r)]
 gate_ids = lambda g: "+".join(g) or "none"  # noqa: E731
@@ -70,7 +81,7 @@ def test_agrees_with_python_scan(gates, peephole):
     """float32: outputs, gate activations and every gradient (the probe's too) to 1e-5."""
     specs = [CellSpec(gates, peephole), CellSpec(GATES, peephole)]  # a pack, so masks differ by member
     args = inputs(specs, peephole)
-    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args))
+    assert_agree(run(FusedScan, *args), run(_Scan, *args))
 
 
 @pytest.mark.parametrize("peephole", PEEPHOLES)
@@ -79,7 +90,7 @@ def test_variants_agree_with_python_scan(variant, peephole):
     specs = [CellSpec(GATES, peephole, variant), CellSpec(("input", "output"), peephole, variant),
              CellSpec(GATES, peephole)]
     args = inputs(specs, peephole)
-    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args))
+    assert_agree(run(FusedScan, *args), run(_Scan, *args))
 
 
 @pytest.mark.parametrize("peephole", PEEPHOLES)
@@ -87,7 +98,7 @@ def test_float64_agrees_to_rounding(peephole):
     """In double precision its exp, σ and tanh are accurate to a few ulp: 1e-11 after 6 steps."""
     specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in VARIANTS]
     args = inputs(specs, peephole, torch.float64)
-    assert_agree(run(fused.FusedScan, *args), run(_Scan, *args), rtol=1e-11)
+    assert_agree(run(FusedScan, *args), run(_Scan, *args), rtol=1e-11)
 
 
 @pytest.mark.parametrize("peephole", PEEPHOLES)
@@ -117,10 +128,10 @@ def test_member_alone_equals_member_in_pack_bit_for_bit(peephole):
     """Every output and gradient of a member is the same bits in a pack of 12 as alone."""
     specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in VARIANTS if v != "fgr"]
     xw, whh, peeps, w_gr, on, flags = inputs(specs, peephole, T=5, B=4, H=6)
-    pack = run(fused.FusedScan, xw, whh, peeps, w_gr, on, flags)
+    pack = run(FusedScan, xw, whh, peeps, w_gr, on, flags)
     for m, spec in enumerate(specs):
         own = [p if p is None else p[m : m + 1] for p in peeps]
-        alone = run(fused.FusedScan, xw[:, m : m + 1], whh[m : m + 1], own, None, on[m : m + 1], ScanFlags([spec]))
+        alone = run(FusedScan, xw[:, m : m + 1], whh[m : m + 1], own, None, on[m : m + 1], ScanFlags([spec]))
         member = [pack[0][:, m], pack[1][:, m], pack[2][:, m], pack[3][:, m], pack[4][:, m], pack[5][m],
                   *[g[m] for g in pack[6:-1]], pack[-1][:, m]]
         squeezed = [alone[0][:, 0], alone[1][:, 0], alone[2][:, 0], alone[3][:, 0], alone[4][:, 0], alone[5][0],
@@ -140,9 +151,9 @@ def test_avx2_and_baseline_kernels_give_the_same_bits(peephole):
     except RuntimeError:
         pytest.skip("no AVX2 on this CPU")
     try:
-        wide = run(fused.FusedScan, *args)
+        wide = run(FusedScan, *args)
         torch.ops.ablation_fused.set_avx2(False)
-        narrow = run(fused.FusedScan, *args)
+        narrow = run(FusedScan, *args)
     finally:
         torch.ops.ablation_fused.set_avx2(was)
     for k, (a, b) in enumerate(zip(wide, narrow)):
@@ -154,7 +165,7 @@ def test_sigmoid_and_tanh_by_hand():
     gate), a gateless member is c_t = c_{t-1} + tanh(pre_g), h_t = tanh(c_t), to float rounding."""
     specs = [CellSpec((), "none")]
     xw = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0, -30.0, 0.0]).view(2, 1, 1, 4)  # H = 1, two steps
-    hs, cs, S, o = fused.FusedScan.apply(xw, torch.zeros(1, 4, 1), None, None, None, None, None,
+    hs, cs, S, o = FusedScan.apply(xw, torch.zeros(1, 4, 1), None, None, None, None, None,
                                          gate_masks(specs), ScanFlags(specs))
     assert S[..., :2].eq(1).all() and o.eq(1).all()
     c1 = torch.tanh(torch.tensor(0.5))

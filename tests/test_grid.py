@@ -75,8 +75,8 @@ def test_sigkill_mid_grid_then_resume(tmp_path):
 def test_trailing_packs_are_split_to_fill_the_last_round(tmp_path):
     exp = load_experiment("experiments/lecture.toml")
     sizes = lambda p: [len(pk) for pk in p.todo]  # noqa: E731
-    assert sizes(plan(exp, tmp_path)) == [8] * 5
-    assert sizes(plan(exp, tmp_path, workers=2)) == [8, 8, 8, 8, 4, 4]
+    assert sizes(plan(exp, tmp_path)) == [8] * 20
+    assert sizes(plan(exp, tmp_path, workers=2, seeds=5)) == [8, 8, 8, 8, 4, 4]
     assert sizes(plan(exp, tmp_path, workers=3, seeds=2)) == [8, 4, 4]
     assert sizes(plan(exp, tmp_path, workers=2, seeds=1)) == [4, 4]
 

@@ -11,7 +11,7 @@ from ablation import cli
 from ablation.checkpoint import FORMAT, load_run
 from ablation.config import apply, load_experiment
 from ablation.data import LABEL_NAMES, load_sst
-from ablation.grid import train_and_record
+from ablation.job import train_and_record
 from ablation.predict import evaluate, predict, tokenize
 from ablation.records import CHECKPOINT, FILES, PROBES, is_complete
 

@@ -8,7 +8,7 @@ import torch
 
 from ablation import cli
 from ablation.config import RunConfig, apply
-from ablation.grid import train_and_record
+from ablation.job import train_and_record
 from ablation.records import CHECKPOINT, FILES, PROBES
 from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
 
