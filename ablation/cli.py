@@ -147,11 +147,11 @@ SLURM_FLAGS = {  # --slurm.KEY; the same keys may stand in the experiment's [slu
 
 
 def cmd_table(args) -> int:
-    from .aggregate import write_tables
+    from .render import write_tables
 
     text = write_tables(args.results, fmt=args.format, experiment=args.experiment)
     if args.readme:
-        from .readings import update_readme
+        from .render import update_readme
 
         update_readme(args.readme, args.results, args.experiment)
     print(text, end="")

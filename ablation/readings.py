@@ -4,8 +4,8 @@ is "no detectable difference", never "the same"; "equivalent" only where TOST sa
 
 Pure functions over the gate table, the factorial effects and the runs frame (the tidy
 frames of `aggregate`), one per experiment (by results directory name) and a generic one for
-the others; `readme_blocks` gathers a results directory's blocks and `fill_blocks` puts them
-between the README's markers:
+the others; `render.readme_blocks` gathers a results directory's blocks and
+`render.fill_blocks` puts them between the README's markers:
 
     <!-- table: results/lecture -->   ...   <!-- /table -->
     <!-- reading: results/lecture --> ...   <!-- /reading -->
@@ -14,9 +14,7 @@ between the README's markers:
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
+import math
 
 import numpy as np
 import pandas as pd
@@ -25,20 +23,23 @@ from scipy import stats as sps
 from .aggregate import (
     FULL,
     SHORT,
-    check_results,
-    effects_table,
-    fidelity,
-    format_markdown,
     group_columns,
     group_label,
-    load_table,
-    probe_frames,
     row_key,
-    signed,
 )
-from .stats import ALPHA, holm, paired_comparison, verdict
+from .stats import ALPHA, fidelity, holm, paired_comparison, verdict
 
 # --- phrases ----------------------------------------------------------------------------------
+
+
+MINUS = "−"  # U+2212: a minus sign, not a hyphen ($-$ in LaTeX)
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """+1.2 / −1.2 (a minus sign); "–" for NaN."""
+    if x is None or math.isnan(x):
+        return "–"
+    return f"{x:+.{digits}f}".replace("-", MINUS)
 
 
 def _n(x: float, digits: int = 1) -> str:
@@ -313,60 +314,3 @@ def _ratio(log10: float) -> str:
 
 READINGS = {"lecture": lecture_reading, "peepholes": peepholes_reading, "odyssey": odyssey_reading,
             "cells": variants_reading, "protocol": protocol_reading}
-
-
-# --- README blocks ----------------------------------------------------------------------------
-
-def readme_blocks(results: str | os.PathLike,
-                  experiment: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
-    """{("table", KEY): table.md's text, ("reading", KEY): the reading}, KEY being ``results``
-    as given (the README's markers name the directory the same way)."""
-    check_results(results)
-    r, table, source = load_table(results, experiment)
-    if r.runs.empty:
-        raise ValueError(f"{results}: no complete run records")
-    effects = effects_table(r)
-    margin = table.attrs.get("margin", 0.5)
-    reading = READINGS.get(Path(results).resolve().name, generic_reading)(table, effects, r.runs, margin)
-    key = str(results).rstrip("/")
-    blocks = {("table", key): format_markdown(table, r, source, effects), ("reading", key): reading + "\n"}
-    probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
-    if probes:
-        blocks[("probes", key)] = probes + "\n"
-    return blocks
-
-
-MARKER = re.compile(r"<!-- (table|reading|probes): (\S+) -->\n(.*?)<!-- /\1 -->", re.S)
-
-
-def read_blocks(text: str) -> dict[tuple[str, str], str]:
-    """The blocks a README holds: {(kind, key): content}."""
-    return {(m[1], m[2]): m[3] for m in MARKER.finditer(text)}
-
-
-def fill_blocks(text: str, blocks: dict[tuple[str, str], str], where: str = "README") -> str:
-    """``text`` with each of ``blocks`` that has markers in it replaced; an error if none has,
-    or if one starts and never ends."""
-    found = read_blocks(text)
-    for kind, key in blocks:
-        start = f"<!-- {kind}: {key} -->"
-        if start in text and (kind, key) not in found:
-            raise ValueError(f"{where}: '{start}' has no '<!-- /{kind} -->' after it to end the block")
-    present = [b for b in blocks if b in found]
-    if not present:
-        wanted = " or ".join(f"'<!-- {k}: {key} -->'" for k, key in blocks)
-        raise ValueError(f"{where}: no {wanted} marker to fill")
-
-    def put(m):
-        b = (m[1], m[2])
-        return f"<!-- {m[1]}: {m[2]} -->\n{blocks[b]}<!-- /{m[1]} -->" if b in blocks else m[0]
-
-    return MARKER.sub(put, text)
-
-
-def update_readme(readme: str | os.PathLike, results: str | os.PathLike,
-                  experiment: str | os.PathLike | None = None) -> None:
-    """Fill README's blocks for ``results`` (generated, not typed)."""
-    path = Path(readme)
-    text = path.read_text(encoding="utf-8")
-    path.write_text(fill_blocks(text, readme_blocks(results, experiment), str(path)), encoding="utf-8")

@@ -373,8 +373,8 @@ def run_tuning(exp_path: str | os.PathLike, out: str | os.PathLike, *, untuned: 
     """Search, select, retrain on fresh seeds, and write the tables, importance and figures
     into ``out``; ``untuned``: the results directory of the same gate table at its default
     settings (e.g. results/lecture), for the tuned-vs-untuned table. Returns the files written."""
-    from .aggregate import write_tables
     from .grid import run_grid
+    from .render import write_tables
 
     exp = load_experiment(exp_path)
     spec = TuneSpec.from_mapping(exp.tune, exp.base, f"{exp_path}: [tune]")

@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablation.aggregate import effects_table, fidelity, gate_table, load_runs, write_tables
+from ablation.aggregate import effects_table, gate_table, load_runs
 from ablation.config import RunConfig, apply
 from ablation.plots import plot_accuracy, plot_learning_curves, save_figures
 from ablation.records import write_record
+from ablation.render import write_tables
+from ablation.stats import fidelity
 
 
 def test_fidelity_known_orderings():

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ablation"
 # Reading records, tabulating, plotting and writing the README: no model code, so no torch
 # (it was 2.2 s of `ablation table`'s 4 s start).
-ANALYSIS = ("spec", "config", "records", "stats", "aggregate", "readings", "plots", "tb_export")
+ANALYSIS = ("spec", "config", "records", "stats", "aggregate", "readings", "render", "plots", "tb_export")
 
 
 def test_the_analysis_does_not_import_torch():

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from ablation import cli
-from ablation.aggregate import load_runs, write_tables
+from ablation.aggregate import load_runs
 from ablation.config import RunConfig, apply, load_experiment
 from ablation.embeddings import read_glove_text
 from ablation.grid import run_grid
 from ablation.lock import ResultsLock
 from ablation.records import BROKEN, TEST_EXAMPLES, check_record, clean_partial, write_record
+from ablation.render import write_tables
 from ablation.train import label_baselines, no_learning, train_pack
 
 SMOKE = "experiments/smoke.toml"

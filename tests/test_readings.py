@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablation.readings import compare, fill_blocks, read_blocks, readme_blocks
+from ablation.readings import compare
+from ablation.render import fill_blocks, read_blocks, readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
