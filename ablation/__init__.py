@@ -1,11 +1,10 @@
 """ablation: which parts of an LSTM matter? Gate ablations of a configurable LSTM on SST.
 
-The tree at a glance: `cell.py` (the gated LSTM and its variants), `rnn.py` (the GRU and
-Elman RNN baselines), `model.py` (the classifier, packed), `train.py` (the protocol),
-`probes.py` (gradient norms, gate statistics), `grid.py` (the resumable grid runner),
-`aggregate.py` (tables with uncertainty), `stats.py` (the statistics, numpy and scipy only),
-`readings.py` (the README's generated readings), `plots.py`, `numerics.py` (portable CPU/GPU
-code paths); `cli.py` is the command line.
+The tree at a glance (README, "The tree"): `spec.py` (the vocabulary, torch-free), `cell.py`
+(the gated LSTM and its scans), `fused.py` and `csrc/` (CPU kernels), `rnn.py`, `model.py`,
+`train.py` (the protocol), `grid.py` -> `executors.py` -> `job.py` (running experiments),
+`records.py`, `aggregate.py` -> `readings.py` -> `render.py` (tables and the README),
+`stats.py`, `plots.py`; `cli.py` is the command line.
 """
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .config import Experiment, load_experiment
 from .records import FILES, PROBES, TMP_PREFIX, check_record
-from .spec import GATES, gates_name
+from .spec import GATES, LECTURE_ORDER, gates_name
 from .stats import (
     FACTORS,
     factorial_effects,
@@ -35,9 +35,6 @@ from .stats import (
     verdict,
 )
 
-# The lecture's column order: none, o, i, i+o, f, i+f, f+o, i+f+o.
-LECTURE_ORDER = ["none", "output", "input", "input+output", "forget", "input+forget",
-                 "forget+output", "input+forget+output"]
 FULL = gates_name(GATES)
 SHORT = {"none": "none", "output": "o", "input": "i", "input+output": "i+o", "forget": "f",
          "input+forget": "i+f", "forget+output": "f+o", "input+forget+output": "i+f+o"}
@@ -149,7 +146,7 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def variant_columns(runs: pd.DataFrame) -> list[str]:
+def varying_columns(runs: pd.DataFrame) -> list[str]:
     """Config columns that vary between runs, other than gates and seed (e.g. peephole)."""
     skip = {"config.model.gates", "config.train.seed"}
     return [c for c in runs.columns if c.startswith("config.") and c not in skip
@@ -208,7 +205,7 @@ def row_order(r: Runs, names) -> list[str]:
 def table_groups(r: Runs, df: pd.DataFrame):
     """(group columns, [(key tuple, rows)]): the table splits by the columns that vary (or the
     experiment's axes, for an experiment with [variants])."""
-    cols = variant_columns(df) if r.groups is None else [c for c in r.groups if c in df.columns]
+    cols = varying_columns(df) if r.groups is None else [c for c in r.groups if c in df.columns]
     if not cols:
         return cols, [((), df)]
     groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(cols, sort=True, dropna=False)]

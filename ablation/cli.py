@@ -105,7 +105,8 @@ def cmd_grid(args) -> int:
 
     exp = load_experiment(args.experiment, list(args.set or []))
     out = Path(args.out or f"results/{exp.name}")
-    slurm = {k: getattr(args, f"slurm_{k}") for k in SLURM_FLAGS if getattr(args, f"slurm_{k}") is not None}
+    slurm = {k: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
+    slurm = {k.removeprefix("slurm_"): v for k, v in slurm.items()}
     stop = {"signal": signal.SIGINT}
 
     def on_sigterm(signum, frame):  # what a scheduler or `kill PID` sends: stop as Ctrl-C does
@@ -134,16 +135,6 @@ def cmd_grid(args) -> int:
     print(f"{exp.name}: {len(p.runs)} runs, {p.done} already complete, "
           f"{sum(len(k) for k in p.todo)} trained in {len(p.todo)} packs -> {out}")
     return 0
-
-
-SLURM_FLAGS = {  # --slurm.KEY; the same keys may stand in the experiment's [slurm] table
-    "partition": (str, "partition to submit to (default: the cluster's default)"),
-    "time": (int, "minutes each pack may run (default 60)"),
-    "gpus": (int, "GPUs per pack (default 0)"),
-    "cpus": (int, "CPUs per pack (default 1)"),
-    "mem_gb": (int, "memory per pack in GB (default 4)"),
-    "max_parallel": (int, "array tasks running at once (default 64)"),
-}
 
 
 def cmd_table(args) -> int:
@@ -271,8 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local packs trained at once (default: one per core; 1 on CUDA)")
     p.add_argument("--executor", default="local", choices=["local", "slurm"],
                    help="train packs here, or as a Slurm job array through submitit")
-    for key, (typ, text) in SLURM_FLAGS.items():
-        p.add_argument(f"--slurm.{key.replace('_', '-')}", dest=f"slurm_{key}", type=typ, help=text)
+    from dataclasses import fields
+
+    from .executors import SlurmOptions  # torch-free
+
+    for f in fields(SlurmOptions):  # --slurm.KEY for each option, its help and default from the dataclass
+        typ = str if f.name == "partition" else int
+        p.add_argument(f"--slurm.{f.name.replace('_', '-')}", dest=f"slurm_{f.name}", type=typ,
+                       help=f.metadata["help"] + ("" if f.default is None else f" (default {f.default})"))
     run_opts(p)
     p.set_defaults(func=cmd_grid)
 

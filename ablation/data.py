@@ -19,7 +19,7 @@ import os
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,8 +320,3 @@ def batch_order(lengths: np.ndarray | torch.Tensor, batch_size: int, *, seed: in
         part = part[np.argsort(lengths[part], kind="stable")]
         batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
     return [batches[j] for j in rng.permutation(len(batches))]
-
-
-def iter_batches(data: Encoded, order: Sequence[np.ndarray]) -> Iterator[tuple[torch.Tensor, ...]]:
-    for idx in order:
-        yield data.batch(idx)

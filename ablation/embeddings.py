@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import PAD, Vocab
+from .data import PAD, PTB_ESCAPES, Vocab
 
 NAMED = ("glove-6b-50d",)
 OOV_SCALE = 0.05  # uniform(-0.05, 0.05) for words GloVe lacks
-PTB_TO_GLOVE = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def load_vectors(source: str) -> Vectors:
 
 def lookup_keys(token: str) -> list[str]:
     """Candidate GloVe keys for an SST token, in order of preference."""
-    mapped = PTB_TO_GLOVE.get(token, token.replace("\\/", "/"))
+    mapped = PTB_ESCAPES.get(token, token.replace("\\/", "/"))
     return list(dict.fromkeys([token, token.lower(), mapped, mapped.lower()]))
 
 

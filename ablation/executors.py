@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import job, numerics
@@ -142,12 +142,14 @@ class LocalExecutor:
 class SlurmOptions:
     """Resources for each pack's job (`--slurm.KEY`, or a [slurm] table in the experiment)."""
 
-    partition: str | None = None  # None: the cluster's default partition
-    time: int = 60  # minutes a pack may run
-    gpus: int = 0  # GPUs per pack (packs use one; more is wasted)
-    cpus: int = 1  # CPUs per pack (the per-step work is small: 1 is best)
-    mem_gb: int = 4  # memory per pack
-    max_parallel: int = 64  # array jobs running at once
+    # Each field's "help" is its --slurm.KEY help text (cli.py adds the default).
+    partition: str | None = field(default=None, metadata={"help": "partition to submit to (default: the cluster's)"})
+    # a 10-epoch pack of 8 takes 10-20 min on one core
+    time: int = field(default=60, metadata={"help": "minutes each pack may run"})
+    gpus: int = field(default=0, metadata={"help": "GPUs per pack (a pack uses one; more is wasted)"})
+    cpus: int = field(default=1, metadata={"help": "CPUs per pack (the per-step work is small: 1 is best)"})
+    mem_gb: int = field(default=4, metadata={"help": "memory per pack in GB"})  # a pack of 8 peaks near 1.2 GB
+    max_parallel: int = field(default=64, metadata={"help": "array tasks running at once"})
 
     def __post_init__(self):
         for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("mem_gb", 1), ("max_parallel", 1)):

@@ -58,13 +58,13 @@ def _p(x) -> str:
 
 
 def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], list[list[str]]]:
-    variants, key_col = group_columns(table), row_key(table)
+    groups, key_col = group_columns(table), row_key(table)
     names = {"key": key_col, "diff_vs_full": f"Δ vs {SHORT.get(baseline, baseline)}"}
     shown = [(k, name) for k, name in DISPLAY if k != "lecture" or table["lecture"].notna().any()]
-    header = [c.removeprefix("config.") for c in variants] + [names.get(k, name) for k, name in shown]
+    header = [c.removeprefix("config.") for c in groups] + [names.get(k, name) for k, name in shown]
     rows = []
     for _, t in table.iterrows():
-        cells = [str(t[c]) for c in variants]
+        cells = [str(t[c]) for c in groups]
         for key, _ in shown:
             if key == "key":
                 cells.append(str(t[key_col]))

@@ -30,6 +30,12 @@ VARIANTS = {
 }
 
 
+# The lecture table's column order (none, o, i, i+o, f, i+f, f+o, i+f+o): the order of its rows
+# in every table, figure and reading here.
+LECTURE_ORDER = ("none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
+                 "input+forget+output")
+
+
 def split_gates(value: str | Iterable[str]) -> tuple[str, ...]:
     """'input+output' or 'none' -> ('input', 'output') as written, unchecked."""
     if isinstance(value, str):

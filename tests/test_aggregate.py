@@ -11,6 +11,7 @@ from ablation.config import RunConfig, apply
 from ablation.plots import plot_accuracy, plot_learning_curves, save_figures
 from ablation.records import write_record
 from ablation.render import write_tables
+from ablation.spec import LECTURE_ORDER
 from ablation.stats import fidelity
 
 
@@ -169,8 +170,7 @@ def _grid(out: Path, accs: dict[str, list[float]], peephole: str = "diagonal"):
                          summary, labels, labels)
 
 
-LECTURE = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
-           "input+forget+output"]
+LECTURE = list(LECTURE_ORDER)
 
 
 def test_full_gate_grid_gives_effects_holm_and_verdicts(tmp_path):

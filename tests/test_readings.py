@@ -101,7 +101,7 @@ def test_committed_tables_are_honest():
     import pandas as pd
     from scipy import stats as sps
 
-    from ablation.aggregate import LECTURE_ORDER
+    from ablation.spec import LECTURE_ORDER
     from ablation.stats import holm
 
     tables = sorted(ROOT.glob("results/*/table.csv"))

@@ -10,10 +10,10 @@ from ablation import cli
 from ablation.config import RunConfig, apply
 from ablation.job import train_and_record
 from ablation.records import CHECKPOINT, FILES, PROBES
+from ablation.spec import LECTURE_ORDER
 from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
 
-COMBOS = ["none", "output", "input", "input+output", "forget", "input+forget", "forget+output",
-          "input+forget+output"]
+COMBOS = list(LECTURE_ORDER)
 
 
 def small(**kw) -> RunConfig:
