@@ -44,20 +44,41 @@ MIN_SEEDS = 3  # fewer seeds than this per row and the table says its intervals 
 
 # --- reading records --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Layout:
+    """How runs form a table, as their experiment file says (`Layout.of`); the default is the
+    lecture's: one row per gate set, compared with the full cell."""
+
+    key: str = "gates"  # what a table row is: "gates", or "variant" for an experiment with [variants]
+    baseline: str = FULL  # the row the Δ columns compare with
+    order: tuple[str, ...] | None = None  # row order (None: the lecture's gate order)
+    groups: tuple[str, ...] | None = None  # config columns that split the table (None: those that vary)
+    levels: dict[str, list[str]] = field(default_factory=dict)  # group column -> its values in file order
+
+    @classmethod
+    def of(cls, experiment: Experiment | None) -> Layout:
+        if experiment is None:
+            return cls()
+        levels = {f"config.{k}": ["+".join(v) if isinstance(v, list) else str(v) for v in values]
+                  for k, values in experiment.axes.items()}
+        if not experiment.variants:
+            return cls(levels=levels)
+        order = tuple(experiment.variants)
+        return cls("variant", order[0], order, tuple(f"config.{k}" for k in experiment.axes if k != "train.seed"),
+                   levels)
+
+
 @dataclass
 class Runs:
-    """Every record under a results directory: complete runs, diverged runs, what was skipped."""
+    """Every record under a results directory: complete runs, diverged runs, what was skipped,
+    and the `Layout` their table takes."""
 
     runs: pd.DataFrame  # one row per complete run
     diverged: pd.DataFrame  # one row per diverged run
     curves: pd.DataFrame  # one row per (run, epoch)
     skipped: list[str] = field(default_factory=list)  # incomplete or unreadable records
     root: Path = Path(".")
-    key: str = "gates"  # what a table row is: "gates", or "variant" for an experiment with [variants]
-    baseline: str = FULL  # the row the Δ columns compare with
-    order: list[str] | None = None  # row order (None: the lecture's gate order)
-    groups: list[str] | None = None  # config columns that split the table (None: those that vary)
-    levels: dict[str, list[str]] = field(default_factory=dict)  # group column -> its values in file order
+    layout: Layout = field(default_factory=Layout)
 
     def probes(self, run_id: str) -> dict | None:
         """A run's probes.json (None for records without one)."""
@@ -127,14 +148,7 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
     cols = ["run_id", "gates", "seed", "status", "test_acc", "dev_acc", "best_epoch", "active_params"]
     runs = Runs(pd.DataFrame(rows, columns=None if rows else cols),
                 pd.DataFrame(diverged, columns=None if diverged else cols),
-                pd.DataFrame(curves), skipped, root)
-    if experiment is not None:
-        runs.levels = {f"config.{k}": ["+".join(v) if isinstance(v, list) else str(v) for v in values]
-                       for k, values in experiment.axes.items()}
-    if named:
-        runs.key, runs.order = "variant", list(experiment.variants)
-        runs.baseline = runs.order[0]
-        runs.groups = [f"config.{k}" for k in experiment.axes if k != "train.seed"]
+                pd.DataFrame(curves), skipped, root, Layout.of(experiment))
     if rows:  # the curves keep only the config columns that split the table
         cols, _ = table_groups(runs, runs.runs)
         runs.curves = runs.curves.drop(columns=[c for c in runs.curves.columns
@@ -171,7 +185,7 @@ def probe_frames(r: Runs) -> tuple[pd.DataFrame, pd.DataFrame]:
         p = r.probes(run["run_id"])
         if p is None:
             continue
-        ident = {r.key: run[r.key], "seed": run["seed"], **{c: run[c] for c in cols}}
+        ident = {r.layout.key: run[r.layout.key], "seed": run["seed"], **{c: run[c] for c in cols}}
         for checkpoint, bins in p.get("gradient_decay", {}).get("checkpoints", {}).items():
             for b in bins["bins"]:
                 lo, hi = b["lengths"]
@@ -197,21 +211,21 @@ def gate_order(names) -> list[str]:
 
 def row_order(r: Runs, names) -> list[str]:
     """The table's row order for the row names present."""
-    if r.order is None:
+    if r.layout.order is None:
         return gate_order(names)
-    return [v for v in r.order if v in set(names)]
+    return [v for v in r.layout.order if v in set(names)]
 
 
 def table_groups(r: Runs, df: pd.DataFrame):
     """(group columns, [(key tuple, rows)]): the table splits by the columns that vary (or the
     experiment's axes, for an experiment with [variants])."""
-    cols = varying_columns(df) if r.groups is None else [c for c in r.groups if c in df.columns]
+    cols = varying_columns(df) if r.layout.groups is None else [c for c in r.layout.groups if c in df.columns]
     if not cols:
         return cols, [((), df)]
     groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(cols, sort=True, dropna=False)]
 
     def rank(item):  # each axis in the experiment file's order (values it does not list last)
-        levels = [r.levels.get(c, []) for c in cols]
+        levels = [r.layout.levels.get(c, []) for c in cols]
         return tuple(lv.index(str(v)) if str(v) in lv else len(lv) for lv, v in zip(levels, item[0]))
 
     return cols, sorted(groups, key=rank)
@@ -224,13 +238,13 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: fl
     95% t-interval, paired p, Holm over every comparison in the table, TOST within ±margin,
     the verdict). ``table.attrs`` keeps margin, interval and the size of the Holm family."""
     reference = reference or {}
-    df, key = r.runs, r.key
+    df, key = r.runs, r.layout.key
     if df.empty:
         return pd.DataFrame(columns=[key, "lecture", "mean", "std", "ci_low", "ci_high", "n"])
     variants, groups = table_groups(r, df)
     out = []
     for values, group in groups:
-        full = group[group[key] == r.baseline].set_index("seed")
+        full = group[group[key] == r.layout.baseline].set_index("seed")
         for gates in row_order(r, group[key].unique()):
             g = group[group[key] == gates].sort_values("seed")
             acc = g["test_acc"].to_numpy(float)
@@ -243,13 +257,13 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: fl
                    "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
                    "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
                    "active_params": int(g["active_params"].iloc[0])}
-            row.update(_versus_baseline(g, full, gates == r.baseline, margin))
+            row.update(_versus_baseline(g, full, gates == r.layout.baseline, margin))
             out.append(row)
     table = pd.DataFrame(out)
     table.insert(table.columns.get_loc("p_paired") + 1, "p_holm", holm(table["p_paired"]))
     table.insert(table.columns.get_loc("p_holm") + 1, "verdict", [
         "reference" if is_base else verdict(d, ph, eq) for is_base, d, ph, eq in
-        zip(table[key] == r.baseline, table["diff_vs_full"], table["p_holm"], table["equivalent"])])
+        zip(table[key] == r.layout.baseline, table["diff_vs_full"], table["p_holm"], table["equivalent"])])
     table = table.drop(columns="equivalent")
     table.attrs.update(margin=margin, interval=interval, family=int(table["p_paired"].notna().sum()))
     return table
@@ -294,7 +308,7 @@ def effects_table(r: Runs) -> pd.DataFrame:
     share; empty when there is no such grid. Holm runs over the 7 terms of each group."""
     cols = ["term", "effect", "ci_low", "ci_high", "p", "p_holm", "n"]
     df = r.runs
-    if r.key != "gates" or df.empty:
+    if r.layout.key != "gates" or df.empty:
         return pd.DataFrame(columns=cols)
     group_cols, groups = table_groups(r, df)
     out = []

@@ -105,7 +105,7 @@ def counts_line(r: Runs) -> str:
     if stuck.any():
         line += f"; {int(stuck.sum())} did not learn"
     if len(r.diverged):
-        key = r.key if r.key in r.diverged else "gates"
+        key = r.layout.key if r.layout.key in r.diverged else "gates"
         listed = ", ".join(f"{g} (seed {s}{', no learning' if st == 'no_learning' else ''})"
                            for g, s, st in zip(r.diverged[key], r.diverged["seed"], status))
         line += f" (not averaged in: {listed})"
@@ -186,12 +186,12 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 
 
 def format_markdown(table: pd.DataFrame, r: Runs, source: str = "", effects: pd.DataFrame | None = None) -> str:
-    header, rows = display_rows(table, r.baseline)
+    header, rows = display_rows(table, r.layout.baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [fidelity_line(table), pivot_markdown(table),
              effects_markdown(effects) if effects is not None else "", few_seeds_line(table), counts_line(r),
-             f"Lecture column: {source}." if source else "", method_line(table, r.baseline)]
+             f"Lecture column: {source}." if source else "", method_line(table, r.layout.baseline)]
     return "\n".join(lines) + "\n\n" + "\n\n".join(n for n in notes if n) + "\n"
 
 
@@ -228,7 +228,7 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         raise ValueError(f"{results}: no complete run records ({counts_line(r)})")
     effects = effects_table(r)
     texts = {"md": format_markdown(table, r, source, effects), "csv": format_csv(table),
-             "tex": format_latex(table, r.baseline)}
+             "tex": format_latex(table, r.layout.baseline)}
     for ext, text in texts.items():
         (Path(results) / f"table.{ext}").write_text(text, encoding="utf-8")
     path = Path(results) / "effects.csv"
