@@ -342,7 +342,10 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
         if not v:
             raise ValueError(f"{path}: grid axis {k!r} is empty")
         for value in v:
-            apply(base, {k: value})
+            try:
+                apply(base, {k: value})
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{path}: grid axis {k!r}, value {value!r}: {e}") from None
     for name, overrides in variants.items():  # validate each variant now, and against the axes
         clash = set(overrides) & set(axes)
         if clash:
