@@ -49,7 +49,9 @@ from .spec import (  # noqa: F401  (the cell's vocabulary, re-exported: ablation
     RESETS,
     VARIANTS,
     CellSpec,
+    Variant,
     gates_name,
+    pack_params,
     parse_gates,
     split_gates,
 )
@@ -67,15 +69,17 @@ def uniform(gen: torch.Generator, hidden_size: int):
 
 
 def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole: str,
-              forget_bias: float, gate_recurrence: bool | None = None) -> dict[str, torch.Tensor]:
+              forget_bias: float, variant: str = "vanilla",
+              params: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> dict[str, torch.Tensor]:
     """Initial values of one member, drawn from ``gen`` in a fixed order.
 
     Weights ~ U(-1/√H, 1/√H) as `torch.nn.LSTM`; biases 0 except the forget gate's
     (Jozefowicz et al. 2015 argue for 1; the lecture's default is 0). Peepholes, then the
-    gate-recurrence weights, are drawn last, so members with the same seed share every
-    other initial value whatever their peephole kind, gates or variant.
-    ``gate_recurrence``: None, no weight_gr; False, a zero one (a non-FGR member of a pack
-    that has one: 0 adds exactly nothing); True, drawn.
+    variants' parameters (`Variant.params`, FGR's weight_gr), are drawn last, so members
+    with the same seed share every other initial value whatever their peephole kind, gates
+    or variant. ``params``: the variant parameters the member's pack carries
+    (`spec.pack_params`; default its own variant's); those of another variant than
+    ``variant`` are drawn and zeroed (0 adds exactly nothing).
     """
     H, u = hidden_size, uniform(gen, hidden_size)
     p = {"weight_ih": u(4 * H, input_size), "weight_hh": u(4 * H, H),
@@ -85,8 +89,9 @@ def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole:
         shape = (H,) if peephole == "diagonal" else (H, H)
         for name in PEEPHOLE_NAMES:
             p[name] = u(*shape)
-    if gate_recurrence is not None:
-        p["weight_gr"] = u(3 * H, 3 * H) * float(gate_recurrence)  # rows i, f, o from i, f, o at t-1
+    own = dict(VARIANTS[variant].params)
+    for name, units in VARIANTS[variant].params if params is None else params:
+        p[name] = u(*(k * H for k in units)) * float(name in own)
     return p
 
 
@@ -95,13 +100,13 @@ def active_lstm_params(spec: CellSpec, input_size: int, hidden_size: int) -> int
     H, n = hidden_size, sum(spec.mask())
     per_row = input_size + H + 2  # weight_ih row, weight_hh row, two biases
     peep = {"none": 0, "diagonal": H, "full": H * H}[spec.peephole]
-    fgr = 9 * H * H if spec.variant == "fgr" else 0
-    return int((1 + n) * H * per_row + n * peep + fgr)
+    return int((1 + n) * H * per_row + n * peep + VARIANTS[spec.variant].extra_parameters(H))
 
 
 class ScanFlags:
-    """Per-member switches of a pack, as broadcastable (M, 1, 1) bool masks; None where no
-    member of the pack uses a variant (then its ops are skipped)."""
+    """Per-member switches of a pack, as broadcastable (M, 1, 1) bool masks, one attribute per
+    flag variant of the registry (`Variant.flag`: .niaf, .noaf, .cifg, .fgr); None where no
+    member of the pack uses the variant (then its ops are skipped)."""
 
     def __init__(self, specs: Sequence[CellSpec], device=None):
         self.device = torch.device(device or "cpu")
@@ -110,7 +115,105 @@ class ScanFlags:
             on = [s.variant == name for s in specs]
             return torch.tensor(on, device=device).view(-1, 1, 1) if any(on) else None
 
-        self.niaf, self.noaf, self.cifg, self.fgr = (mask(v) for v in ("niaf", "noaf", "cifg", "fgr"))
+        self.masks = {name: mask(name) for name, v in VARIANTS.items() if v.flag}  # {variant: (M, 1, 1) or None}
+        vars(self).update(self.masks)
+
+
+class NoPeephole:
+    """The peephole terms of `_Scan` and `weight_grads`, for a pack's peephole kind: none
+    (Greff's NP). Each method adds its terms in place; here there are none.
+
+    Built from the pack's w_ci, w_cf, w_co: None, (M, H) diagonal or (M, H, H) full."""
+
+    def __init__(self, w_ci, w_cf, w_co):
+        pass
+
+    def into_if(self, pre, c):
+        """pre (M, B, 4H): the i, f pre-activations += their peephole terms of c_{t-1} (M, B, H) (eqs. 7-8)."""
+
+    def into_o(self, po, c):
+        """po (M, B, H): the o pre-activation += its peephole term of c_t (M, B, H) (eq. 10)."""
+
+    def dc_from_o(self, dc, dpo):
+        """dc (M, B, H) += ∂J/∂c_t through the output peephole, for dpo (M, B, H)."""
+
+    def dc_from_if(self, dc, dpif):
+        """dc (M, B, H) += ∂J/∂c_{t-1} through the i, f peepholes, for dpif (M, B, ≥2H): dpi, dpf first."""
+
+    @staticmethod
+    def grads(flat, cs, bmm):
+        """dci, dcf, dco from the pre-activation gradients flat (M, T·B, 4H), member-major,
+        and the cell states cs (T+1, M, B, H); needs no weights (`FusedScan` passes the class)."""
+        return None, None, None
+
+
+class DiagonalPeephole(NoPeephole):
+    """Diagonal peepholes w_c· ⊙ c (Gers & Schmidhuber 2000): w_ci, w_cf, w_co (M, H)."""
+
+    def __init__(self, w_ci, w_cf, w_co):
+        self.H = w_ci.shape[-1]
+        self.w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
+        self.w_co = w_co.unsqueeze(1)  # (M, 1, H)
+
+    def into_if(self, pre, c):
+        M, B, H = c.shape
+        pre[..., : 2 * H].view(M, B, 2, H).addcmul_(c.unsqueeze(2), self.w_cif)
+
+    def into_o(self, po, c):
+        po.addcmul_(c, self.w_co)
+
+    def dc_from_o(self, dc, dpo):
+        dc.addcmul_(dpo, self.w_co)
+
+    def dc_from_if(self, dc, dpif):
+        M, B, H = dc.shape
+        dc += (dpif[..., : 2 * H].view(M, B, 2, H) * self.w_cif).sum(2)
+
+    @staticmethod
+    def grads(flat, cs, bmm):
+        T1, M, B, H = cs.shape
+        cp = cs[:-1].transpose(0, 1).reshape(M, (T1 - 1) * B, H)  # c_{t-1}, (M, T·B, H)
+        cc = cs[1:].transpose(0, 1).reshape(M, (T1 - 1) * B, H)  # c_t
+        # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
+        # products: each member's additions come in the same order whatever M is, so
+        # its gradient does not depend on its pack (summing the time-major tensor over
+        # (0, 2) reorders them with M).
+        return (flat[..., :H] * cp).sum(1), (flat[..., H : 2 * H] * cp).sum(1), (flat[..., 3 * H :] * cc).sum(1)
+
+
+class FullPeephole(NoPeephole):
+    """Full peepholes W_c· c: w_ci, w_cf, w_co (M, H, H)."""
+
+    def __init__(self, w_ci, w_cf, w_co):
+        self.H = w_ci.shape[-1]
+        self.w_cif = torch.cat([w_ci, w_cf], 1)  # (M, 2H, H)
+        self.w_cif_t = self.w_cif.transpose(1, 2)  # (M, H, 2H)
+        self.w_co, self.w_co_t = w_co, w_co.transpose(1, 2)  # (M, H, H)
+
+    def into_if(self, pre, c):
+        pre[..., : 2 * self.H].baddbmm_(c, self.w_cif_t)
+
+    def into_o(self, po, c):
+        po.baddbmm_(c, self.w_co_t)
+
+    def dc_from_o(self, dc, dpo):
+        dc.baddbmm_(dpo, self.w_co)
+
+    def dc_from_if(self, dc, dpif):
+        dc.baddbmm_(dpif[..., : 2 * self.H], self.w_cif)
+
+    @staticmethod
+    def grads(flat, cs, bmm):
+        T1, M, B, H = cs.shape
+        cp = cs[:-1].transpose(0, 1).reshape(M, (T1 - 1) * B, H)  # c_{t-1}, (M, T·B, H)
+        cc = cs[1:].transpose(0, 1).reshape(M, (T1 - 1) * B, H)  # c_t
+        return (bmm(flat[..., :H].transpose(1, 2), cp), bmm(flat[..., H : 2 * H].transpose(1, 2), cp),
+                bmm(flat[..., 3 * H :].transpose(1, 2), cc))
+
+
+def peephole_kind(w_ci: torch.Tensor | None) -> type[NoPeephole]:
+    """The peephole class of a pack from its w_ci: None, (M, H) or (M, H, H)."""
+    return NoPeephole if w_ci is None else (DiagonalPeephole if w_ci.dim() == 2 else FullPeephole)
 
 
 class _Scan(torch.autograd.Function):
@@ -136,7 +239,7 @@ class _Scan(torch.autograd.Function):
     def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
         T, M, B, G = xw.shape
         H = G // 4
-        peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
+        peep = peephole_kind(w_ci)(w_ci, w_cf, w_co)
         rows = torch.cat([on, on.new_ones(M, 1)], 1)[:, [0, 1, 3, 2]]  # (M, 4) in i, f, g, o order
         rows = rows.repeat_interleave(H, 1)  # (M, 4H)
         scale = torch.ones_like(rows)
@@ -146,12 +249,6 @@ class _Scan(torch.autograd.Function):
         shift = torch.where(rows > 0, 0.0, math.inf).view(1, M, 1, G)  # absent gate: σ(+inf) = 1
         xs = torch.addcmul(shift, xw, scale.view(1, M, 1, G))  # (T, M, B, 4H)
         whh_t = (whh * scale.unsqueeze(2)).transpose(1, 2)  # (M, H, 4H)
-        if peep == "diagonal":
-            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
-            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
-        elif peep == "full":
-            w_cif_t = torch.cat([w_ci, w_cf], 1).transpose(1, 2)  # (M, H, 2H)
-            w_co_t = w_co.transpose(1, 2)  # (M, H, H)
         if w_gr is not None:  # FGR: pre_{i,f,o} += R [i, f, o]_{t-1}, R (3H, 3H)
             r_if_t, r_o_t = w_gr[:, : 2 * H].transpose(1, 2), w_gr[:, 2 * H :].transpose(1, 2)  # (M, 3H, ·)
             acts = xw.new_zeros(M, B, 3 * H)  # [i, f, o] of step t-1; zero before the first step
@@ -167,10 +264,7 @@ class _Scan(torch.autograd.Function):
             if w_gr is not None:
                 pre[..., : 2 * H].baddbmm_(acts, r_if_t)
                 pre[..., 3 * H :].baddbmm_(acts, r_o_t)
-            if peep == "diagonal":  # eqs. 7-8: + w_c· ⊙ c_{t-1}
-                pre[..., : 2 * H].view(M, B, 2, H).addcmul_(c.unsqueeze(2), w_cif)
-            elif peep == "full":
-                pre[..., : 2 * H].baddbmm_(c, w_cif_t)
+            peep.into_if(pre, c)  # eqs. 7-8: + w_c· ⊙ c_{t-1}
             s = torch.sigmoid(pre[..., : 3 * H], out=S[t])
             g = torch.mul(s[..., 2 * H :], 2, out=gs[t]).sub_(1)
             if flags.niaf is not None:  # NIAF: g_t is the pre-activation itself
@@ -179,10 +273,7 @@ class _Scan(torch.autograd.Function):
                 torch.where(flags.cifg, 1 - s[..., :H], s[..., H : 2 * H], out=s[..., H : 2 * H])
             c_new = torch.mul(s[..., H : 2 * H], c, out=cs[t + 1]).addcmul_(s[..., :H], g)  # eq. 9
             po = pre[..., 3 * H :]
-            if peep == "diagonal":  # eq. 10 peeks at c_t
-                po.addcmul_(c_new, w_co_)
-            elif peep == "full":
-                po.baddbmm_(c_new, w_co_t)
+            peep.into_o(po, c_new)  # eq. 10 peeks at c_t
             o = torch.sigmoid(po, out=os_[t])
             tc = torch.tanh(c_new, out=tcs[t])
             if flags.noaf is not None:  # NOAF: h_t = o_t ⊙ c_t
@@ -191,14 +282,14 @@ class _Scan(torch.autograd.Function):
             if w_gr is not None:
                 acts = torch.cat([s[..., : 2 * H], o], -1)
         ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs)
-        ctx.peep, ctx.flags, ctx.probe = peep, flags, probe is not None
+        ctx.peep, ctx.flags, ctx.probe = type(peep), flags, probe is not None
         ctx.mark_non_differentiable(S, os_)
         return hs[1:], cs[1:], S, os_
 
     @staticmethod
     def backward(ctx, dhs, dcs, _dS, _dos):
         whh, w_ci, w_cf, w_co, w_gr, S, g, o, hs, cs, tcs = ctx.saved_tensors
-        peep, flags = ctx.peep, ctx.flags
+        peep, flags = ctx.peep(w_ci, w_cf, w_co), ctx.flags
         T, M, B, H = g.shape
         i, f = S[..., :H], S[..., H : 2 * H]
         c_prev = cs[:-1]
@@ -216,11 +307,6 @@ class _Scan(torch.autograd.Function):
         if flags.cifg is not None:  # f = 1 - i: dpi = dc_t ⊙ (g - c_{t-1}) σ'(pi); f has no weights
             torch.where(flags.cifg, (g - c_prev) * i * (1 - i), k_ifg[..., :H], out=k_ifg[..., :H])
             k_ifg[..., H : 2 * H].masked_fill_(flags.cifg, 0.0)
-        if peep == "diagonal":
-            w_co_ = w_co.unsqueeze(1)  # (M, 1, H)
-            w_cif = torch.stack([w_ci, w_cf], 1).unsqueeze(1)  # (M, 1, 2, H)
-        elif peep == "full":
-            w_cif = torch.cat([w_ci, w_cf], 1)  # (M, 2H, H)
         if w_gr is not None:  # σ' of i, f, o, the path through the next step's gates
             sp = torch.cat([S[..., : 2 * H], o], -1)
             sp = sp * (1 - sp)  # (T, M, B, 3H)
@@ -241,18 +327,12 @@ class _Scan(torch.autograd.Function):
             dpo = torch.mul(dh, k_o[t], out=d[..., 3 * H :])
             if w_gr is not None:
                 dpo.addcmul_(da[..., 2 * H :], sp[t, ..., 2 * H :])
-            if peep == "diagonal":
-                dc.addcmul_(dpo, w_co_)
-            elif peep == "full":
-                dc.baddbmm_(dpo, w_co)
+            peep.dc_from_o(dc, dpo)
             dpifg = torch.mul(dc.repeat(1, 1, 3), k_ifg[t], out=d[..., : 3 * H])
             if w_gr is not None:
                 dpifg[..., : 2 * H].addcmul_(da[..., : 2 * H], sp[t, ..., : 2 * H])
             dc = dc * f[t]  # ∂c_t/∂c_{t-1} through eq. 9
-            if peep == "diagonal":
-                dc += (dpifg[..., : 2 * H].view(M, B, 2, H) * w_cif).sum(2)
-            elif peep == "full":
-                dc.baddbmm_(dpifg[..., : 2 * H], w_cif)
+            peep.dc_from_if(dc, dpifg)
             dh = torch.bmm(d, whh)  # (M, B, 4H) @ (M, 4H, H)
             if w_gr is not None:
                 da = torch.bmm(torch.cat([d[..., : 2 * H], dpo], -1), w_gr)  # (M, B, 3H) @ (M, 3H, 3H)
@@ -260,32 +340,18 @@ class _Scan(torch.autograd.Function):
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe, None, None
 
 
-def weight_grads(dpre, hs, cs, S, o, peep: str, flags: ScanFlags, fgr: bool, bmm=torch.bmm):
-    """The gradients of W_hh, the peepholes and FGR's R from the pre-activation gradients
-    dpre (T, M, B, 4H) and the forward's saved hs, cs (T+1, M, B, H), S, o: the part of the
-    backward after the time loop, shared by `_Scan` and `FusedScan` (which passes its
-    own fixed-order ``bmm``)."""
+def weight_grads(dpre, hs, cs, S, o, peep: type[NoPeephole] | NoPeephole, flags: ScanFlags, fgr: bool,
+                 bmm=torch.bmm):
+    """The gradients of W_hh, the peepholes (``peep``, see `NoPeephole.grads`) and FGR's R
+    from the pre-activation gradients dpre (T, M, B, 4H) and the forward's saved hs, cs
+    (T+1, M, B, H), S, o: the part of the backward after the time loop, shared by `_Scan`
+    and `FusedScan` (which passes its own fixed-order ``bmm``)."""
     T, M, B, G = dpre.shape
     H = G // 4
-    c_prev = cs[:-1]
     flat = dpre.transpose(0, 1).reshape(M, T * B, 4 * H)
     dwhh = bmm(flat.transpose(1, 2), hs[:-1].transpose(0, 1).reshape(M, T * B, H))  # (M, 4H, H)
-    dci = dcf = dco = dgr = None
-    if peep != "none":
-        cp = c_prev.transpose(0, 1).reshape(M, T * B, H)  # (M, T·B, H)
-        cc = cs[1:].transpose(0, 1).reshape(M, T * B, H)
-    if peep == "diagonal":
-        # Sum over steps and batch along the middle axis of member-major (M, T·B, H)
-        # products: each member's additions come in the same order whatever M is, so
-        # its gradient does not depend on its pack (summing the time-major tensor over
-        # (0, 2) reorders them with M).
-        dci = (flat[..., :H] * cp).sum(1)
-        dcf = (flat[..., H : 2 * H] * cp).sum(1)
-        dco = (flat[..., 3 * H :] * cc).sum(1)
-    elif peep == "full":
-        dci = bmm(flat[..., :H].transpose(1, 2), cp)
-        dcf = bmm(flat[..., H : 2 * H].transpose(1, 2), cp)
-        dco = bmm(flat[..., 3 * H :].transpose(1, 2), cc)
+    dci, dcf, dco = peep.grads(flat, cs, bmm)
+    dgr = None
     if fgr:  # dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}
         a_prev = torch.cat([S.new_zeros(1, M, B, 3 * H), torch.cat([S[:-1, ..., : 2 * H], o[:-1]], -1)])
         d_ifo = torch.cat([flat[..., : 2 * H], flat[..., 3 * H :]], -1)  # (M, T·B, 3H)
@@ -307,7 +373,7 @@ class FusedScan(torch.autograd.Function):
         hs, cs, S, gs, os_, tcs = torch.ops.ablation_fused.lstm_forward(
             xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
         ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
-        ctx.peep = "none" if w_ci is None else ("diagonal" if w_ci.dim() == 2 else "full")
+        ctx.peep = peephole_kind(w_ci)
         ctx.flags, ctx.probe = flags, probe is not None
         ctx.mark_non_differentiable(S, os_)
         return hs[1:], cs[1:], S, os_
@@ -361,8 +427,7 @@ class GatedLSTM(nn.Module):
         self.input_size, self.hidden_size = input_size, hidden_size
         gen = torch.Generator()
         gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
-        fgr = True if variant == "fgr" else None
-        for name, value in init_lstm(gen, input_size, hidden_size, peephole, forget_bias, fgr).items():
+        for name, value in init_lstm(gen, input_size, hidden_size, peephole, forget_bias, variant).items():
             self.register_parameter(name, nn.Parameter(value))
         self.register_buffer("on", gate_masks([self.spec]), persistent=False)
 
@@ -377,7 +442,7 @@ class GatedLSTM(nn.Module):
         xw = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
         xw = xw.transpose(0, 1).unsqueeze(1)  # (T, 1, B, 4H)
         peeps = [p.unsqueeze(0) if p is not None else None for p in self.peepholes()]
-        w_gr = self.weight_gr.unsqueeze(0) if self.spec.variant == "fgr" else None
+        w_gr = self.weight_gr.unsqueeze(0) if hasattr(self, "weight_gr") else None  # FGR's R
         flags = ScanFlags([self.spec], x.device)
         hs, cs, _ = lstm_scan(xw, self.weight_hh.unsqueeze(0), peeps, self.on.to(x.dtype), flags, w_gr)
         h_n, c_n = last_step(hs, lengths)[0], last_step(cs, lengths)[0]

@@ -3,7 +3,8 @@
     embedding -> recurrent layer -> linear layer on the final hidden vector -> softmax
 
 The recurrent layer is the gated LSTM (`cell.py`) or one of its baselines, the GRU and the
-Elman RNN (`rnn.py`): the pack's cell kind, chosen from `KINDS`.
+Elman RNN (`rnn.py`): the pack's cell kind, an entry of `KINDS` (its initial values, scan,
+active-parameter count and bias handling).
 
 Every parameter is stacked along a leading member dimension M, so one batched matmul per
 time step serves the whole pack (horizontal fusion); each member has its own gates, variant
@@ -18,7 +19,8 @@ from the rows a batch uses, so the embedding gradient holds those rows only (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,12 +36,42 @@ from .cell import (
     init_lstm,
     last_step,
     lstm_scan,
+    pack_params,
     uniform,
 )
 from .rnn import active_gru_params, active_rnn_params, gru_scan, init_gru, init_rnn, rnn_scan
 
-# Cell kind -> active-parameter count (the kind's scan is chosen in `PackedClassifier.hidden`).
-KINDS = {"lstm": active_lstm_params, "gru": active_gru_params, "rnn": active_rnn_params}
+
+@dataclass(frozen=True)
+class Kind:
+    """What `PackedClassifier` does with one cell kind (the keys of `spec.CELL_GATES`)."""
+
+    # (pack, gen, spec, forget_bias) -> the member's cell parameters, drawn from gen after the classifier's
+    init: Callable[[PackedClassifier, torch.Generator, CellSpec, float], dict[str, torch.Tensor]]
+    # (pack, xw (T, M, B, G·H), probe) -> hs (T, M, B, H), {gate: activations (T, M, B, H)}
+    scan: Callable[[PackedClassifier, torch.Tensor, torch.Tensor | None], tuple]
+    active_params: Callable[[CellSpec, int, int], int]  # (spec, input size, hidden size) -> cell parameters
+    joins_bias_hh: bool = True  # b_hh joins the input projection (the GRU's scan takes it apart: r multiplies it)
+
+
+def _lstm_init(pack, gen, spec, forget_bias):
+    return init_lstm(gen, pack.E, pack.H, pack.peephole, forget_bias, spec.variant, pack.variant_params)
+
+
+def _lstm_scan(pack, xw, probe):
+    w_gr = getattr(pack, "weight_gr", None)  # FGR's R, there when a member is FGR
+    hs, _, acts = lstm_scan(xw, pack.weight_hh, pack.peepholes(), pack.on, pack.flags, w_gr, probe)
+    return hs, acts
+
+
+KINDS = {
+    "lstm": Kind(_lstm_init, _lstm_scan, active_lstm_params),
+    "gru": Kind(lambda pack, gen, spec, fb: init_gru(gen, pack.E, pack.H),
+                lambda pack, xw, probe: gru_scan(xw, pack.weight_hh, pack.bias_hh, pack.on, pack.reset, probe),
+                active_gru_params, joins_bias_hh=False),
+    "rnn": Kind(lambda pack, gen, spec, fb: init_rnn(gen, pack.E, pack.H),
+                lambda pack, xw, probe: rnn_scan(xw, pack.weight_hh, probe), active_rnn_params),
+}
 
 
 class PackedClassifier(nn.Module):
@@ -55,12 +87,12 @@ class PackedClassifier(nn.Module):
             raise ValueError(f"a pack shares one cell kind, peephole shape and reset position, got {sorted(shared)}")
         self.specs = list(specs)
         self.kind, self.peephole, self.reset = shared.pop()
+        self.cell = KINDS[self.kind]
+        self.variant_params = pack_params(s.variant for s in specs)  # e.g. FGR's weight_gr, if a member is FGR
         self.M, self.V, self.E, self.H, self.C = len(specs), vocab_size, embedding_dim, hidden_size, num_classes
         embeddings = embeddings or [None] * self.M
         biases = [forget_bias] * self.M if isinstance(forget_bias, int | float) else list(forget_bias)
-        fgr = any(s.variant == "fgr" for s in specs)
-        members = [self._init_member(seed, emb, fb, (s.variant == "fgr") if fgr else None)
-                   for s, seed, emb, fb in zip(specs, seeds, embeddings, biases)]
+        members = [self._init_member(s, seed, emb, fb) for s, seed, emb, fb in zip(specs, seeds, embeddings, biases)]
         for name in members[0]:  # embedding (M, V, E), weight_ih (M, 4H, E), ...
             self.register_parameter(name, nn.Parameter(torch.stack([m[name] for m in members])))
         self.embedding.requires_grad_(not freeze_embeddings)
@@ -73,7 +105,7 @@ class PackedClassifier(nn.Module):
             self._flags = ScanFlags(self.specs, self.on.device)
         return self._flags
 
-    def _init_member(self, seed: int, emb: np.ndarray | None, forget_bias: float, fgr: bool | None) -> dict:
+    def _init_member(self, spec: CellSpec, seed: int, emb: np.ndarray | None, forget_bias: float) -> dict:
         """One member's initial values: same seed -> same values for every shared weight."""
         gen = torch.Generator().manual_seed(seed)
         table = torch.rand(self.V, self.E, generator=gen) * 0.1 - 0.05  # U(-0.05, 0.05)
@@ -83,10 +115,7 @@ class PackedClassifier(nn.Module):
         p = {"embedding": table,
              "cls_weight": uniform(gen, self.H)(self.C, self.H),  # nn.Linear's U(-1/√H, 1/√H)
              "cls_bias": torch.zeros(self.C)}
-        if self.kind == "lstm":
-            p.update(init_lstm(gen, self.E, self.H, self.peephole, forget_bias, fgr))  # peepholes last
-        else:
-            p.update((init_gru if self.kind == "gru" else init_rnn)(gen, self.E, self.H))
+        p.update(self.cell.init(self, gen, spec, forget_bias))  # LSTM: peepholes and variant parameters last
         return p
 
     def peepholes(self) -> list[torch.Tensor | None]:
@@ -100,17 +129,11 @@ class PackedClassifier(nn.Module):
         """Embedded inputs x (M, T, B, E) -> hidden states hs (T, M, B, H) and the gate
         activations {gate: (T, M, B, H)}; ``probe`` see `cell._Scan`."""
         M, T, B, E = x.shape
-        # W_ih x_t + b_ih for all steps in one matmul; b_hh joins it unless the GRU needs it apart
-        bias = self.bias_ih if self.kind == "gru" else self.bias_ih + self.bias_hh
+        # W_ih x_t + b_ih for all steps in one matmul; b_hh joins it unless the kind's scan takes it apart
+        bias = self.bias_ih + self.bias_hh if self.cell.joins_bias_hh else self.bias_ih
         xw = fused.bmm(x.reshape(M, T * B, E), self.weight_ih.transpose(1, 2), bias)
         xw = xw.view(M, T, B, -1).transpose(0, 1)  # (T, M, B, G·H)
-        if self.kind == "gru":
-            return gru_scan(xw, self.weight_hh, self.bias_hh, self.on, self.reset, probe)
-        if self.kind == "rnn":
-            return rnn_scan(xw, self.weight_hh, probe)
-        w_gr = self.weight_gr if self.flags.fgr is not None else None
-        hs, _, acts = lstm_scan(xw, self.weight_hh, self.peepholes(), self.on, self.flags, w_gr, probe)
-        return hs, acts
+        return self.cell.scan(self, xw, probe)
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         """Final hidden vectors h (M, B, H) -> logits (M, B, C)."""
@@ -134,7 +157,7 @@ class PackedClassifier(nn.Module):
 
     def active_parameters(self, m: int) -> int:
         """Cell and classifier parameters that exist for member m (embeddings counted apart)."""
-        return KINDS[self.kind](self.specs[m], self.E, self.H) + self.C * (self.H + 1)
+        return self.cell.active_params(self.specs[m], self.E, self.H) + self.C * (self.H + 1)
 
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """Member m's weights; the LSTM part under `torch.nn.LSTM` / `GatedLSTM` names."""

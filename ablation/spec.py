@@ -10,6 +10,7 @@ the cell's names (`ablation.cell.GATES`, `ablation.cell.CellSpec`, ...).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,15 +20,48 @@ PEEPHOLES = ("none", "diagonal", "full")
 PEEPHOLE_NAMES = ("weight_ci", "weight_cf", "weight_co")  # into the input, forget, output gate
 RESETS = ("before", "after")  # where a GRU's reset gate applies (see rnn.py)
 
+@dataclass(frozen=True)
+class Variant:
+    """An LSTM variant of Greff et al. 2017 (sec. 3) and what the code reads from it.
+
+    ``units`` in ``params`` are a parameter's shape in multiples of the hidden size H.
+    """
+
+    description: str
+    flag: bool = True  # a per-member switch of the scan: `cell.ScanFlags` holds its (M, 1, 1) mask
+    weightless_gate: str | None = None  # a gate computed from the others, no weights of its own (`CellSpec.mask`)
+    params: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, units): parameters it adds, drawn last
+
+    def shapes(self, hidden_size: int) -> dict[str, tuple[int, ...]]:
+        """{name: shape} of the parameters it adds, for hidden size H."""
+        return {name: tuple(k * hidden_size for k in units) for name, units in self.params}
+
+    def extra_parameters(self, hidden_size: int) -> int:
+        """How many parameters it adds to the cell (FGR: 9H²)."""
+        return sum(math.prod(shape) for shape in self.shapes(hidden_size).values())
+
+    def __str__(self) -> str:
+        return self.description
+
+
 # The LSTM variants that change the equations (Greff et al. 2017, sec. 3). Adding one is an
-# entry here, its case in `_Scan`, and its test.
+# entry here, its case in `cell._Scan` (and the fused kernel), and its test.
 VARIANTS = {
-    "vanilla": "the cell of cell.py, Graves 2013 eqs. 7-11 (Greff's V)",
-    "niaf": "no input activation function: g_t = W_xc x_t + W_hc h_{t-1} + b_c, without tanh",
-    "noaf": "no output activation function: h_t = o_t ⊙ c_t",
-    "cifg": "coupled input and forget gate: f_t = 1 - i_t (the forget gate has no weights)",
-    "fgr": "full gate recurrence: i_t, f_t, o_t also read i, f, o of step t-1 (weight_gr, 3H x 3H)",
+    "vanilla": Variant("the cell of cell.py, Graves 2013 eqs. 7-11 (Greff's V)", flag=False),
+    "niaf": Variant("no input activation function: g_t = W_xc x_t + W_hc h_{t-1} + b_c, without tanh"),
+    "noaf": Variant("no output activation function: h_t = o_t ⊙ c_t"),
+    "cifg": Variant("coupled input and forget gate: f_t = 1 - i_t (the forget gate has no weights)",
+                    weightless_gate="forget"),
+    "fgr": Variant("full gate recurrence: i_t, f_t, o_t also read i, f, o of step t-1 (weight_gr, 3H x 3H)",
+                   params=(("weight_gr", (3, 3)),)),  # rows i, f, o from columns i, f, o at t-1
 }
+
+
+def pack_params(variants: Iterable[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The variant parameters a pack of members with these variants carries: those of every
+    variant a member uses, in registry order (members of other variants hold zeros)."""
+    used = set(variants)
+    return tuple(p for name, v in VARIANTS.items() if name in used for p in v.params)
 
 
 # The lecture table's column order (none, o, i, i+o, f, i+f, f+o, i+f+o): the order of its rows
@@ -83,9 +117,10 @@ class CellSpec:
             raise ValueError(f"peepholes and LSTM variants need cell 'lstm', not {self.kind!r}")
 
     def mask(self) -> list[float]:
-        """1.0 for each gate with weights of its own, in the kind's gate order (CIFG's f has none)."""
-        return [float(g in self.gates and not (self.variant == "cifg" and g == "forget"))
-                for g in CELL_GATES[self.kind]]
+        """1.0 for each gate with weights of its own, in the kind's gate order (a variant's
+        `Variant.weightless_gate`, CIFG's f, has none)."""
+        weightless = VARIANTS[self.variant].weightless_gate
+        return [float(g in self.gates and g != weightless) for g in CELL_GATES[self.kind]]
 
 
 # The data: which sentences, which labels, which words (see data.py).

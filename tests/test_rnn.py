@@ -109,3 +109,29 @@ def test_gru_gate_names_are_checked():
 
     with pytest.raises(ValueError, match="valid gates: none"):
         CellSpec(("input",), kind="rnn")
+
+
+@pytest.mark.parametrize("kind,reset", [("lstm", "before"), ("gru", "before"), ("gru", "after"), ("rnn", "before")])
+def test_each_kind_entry_runs_its_single_layer_inside_the_pack_classifier(kind, reset):
+    """`model.KINDS` holds one entry per cell kind, and a pack built from it (initial values,
+    bias join, scan, parameter count) computes what the kind's own layer does with the same weights."""
+    from ablation.cell import CellSpec, GatedLSTM
+    from ablation.model import KINDS, PackedClassifier
+
+    assert set(KINDS) == set(CELL_GATES)
+    E, H = 3, 4
+    spec = CellSpec(CELL_GATES[kind], "diagonal" if kind == "lstm" else "none", kind=kind, reset=reset)
+    layer = {"lstm": lambda: GatedLSTM(E, H, peephole="diagonal"), "gru": lambda: GatedGRU(E, H, reset=reset),
+             "rnn": lambda: ElmanRNN(E, H)}[kind]()
+    pack = PackedClassifier([spec], [3], vocab_size=9, embedding_dim=E, hidden_size=H)
+    random_biases(pack)
+    state = pack.member_state(0)
+    layer.load_state_dict({n: state[n] for n in layer.state_dict()})  # same names and shapes, all present
+    assert state.keys() - layer.state_dict().keys() == {"embedding", "cls_weight", "cls_bias"}
+    x = torch.randn(1, 5, 2, E)  # (M, T, B, E)
+    hs, _ = pack.hidden(x)
+    out = layer(x[0].transpose(0, 1))[0]  # (B, T, H)
+    torch.testing.assert_close(hs[:, 0].transpose(0, 1), out, atol=1e-6, rtol=1e-5)
+    cls = pack.C * (H + 1)
+    assert pack.active_parameters(0) - cls == KINDS[kind].active_params(spec, E, H) == sum(
+        p.numel() for p in layer.parameters())

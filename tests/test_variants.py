@@ -5,7 +5,17 @@ import pytest
 import torch
 from _gradcheck import layer_gradcheck
 
-from ablation.cell import GATES, PEEPHOLES, VARIANTS, CellSpec, GatedLSTM, active_lstm_params
+from ablation.cell import (
+    GATES,
+    PEEPHOLES,
+    VARIANTS,
+    CellSpec,
+    GatedLSTM,
+    ScanFlags,
+    Variant,
+    active_lstm_params,
+    init_lstm,
+)
 
 s, tanh = torch.sigmoid, torch.tanh
 X1, X2 = 0.5, -1.0
@@ -76,7 +86,7 @@ def test_cifg_forget_rows_take_no_gradient_and_do_not_count():
 def test_variants_share_a_pack_exactly():
     """A pack holding every variant gives each member what it computes alone, bit for bit
     (the FGR weights of the others are zero and stay zero)."""
-    from ablation.cell import ScanFlags, gate_masks, lstm_scan
+    from ablation.cell import gate_masks, lstm_scan
 
     torch.manual_seed(0)
     T, B, H = 5, 3, 4
@@ -103,3 +113,57 @@ def test_variants_share_a_pack_exactly():
 def test_unknown_variant_names_the_valid_ones():
     with pytest.raises(ValueError, match="valid: vanilla, niaf, noaf, cifg, fgr"):
         CellSpec(variant="coupled")
+
+
+def test_the_registry_holds_what_the_code_reads():
+    """Every entry's description, flag, weightless gate and parameters, as the paper has them."""
+    assert [v for v in VARIANTS if VARIANTS[v].flag] == ["niaf", "noaf", "cifg", "fgr"]  # vanilla is the cell itself
+    assert {v: VARIANTS[v].weightless_gate for v in VARIANTS if VARIANTS[v].weightless_gate} == {"cifg": "forget"}
+    assert VARIANTS["fgr"].shapes(4) == {"weight_gr": (12, 12)} and VARIANTS["fgr"].extra_parameters(4) == 144
+    assert str(VARIANTS["noaf"]) == VARIANTS["noaf"].description == "no output activation function: h_t = o_t ⊙ c_t"
+    for v in VARIANTS.values():
+        assert v.weightless_gate in (None, *GATES)
+
+
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_masks_flags_and_parameters_follow_the_entry(variant, peephole):
+    """A variant's gate mask, scan flag, parameters and their count come from its entry alone."""
+    I, H = 3, 4
+    entry, spec, vanilla = VARIANTS[variant], CellSpec(GATES, peephole, variant), CellSpec(GATES, peephole)
+    assert spec.mask() == [float(g != entry.weightless_gate) for g in GATES]
+    flags = ScanFlags([vanilla, spec])
+    assert set(flags.masks) == {v for v in VARIANTS if VARIANTS[v].flag}
+    for name, mask in flags.masks.items():
+        assert getattr(flags, name) is mask
+        assert (mask is None) if name != variant else mask.view(-1).tolist() == [False, True]
+    cell = GatedLSTM(I, H, peephole=peephole, variant=variant, seed=0)
+    plain = GatedLSTM(I, H, peephole=peephole, seed=0)
+    extra = {n: tuple(p.shape) for n, p in cell.named_parameters()} - plain.state_dict().keys()
+    assert {n: tuple(cell.get_parameter(n).shape) for n in extra} == entry.shapes(H)
+    per_gate = H * (I + H + 2) + {"none": 0, "diagonal": H, "full": H * H}[peephole]  # rows and peephole of a gate
+    lost = per_gate if entry.weightless_gate else 0
+    assert active_lstm_params(spec, I, H) == active_lstm_params(vanilla, I, H) - lost + entry.extra_parameters(H)
+
+
+def test_a_new_entry_is_all_the_bookkeeping_a_variant_needs(monkeypatch):
+    """Registering a variant gives it a scan flag, its gate mask, its parameters (drawn last,
+    zero in the pack's other members) and their count, with no other code touched."""
+    from ablation.model import PackedClassifier
+
+    monkeypatch.setitem(VARIANTS, "toy", Variant("a test entry", weightless_gate="output",
+                                                 params=(("weight_toy", (1, 2)),)))
+    I, H = 3, 4
+    spec, vanilla = CellSpec(GATES, "diagonal", "toy"), CellSpec(GATES, "diagonal")
+    assert spec.mask() == [1.0, 1.0, 0.0]
+    flags = ScanFlags([vanilla, spec, vanilla])
+    assert flags.toy.view(-1).tolist() == [False, True, False] and flags.niaf is None
+    assert active_lstm_params(spec, I, H) == active_lstm_params(vanilla, I, H) - H * (I + H + 2) - H + 2 * H * H
+    own = init_lstm(torch.Generator().manual_seed(0), I, H, "diagonal", 0.0, "toy")
+    base = init_lstm(torch.Generator().manual_seed(0), I, H, "diagonal", 0.0)
+    assert list(own) == [*base, "weight_toy"] and own["weight_toy"].shape == (H, 2 * H)
+    assert all(torch.equal(own[n], base[n]) for n in base)  # drawn after everything else
+    pack = PackedClassifier([vanilla, spec], [0, 0], vocab_size=5, embedding_dim=I, hidden_size=H)
+    assert pack.variant_params == (("weight_toy", (1, 2)),)
+    assert pack.weight_toy.shape == (2, H, 2 * H)
+    assert pack.weight_toy[0].abs().sum() == 0 and pack.weight_toy[1].abs().min() > 0
