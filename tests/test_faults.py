@@ -19,7 +19,8 @@ from ablation.embeddings import read_glove_text
 from ablation.grid import run_grid
 from ablation.lock import ResultsLock
 from ablation.records import BROKEN, TEST_EXAMPLES, check_record, clean_partial, write_record
-from ablation.train import label_baselines, no_learning, train_pack
+from ablation.selection import label_baselines, no_learning
+from ablation.train import train_pack
 
 SMOKE = "experiments/smoke.toml"
 
@@ -307,7 +308,7 @@ def test_label_baselines_hand_computed():
     import torch
 
     from ablation.data import Encoded
-    from ablation.train import SSTData
+    from ablation.inputs import SSTData
 
     def split(labels):
         return Encoded(torch.zeros(len(labels), 1, dtype=torch.long), torch.ones(len(labels)), torch.tensor(labels))
