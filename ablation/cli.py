@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .numerics import NumericsError, request  # torch-free: it must run before torch is imported
+from .progress import EpochEnd
 
 
 def cmd_data(args) -> int:
@@ -92,8 +93,8 @@ def cmd_train(args) -> int:
 
 
 def _epoch_printer(epochs: int):
-    def show(epoch, batches):
-        print(f"epoch {epoch}/{epochs} done ({batches} batches)", file=sys.stderr, flush=True)
+    def show(end: EpochEnd) -> None:
+        print(f"epoch {end.epoch}/{epochs} done ({end.batches} batches)", file=sys.stderr, flush=True)
 
     return show
 

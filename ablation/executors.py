@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 from . import job, numerics
 from .config import RunConfig
 from .job import run_pack, run_slurm_pack
+from .progress import OnEpoch
 
 
 class GridError(RuntimeError):
@@ -106,11 +107,12 @@ class LocalExecutor:
         return workers or (1 if device == "cuda" else os.cpu_count() or 1)
 
     @classmethod
-    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch, options) -> LocalExecutor:
+    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch: OnEpoch | None,
+               options) -> LocalExecutor:
         return cls(min(workers, packs), threads, on_epoch)
 
     def __init__(self, workers: int = 1, threads: int = 1,
-                 on_epoch: Callable[[int, int], None] | None = None):
+                 on_epoch: OnEpoch | None = None):
         ctx = mp.get_context("spawn")
         self.events = ctx.Queue()  # handed to each worker as it starts: no manager process
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
@@ -124,11 +126,11 @@ class LocalExecutor:
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds for progress, reporting each finished epoch."""
         try:
-            n, epoch = self.events.get(timeout=timeout)
+            end = self.events.get(timeout=timeout)  # a progress.EpochEnd from a worker (job.run_pack)
         except queue.Empty:
             return
         if self.on_epoch is not None:
-            self.on_epoch(n, epoch)
+            self.on_epoch(end)
 
     def close(self, abort: bool = False) -> None:
         """Wait for the workers to end, or with ``abort`` kill them now (their runs leave no record)."""
@@ -203,7 +205,8 @@ class SlurmExecutor:
         return 1  # the cluster runs every pack at once: no pack is split to fill local cores
 
     @classmethod
-    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch, options) -> SlurmExecutor:
+    def create(cls, out: Path, packs: int, workers: int, threads: int, on_epoch: OnEpoch | None,
+               options) -> SlurmExecutor:
         return cls(out / ".slurm", options, threads)
 
     def __init__(self, folder: str | os.PathLike, options: SlurmOptions, threads: int = 1):

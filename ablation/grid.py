@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .config import Experiment, RunConfig, pack_key
 from .executors import EXECUTORS, GridError, SlurmOptions, check_executor
 from .lock import ResultsLock
+from .progress import EpochEnd
 from .records import check_record, clean_partial, is_complete, quarantine
 
 
@@ -110,12 +111,12 @@ def _run(exp, out, seeds, device, pack_size, workers, threads, executor, opts, s
     total_epochs = sum(len(pk) * pk[0].train.epochs for pk in p.todo)
     progress = {"model_epochs": 0, "start": time.time()}
 
-    def on_epoch(n: int, epoch: int) -> None:
-        progress["model_epochs"] += n
+    def on_epoch(end: EpochEnd) -> None:
+        progress["model_epochs"] += end.members
         done = progress["model_epochs"]
         rate = done / max(time.time() - progress["start"], 1e-9)
         eta = (total_epochs - done) / rate
-        status = f"epoch {epoch}/{epochs}, model-epochs {done}/{total_epochs}, ETA {eta / 60:.1f} min"
+        status = f"epoch {end.epoch}/{epochs}, model-epochs {done}/{total_epochs}, ETA {eta / 60:.1f} min"
         bar.set_postfix_str(status)
         if bar.disable:  # not a terminal: one log line per pack-epoch
             print(f"grid {exp.name}: {status}", file=sys.stderr, flush=True)

@@ -18,14 +18,18 @@ from pathlib import Path
 
 from . import numerics
 from .config import RunConfig
-from .records import versions, write_record
+from .progress import EpochEnd, OnEpoch
+from .records import Summary, versions, write_record
 
 _EVENTS = None  # a local worker's progress queue (set by `executors._worker_init`)
 
 
 def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: str,
-                     progress=None, show_bar: bool = False) -> list[Path]:
-    """Train one pack and write each member's record; returns the record directories."""
+                     progress: OnEpoch | None = None, show_bar: bool = False) -> list[Path]:
+    """Train one pack and write each member's record; returns the record directories.
+
+    ``progress`` is `train.train_pack`'s ``on_epoch``.
+    """
     from .train import resolve_device, train_pack  # after the numerics request (run_pack)
 
     dev = resolve_device(device)
@@ -34,7 +38,7 @@ def train_and_record(pack: Sequence[RunConfig], out: str | os.PathLike, device: 
     results, _ = train_pack(pack, device=dev, on_epoch=progress, show_bar=show_bar)
     paths = []
     for r in results:
-        summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta, "machine": machine}
+        summary: Summary = {**r.summary, "run_id": r.config.run_id(), "versions": meta, "machine": machine}
         paths.append(write_record(out, r.config.run_id(), r.config.to_dict(), r.metrics, summary,
                                   r.test_labels, r.test_predictions, r.probes,
                                   r.checkpoint))
@@ -55,8 +59,8 @@ def run_pack(pack: Sequence[RunConfig], out: str, device: str, threads: int, eve
     events = _EVENTS if events is None else events  # a local worker's queue (executors._worker_init)
     on_epoch = None
     if events is not None:
-        def on_epoch(epoch, batches):
-            events.put((len(pack), epoch))
+        def on_epoch(end: EpochEnd) -> None:
+            events.put(end)  # to the driver (executors.LocalExecutor.wait)
     train_and_record(pack, out, device, on_epoch)
     return len(pack)
 

@@ -132,7 +132,7 @@ class Evaluation:
 def evaluate(run: LoadedRun, split: str = "test", data_dir: str | None = None) -> Evaluation:
     """Accuracy on the dev or test sentences, encoded with the checkpoint's own vocabulary.
 
-    Dev and test are whole sentences whatever the training granularity (`train.load_data`),
+    Dev and test are whole sentences whatever the training granularity (`inputs.load_data`),
     labelled as the run was (`data.labels`); ``data_dir`` defaults to the run's.
     """
     from .train import accuracy

@@ -18,6 +18,8 @@ A temporary's name says who writes it (`.partial-<run_id>@<host>@<pid>@...`), so
 `clean_partial` removes only those whose writer is gone. A record counts as complete only
 if `check_record` finds every file whole; a damaged one is moved aside by `quarantine`.
 Records may hold further optional files (probes.json, ...); only `FILES` are required.
+The keys of summary.json and of a metrics.jsonl line are defined once, here: `Summary` and
+`EpochMetrics` (TypedDicts), `SUMMARY_KEYS` the part every record has.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -39,8 +42,66 @@ PROBES = "probes.json"  # optional: see the module doc
 CHECKPOINT = "checkpoint.pt"  # optional: see the module doc
 TMP_PREFIX = ".partial-"
 
+# --- the schema: summary.json and a metrics.jsonl line --------------------------------------------------------
+# The writers (train.member_summary, job.train_and_record, write_record) build these; readers
+# (check_record, aggregate, tune, tb_export) read plain dicts, since older records lack newer keys.
 
-SUMMARY_KEYS = ("status", "gates", "seed", "dev_acc", "test_acc", "best_epoch", "active_params")
+Status = Literal["complete", "diverged", "no_learning"]  # no_learning: selection.no_learning's rules
+
+
+class SummaryCore(TypedDict):
+    """The keys every record's summary.json has had since the first release (`SUMMARY_KEYS`)."""
+
+    status: Status
+    gates: str  # spec.gates_name: "input+output", "none", ...
+    seed: int
+    dev_acc: float | None  # % at the best epoch; None if diverged
+    test_acc: float | None  # % of the best-on-dev weights, measured once; None if diverged
+    best_epoch: int | None  # None: no epoch finished
+    active_params: int  # the member's trainable parameters, embedding table excluded
+
+
+class MemberSummary(SummaryCore):
+    """What the trainer says of one member (`train.member_summary`)."""
+
+    failure_reason: str | None  # why not complete, one line
+    diverged_epoch: int | None  # the epoch whose training loss was not finite
+    cell: str
+    peephole: str  # the resolved one: "diagonal", "none", ...
+    variant: str
+    embedding_params: int
+    num_classes: int
+    embedding_coverage: dict  # source, and for word vectors their coverage (embeddings.embedding_matrix)
+    pack_size: int
+    steps: int  # optimizer steps the pack took
+    device: str  # "cpu" or the CUDA device's name
+    threads: int
+    scan: str  # fused.scan_name: 'fused-cpp' or 'python'
+    wall_seconds: float
+    train_examples: int
+
+
+class Summary(MemberSummary):
+    """summary.json: the trainer's `MemberSummary`, what `job.train_and_record` adds (run_id,
+    versions, machine) and what `write_record` adds (test_examples). Records written before a
+    key existed lack it; only `SUMMARY_KEYS` are in every record."""
+
+    run_id: str
+    versions: dict  # versions()
+    machine: dict  # numerics.describe: where and how it ran
+    test_examples: int  # predictions.csv's rows, so check_record sees a truncated file
+
+
+class EpochMetrics(TypedDict):
+    """A line of metrics.jsonl: one epoch of one member (none after the epoch it diverged in)."""
+
+    epoch: int
+    train_loss: float  # mean over the epoch's training examples
+    dev_acc: float  # %
+    seconds: float  # the pack's epoch, training and dev evaluation
+
+
+SUMMARY_KEYS = tuple(SummaryCore.__annotations__)  # check_record requires these, in this order
 # Test-set size by data.labels, for records written before summary.json carried "test_examples"
 # (the sentences of the official test.txt, whose sha256 data.SHA256 pins).
 TEST_EXAMPLES = {"binary": 1821, "fine": 2210}
@@ -117,11 +178,12 @@ def quarantine(run_dir: str | os.PathLike, reason: str) -> Path:
     return dest
 
 
-def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: list[dict],
+def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: list[EpochMetrics],
                  summary: dict, labels: np.ndarray, predictions: np.ndarray | None,
                  probes: dict | None = None, checkpoint: dict | None = None) -> Path:
     """Write a run's record atomically; returns its directory. An existing record is kept.
 
+    ``summary`` is a `Summary` but for test_examples, which is ``labels``' length.
     ``checkpoint`` (tensors, strings and numbers only: `checkpoint.member_checkpoint`) is
     saved with `torch.save`, so `torch.load(weights_only=True)` reads it back.
     """
@@ -132,7 +194,8 @@ def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: lis
     try:
         _dump(tmp / "config.json", config)
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
-        _dump(tmp / "summary.json", {**summary, "test_examples": len(labels)})  # lets check_record see truncation
+        record: Summary = {**summary, "test_examples": len(labels)}  # lets check_record see truncation
+        _dump(tmp / "summary.json", record)
         preds = np.full(len(labels), -1) if predictions is None else predictions
         rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
         (tmp / "predictions.csv").write_text("index,label,prediction\n" + rows)

