@@ -54,6 +54,10 @@ from .spec import (
     split_gates,
 )
 
+# Sentences evaluated at once (dev, test, probes, predict): it bounds memory, a pack's
+# (M, 256, T, 4H) activations; no recorded number depends on it (tested).
+EVAL_BATCH = 256
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -122,7 +126,7 @@ class TrainConfig:
     batch_size: int = 10  # the lecture's mini-batch
     epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
     clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
-    eval_batch_size: int = 256  # dev/test evaluation only; does not change results
+    eval_batch_size: int = EVAL_BATCH  # dev/test evaluation only; does not change results
     trial: int = 0  # a tuning run's Optuna trial number (`ablation tune`); 0: not a tuning run
 
     def __post_init__(self):

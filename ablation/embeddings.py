@@ -17,7 +17,7 @@ import numpy as np
 from .data import PAD, PTB_ESCAPES, Vocab
 
 NAMED = ("glove-6b-50d",)
-OOV_SCALE = 0.05  # uniform(-0.05, 0.05) for words GloVe lacks
+OOV_SCALE = 0.05  # uniform(-0.05, 0.05) for words GloVe lacks, and for random vectors (model.py)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from .cell import (
     pack_params,
     uniform,
 )
+from .config import EVAL_BATCH
+from .embeddings import OOV_SCALE
 from .rnn import active_gru_params, active_rnn_params, gru_scan, init_gru, init_rnn, rnn_scan
 
 
@@ -55,7 +57,8 @@ class Kind:
 
 
 def _lstm_init(pack, gen, spec, forget_bias):
-    return init_lstm(gen, pack.E, pack.H, pack.peephole, forget_bias, spec.variant, pack.variant_params)
+    return init_lstm(gen, pack.embedding_dim, pack.hidden_size, pack.peephole, forget_bias, spec.variant,
+                     pack.variant_params)
 
 
 def _lstm_scan(pack, xw, probe):
@@ -66,10 +69,10 @@ def _lstm_scan(pack, xw, probe):
 
 KINDS = {
     "lstm": Kind(_lstm_init, _lstm_scan, active_lstm_params),
-    "gru": Kind(lambda pack, gen, spec, fb: init_gru(gen, pack.E, pack.H),
+    "gru": Kind(lambda pack, gen, spec, fb: init_gru(gen, pack.embedding_dim, pack.hidden_size),
                 lambda pack, xw, probe: gru_scan(xw, pack.weight_hh, pack.bias_hh, pack.on, pack.reset, probe),
                 active_gru_params, joins_bias_hh=False),
-    "rnn": Kind(lambda pack, gen, spec, fb: init_rnn(gen, pack.E, pack.H),
+    "rnn": Kind(lambda pack, gen, spec, fb: init_rnn(gen, pack.embedding_dim, pack.hidden_size),
                 lambda pack, xw, probe: rnn_scan(xw, pack.weight_hh, probe), active_rnn_params),
 }
 
@@ -89,7 +92,9 @@ class PackedClassifier(nn.Module):
         self.kind, self.peephole, self.reset = shared.pop()
         self.cell = KINDS[self.kind]
         self.variant_params = pack_params(s.variant for s in specs)  # e.g. FGR's weight_gr, if a member is FGR
-        self.M, self.V, self.E, self.H, self.C = len(specs), vocab_size, embedding_dim, hidden_size, num_classes
+        self.M = len(specs)  # the pack's size: the leading dimension of every parameter
+        self.vocab_size, self.embedding_dim, self.hidden_size, self.num_classes = (vocab_size, embedding_dim,
+                                                                                   hidden_size, num_classes)
         embeddings = embeddings or [None] * self.M
         biases = [forget_bias] * self.M if isinstance(forget_bias, int | float) else list(forget_bias)
         members = [self._init_member(s, seed, emb, fb) for s, seed, emb, fb in zip(specs, seeds, embeddings, biases)]
@@ -108,13 +113,14 @@ class PackedClassifier(nn.Module):
     def _init_member(self, spec: CellSpec, seed: int, emb: np.ndarray | None, forget_bias: float) -> dict:
         """One member's initial values: same seed -> same values for every shared weight."""
         gen = torch.Generator().manual_seed(seed)
-        table = torch.rand(self.V, self.E, generator=gen) * 0.1 - 0.05  # U(-0.05, 0.05)
+        V, E, H, C = self.vocab_size, self.embedding_dim, self.hidden_size, self.num_classes
+        table = torch.rand(V, E, generator=gen) * (2 * OOV_SCALE) - OOV_SCALE  # U(-0.05, 0.05), as GloVe's gaps
         if emb is not None:
             table = torch.as_tensor(emb, dtype=torch.float32).clone()
         table[0] = 0.0  # <pad>
         p = {"embedding": table,
-             "cls_weight": uniform(gen, self.H)(self.C, self.H),  # nn.Linear's U(-1/√H, 1/√H)
-             "cls_bias": torch.zeros(self.C)}
+             "cls_weight": uniform(gen, H)(C, H),  # nn.Linear's U(-1/√H, 1/√H)
+             "cls_bias": torch.zeros(C)}
         p.update(self.cell.init(self, gen, spec, forget_bias))  # LSTM: peepholes and variant parameters last
         return p
 
@@ -145,7 +151,7 @@ class PackedClassifier(nn.Module):
         return self.classify(last_step(hs, lengths))  # the final hidden vector of each sentence
 
     @torch.no_grad()
-    def predict(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def predict(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
         """Predicted classes (M, N) for N padded sequences, in length-sorted batches."""
         order = torch.argsort(lengths, stable=True)
         out = torch.empty(self.M, len(lengths), dtype=torch.long, device=ids.device)
@@ -157,7 +163,8 @@ class PackedClassifier(nn.Module):
 
     def active_parameters(self, m: int) -> int:
         """Cell and classifier parameters that exist for member m (embeddings counted apart)."""
-        return self.cell.active_params(self.specs[m], self.E, self.H) + self.C * (self.H + 1)
+        H = self.hidden_size
+        return self.cell.active_params(self.specs[m], self.embedding_dim, H) + self.num_classes * (H + 1)
 
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """Member m's weights; the LSTM part under `torch.nn.LSTM` / `GatedLSTM` names."""

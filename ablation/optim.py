@@ -14,6 +14,7 @@ import torch
 from . import fused
 from .model import PackedClassifier
 
+CLIP_EPS = 1e-6  # keeps the clip scale finite for an all-zero gradient (torch.nn.utils.clip_grad_norm_'s)
 
 class PackAdagrad:
     """AdaGrad (Duchi et al. 2011) over stacked parameters, with per-member norm clipping.
@@ -43,7 +44,7 @@ class PackAdagrad:
             sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)
             if rows_grad is not None:
                 sq = sq + rows_grad.pow(2).flatten(1).sum(1)
-            scale = (self.clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # (M,)
+            scale = (self.clip / (sq.sqrt() + CLIP_EPS)).clamp(max=1.0)  # (M,)
             grads = [g * scale.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             if rows_grad is not None:
                 rows_grad = rows_grad * scale.view(-1, 1, 1)

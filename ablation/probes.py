@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .cell import last_step
+from .config import EVAL_BATCH
 from .data import Encoded
 from .model import PackedClassifier
 
@@ -64,7 +65,7 @@ def _sweep(model: PackedClassifier, test: Encoded, batch_size: int, gates: bool)
         ids, labels = test.ids[dev_sel, :T], test.labels[dev_sel]
         with torch.enable_grad():
             x = model.embedding.detach()[:, ids.t()]  # (M, T, B, E)
-            probe = x.new_zeros(T, M, len(sel), model.H, requires_grad=True)
+            probe = x.new_zeros(T, M, len(sel), model.hidden_size, requires_grad=True)
             hs, acts = model.hidden(x, probe)
             logits = model.classify(last_step(hs, lengths))  # (M, B, C)
             # summed over sentences, so ∂J/∂h_k of sentence b is that of its own J_b
@@ -120,13 +121,13 @@ def gradient_decay(log_norm: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
     return out
 
 
-def probe_gradients(model: PackedClassifier, test: Encoded, batch_size: int = 256) -> list[dict]:
+def probe_gradients(model: PackedClassifier, test: Encoded, batch_size: int = EVAL_BATCH) -> list[dict]:
     """The gradient-decay probe of every member over ``test`` (one checkpoint)."""
     log_norm, _ = _sweep(model, test, batch_size, gates=False)
     return gradient_decay(log_norm, test.lengths)
 
 
-def probe_pack(model: PackedClassifier, test: Encoded, batch_size: int = 256,
+def probe_pack(model: PackedClassifier, test: Encoded, batch_size: int = EVAL_BATCH,
                earlier: dict[str, list[dict]] | None = None) -> list[dict]:
     """Every probe of every member over ``test`` at the model's current parameters (the
     "best" checkpoint), joined with the gradient probes of ``earlier`` checkpoints

@@ -85,7 +85,7 @@ def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels) 
     """One AdaGrad step for every member on a shared batch; returns the (M,) losses."""
     rows, inv = torch.unique(ids, return_inverse=True)  # the U distinct tokens of the batch
     emb = model.embedding.detach().index_select(1, rows).requires_grad_(model.embedding.requires_grad)  # (M, U, E)
-    x = emb.index_select(1, inv.t().flatten()).view(model.M, *inv.t().shape, model.E)  # (M, T, B, E)
+    x = emb.index_select(1, inv.t().flatten()).view(model.M, *inv.t().shape, model.embedding_dim)  # (M, T, B, E)
     losses = member_losses(model.logits(x, lengths), labels)
     opt.zero_grad()
     losses.sum().backward()  # members are independent: the sum gives each its own gradient
@@ -194,8 +194,8 @@ def member_summary(c: RunConfig, m: int, model: PackedClassifier, best: BestOnDe
         dev_acc=float(best.dev_acc[m]) if ok else None,
         test_acc=float(test_acc[m]) if ok else None,
         active_params=model.active_parameters(m),
-        embedding_params=model.V * model.E,
-        num_classes=model.C,
+        embedding_params=model.vocab_size * model.embedding_dim,
+        num_classes=model.num_classes,
         embedding_coverage=coverage,
         pack_size=model.M,
         steps=steps,

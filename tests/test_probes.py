@@ -38,7 +38,7 @@ def test_probe_gradient_is_dJ_dh_through_the_recurrence(name):
     lengths = torch.tensor([6, 4, 5])
     labels = torch.tensor([0, 1, 1])
     x = model.embedding.detach()[:, ids.t()]  # (M, T, B, E)
-    probe = torch.zeros(6, model.M, 3, model.H, dtype=torch.double, requires_grad=True)
+    probe = torch.zeros(6, model.M, 3, model.hidden_size, dtype=torch.double, requires_grad=True)
     hs, acts = model.hidden(x, probe)
     loss = F.cross_entropy(model.classify(last_step(hs, lengths)).flatten(0, 1), labels.repeat(model.M),
                            reduction="sum")
@@ -70,7 +70,7 @@ def test_probe_gradient_is_dJ_dh_through_the_recurrence(name):
 def _step(model, x, h, state):
     """One step of the pack's cell from its equations (the module docs), autograd only."""
     s = torch.sigmoid
-    H = model.H
+    H = model.hidden_size
     if model.kind == "rnn":
         return torch.tanh(x @ model.weight_ih.transpose(1, 2) + model.bias_ih.unsqueeze(1)
                           + h @ model.weight_hh.transpose(1, 2) + model.bias_hh.unsqueeze(1)), None

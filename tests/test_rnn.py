@@ -132,6 +132,6 @@ def test_each_kind_entry_runs_its_single_layer_inside_the_pack_classifier(kind, 
     hs, _ = pack.hidden(x)
     out = layer(x[0].transpose(0, 1))[0]  # (B, T, H)
     torch.testing.assert_close(hs[:, 0].transpose(0, 1), out, atol=1e-6, rtol=1e-5)
-    cls = pack.C * (H + 1)
+    cls = pack.num_classes * (H + 1)
     assert pack.active_parameters(0) - cls == KINDS[kind].active_params(spec, E, H) == sum(
         p.numel() for p in layer.parameters())
