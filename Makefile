@@ -54,7 +54,7 @@ define table_and_figures
 	$(ABLATION) plot results/$(1) > /dev/null
 endef
 
-reproduce: setup  ## the lecture grid (8 gate sets x 5 seeds), its table, figures and README reading
+reproduce: setup  ## the lecture grid (8 gate sets x 20 seeds), its table, figures and README reading
 	$(ABLATION) grid experiments/lecture.toml --out results/lecture
 	$(call table_and_figures,lecture)
 	cat results/lecture/table.md
