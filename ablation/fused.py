@@ -5,7 +5,7 @@ dispatching them, not to arithmetic. The fused scan runs the same equations with
 and one element-wise C++ pass per step (forward and backward through time). Its matmuls,
 and those around it (`bmm`: input projection, classifier, weight gradients), are our own,
 summed in a fixed order, so results do not depend on the CPU (MKL's do, and its portable
-branch is 3.5x slower); AdaGrad's update is one C++ pass a parameter (`PackAdagrad`).
+branch is 3.5x slower); AdaGrad's update is one C++ pass a parameter (`optim.PackAdagrad`).
 Inputs, outputs, saved tensors and gradients are `_Scan`'s; results agree with it to ~1e-6
 of each tensor's scale in float32 (σ and tanh are its own, see the .cpp), and it passes the
 same gradchecks and pack-size bit-identity tests (tests/test_fused.py).
@@ -21,8 +21,8 @@ Which scan runs: the environment variable ``ABLATION_SCAN``:
 
 The extension is compiled once per source version by `torch.utils.cpp_extension` (g++ and
 ninja) into ``TORCH_EXTENSIONS_DIR`` (default ~/.cache/torch_extensions), in a folder named
-by a hash of the source, flags and torch version, so checkouts never overwrite each
-other's build; `make setup` builds it (`python -m ablation.fused`).
+by a hash of the source, flags, torch version and the checkout's path, so checkouts never
+rebuild or overwrite each other's build; `make setup` builds it (`python -m ablation.fused`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def choice() -> str:
 
 
 def _build_name() -> str:
-    key = b"".join(p.read_bytes() for p in SOURCES) + repr((CFLAGS, torch.__version__)).encode()
+    # The checkout's path too: ninja rebuilds a folder whenever another path's sources load it.
+    key = b"".join(p.read_bytes() for p in SOURCES) + repr((CFLAGS, torch.__version__, str(SOURCE))).encode()
     return f"ablation_lstm_scan_{hashlib.sha256(key).hexdigest()[:12]}"
 
 

@@ -14,7 +14,7 @@ gives a member's weights under `torch.nn.LSTM`'s names, loadable into `cell.Gate
 
 `forward` embeds and classifies; the trainer calls `logits` on inputs it gathered itself
 from the rows a batch uses, so the embedding gradient holds those rows only (see
-`train.PackAdagrad`).
+`optim.PackAdagrad`).
 """
 
 from __future__ import annotations
