@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import Experiment, load_experiment
-from .records import FILES, PROBES, TMP_PREFIX, check_record
+from .records import FILES, PROBES, SUMMARY_KEYS, TMP_PREFIX, check_record
 from .spec import GATES, LECTURE_ORDER, gates_name
 from .stats import (
     FACTORS,
@@ -134,10 +134,7 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
         if named and label is None:
             skipped.append(f"{rel} (matches no variant of {experiment.name})")
             continue
-        row = {"run_id": rel, "gates": summary["gates"], "seed": summary["seed"],
-               **({"variant": label} if named else {}),
-               "status": summary["status"], "test_acc": summary["test_acc"], "dev_acc": summary["dev_acc"],
-               "best_epoch": summary["best_epoch"], "active_params": summary["active_params"],
+        row = {"run_id": rel, **{k: summary[k] for k in SUMMARY_KEYS}, **({"variant": label} if named else {}),
                **{f"config.{k}": v for k, v in _flat(cfg).items()}}
         if summary["status"] != "complete" or not _finite(summary["test_acc"]):
             diverged.append(row)  # diverged or no_learning: listed apart, never averaged in
@@ -145,7 +142,7 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
         rows.append(row)
         curves += [{**{k: row[k] for k in row if k not in ("test_acc", "dev_acc", "best_epoch")}, **m}
                    for m in metrics]
-    cols = ["run_id", "gates", "seed", "status", "test_acc", "dev_acc", "best_epoch", "active_params"]
+    cols = ["run_id", *SUMMARY_KEYS]
     runs = Runs(pd.DataFrame(rows, columns=None if rows else cols),
                 pd.DataFrame(diverged, columns=None if diverged else cols),
                 pd.DataFrame(curves), skipped, root, Layout.of(experiment))

@@ -114,7 +114,9 @@ class ModelConfig:
         return CellSpec(self.gates, self.peephole, self.variant, self.cell, self.gru_reset)
 
 
-# The values an unset model.gates / model.peephole takes, by cell kind.
+# The values an unset model.gates / model.peephole takes, by cell kind. An experiment's LSTM has
+# the lecture's diagonal peepholes (Graves 2013, eqs. 7-10); `CellSpec` and `GatedLSTM` default
+# to none on purpose, so the single layer is `torch.nn.LSTM` unless asked otherwise.
 KIND_DEFAULTS = {kind: {"gates": gates, "peephole": "diagonal" if kind == "lstm" else "none"}
                  for kind, gates in CELL_GATES.items()}
 

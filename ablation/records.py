@@ -102,6 +102,7 @@ class EpochMetrics(TypedDict):
 
 
 SUMMARY_KEYS = tuple(SummaryCore.__annotations__)  # check_record requires these, in this order
+EPOCH_CURVES = tuple(k for k in EpochMetrics.__annotations__ if k != "epoch")  # a metrics line's curves
 # Test-set size by data.labels, for records written before summary.json carried "test_examples"
 # (the sentences of the official test.txt, whose sha256 data.SHA256 pins).
 TEST_EXAMPLES = {"binary": 1821, "fine": 2210}

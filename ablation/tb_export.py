@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .config import flatten
-from .records import is_complete
+from .records import EPOCH_CURVES, is_complete
 
 EVENTS = "events.out.tfevents.*"
 HPARAM_METRICS = ("best_dev_acc", "test_acc")  # summary.json's dev_acc / test_acc
@@ -62,7 +62,7 @@ def export(results: str | os.PathLike, logdir: str | os.PathLike) -> list[Path]:
         config = json.loads((run / "config.json").read_text())
         with SummaryWriter(log_dir=str(target)) as w:
             for row in metrics:
-                for key in ("train_loss", "dev_acc", "seconds"):
+                for key in EPOCH_CURVES:
                     if key in row:
                         w.add_scalar(key, row[key], row["epoch"])
             final = {"best_dev_acc": summary.get("dev_acc"), "test_acc": summary.get("test_acc")}

@@ -277,20 +277,25 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
   return {dpre, probe ? dprobe : at::empty({0}, opts)};
 }
 
+// f(float()) or f(double()) by the dtype of `like`; `what` names the op in the error.
+template <typename F>
+auto by_dtype(const Tensor& like, const char* what, F&& f) {
+  if (like.scalar_type() == at::kFloat) return f(float());
+  TORCH_CHECK(like.scalar_type() == at::kDouble, what, " takes float32 or float64, got ", like.scalar_type());
+  return f(double());
+}
+
+// f.template operator()<T, peephole kind, fgr>(), the scan's compile-time cases.
 template <typename F>
 auto dispatch(const Tensor& like, int peep, bool fgr, F&& f) {
   TORCH_CHECK(like.device().is_cpu(), "the fused LSTM scan runs on CPU tensors, got ", like.device());
-  auto go = [&](auto tag) {
+  return by_dtype(like, "the fused LSTM scan", [&](auto tag) {
     using T = decltype(tag);
     if (peep == kNone) return fgr ? f.template operator()<T, kNone, true>() : f.template operator()<T, kNone, false>();
     if (peep == kDiagonal)
       return fgr ? f.template operator()<T, kDiagonal, true>() : f.template operator()<T, kDiagonal, false>();
     return fgr ? f.template operator()<T, kFull, true>() : f.template operator()<T, kFull, false>();
-  };
-  if (like.scalar_type() == at::kFloat) return go(float());
-  TORCH_CHECK(like.scalar_type() == at::kDouble, "the fused LSTM scan takes float32 or float64, got ",
-              like.scalar_type());
-  return go(double());
+  });
 }
 
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& whh, const c10::optional<Tensor>& w_ci,
@@ -335,12 +340,10 @@ Tensor bmm(const Tensor& a, const Tensor& b, const c10::optional<Tensor>& bias) 
     TORCH_CHECK(biasc.numel() == a.size(0) * P && biasc.scalar_type() == a.scalar_type(), "bmm: bias must be (M, P)");
   }
   Tensor c = at::empty({a.size(0), a.size(1), P}, a.options());
-  if (a.scalar_type() == at::kFloat) {
-    bmm_into<float>(c, a, rows_contiguous<float>(b), biasc.defined() ? &biasc : nullptr);
-  } else {
-    TORCH_CHECK(a.scalar_type() == at::kDouble, "bmm takes float32 or float64, got ", a.scalar_type());
-    bmm_into<double>(c, a, rows_contiguous<double>(b), biasc.defined() ? &biasc : nullptr);
-  }
+  by_dtype(a, "bmm", [&](auto tag) {
+    using T = decltype(tag);
+    bmm_into<T>(c, a, rows_contiguous<T>(b), biasc.defined() ? &biasc : nullptr);
+  });
   return c;
 }
 
@@ -354,7 +357,7 @@ void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor
   Tensor g = g_in.contiguous(), lr = neg_lr.to(p.scalar_type()).contiguous();
   const int64_t M = p.size(0);
   TORCH_CHECK(lr.numel() == M, "adagrad_: one learning rate per member");
-  auto run = [&](auto tag) {
+  by_dtype(p, "adagrad_", [&](auto tag) {
     using T = decltype(tag);
     T *pp = p.data_ptr<T>(), *GG = G.data_ptr<T>();
     const T *gg = g.data_ptr<T>(), *l = lr.data_ptr<T>();
@@ -378,10 +381,7 @@ void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor
         const int64_t off = (m * V + ri[u]) * E;
         step(E, pp + off, gg + (m * U + u) * E, GG + off, l[m]);
       }
-  };
-  if (p.scalar_type() == at::kFloat) return run(float());
-  TORCH_CHECK(p.scalar_type() == at::kDouble, "adagrad_ takes float32 or float64");
-  run(double());
+  });
 }
 
 // Run the AVX2 kernels (true) or the baseline ones; returns whether AVX2 was in use.
