@@ -135,6 +135,7 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
             skipped.append(f"{rel} (matches no variant of {experiment.name})")
             continue
         row = {"run_id": rel, **{k: summary[k] for k in SUMMARY_KEYS}, **({"variant": label} if named else {}),
+               **{k: summary.get(k) for k in COST_KEYS}, "cpu_model": summary.get("machine", {}).get("cpu_model"),
                **{f"config.{k}": v for k, v in _flat(cfg).items()}}
         if summary["status"] != "complete" or not _finite(summary["test_acc"]):
             diverged.append(row)  # diverged or no_learning: listed apart, never averaged in
@@ -151,6 +152,9 @@ def load_runs(results: str | os.PathLike, experiment: Experiment | None = None) 
         runs.curves = runs.curves.drop(columns=[c for c in runs.curves.columns
                                                 if c.startswith("config.") and c not in cols])
     return runs
+
+
+COST_KEYS = ("wall_seconds", "pack_size", "threads", "device")  # what training cost (absent in the oldest records)
 
 
 def _finite(x) -> bool:

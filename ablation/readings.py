@@ -267,6 +267,23 @@ def generic_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFra
     return "Each row against its reference row (Holm within the table). " + _by_verdict(table, margin)
 
 
+def cost_sentence(runs: pd.DataFrame) -> str:
+    """What training the runs cost, from their records: the packs' wall times summed (each
+    member records its pack's), in core-hours when the packs ran on one CPU thread each, so
+    a reader can scale it to their cores; "" if a record predates the cost fields."""
+    if runs.empty or "wall_seconds" not in runs or runs["wall_seconds"].isna().any():
+        return ""
+    hours = float((runs["wall_seconds"] / runs["pack_size"]).sum()) / 3600
+    sizes = "/".join(str(int(s)) for s in sorted(runs["pack_size"].unique()))
+    devices = set(runs["device"])
+    summed = f"the packs' wall times summed, in packs of {sizes}"
+    if devices == {"cpu"} and set(runs["threads"]) == {1}:
+        cpus = ", ".join(sorted(set(runs["cpu_model"].dropna()))) or "CPU"
+        return (f"Training the {len(runs)} runs took {hours:.1f} core-hours on {cpus} ({summed}, one thread a pack), "
+                f"so about {hours / 2:.1f} hours on 2 cores.")
+    return f"Training the {len(runs)} runs took {hours:.1f} hours on {', '.join(sorted(map(str, devices)))} ({summed})."
+
+
 PROBE_BIN, PROBE_DISTANCE = "21-30", 10  # sentences long enough to look 10 tokens back, and many (~550)
 CHECKPOINT_WORDS = {"init": "at initialisation", "epoch1": "after epoch 1", "best": "on the best-on-dev parameters"}
 

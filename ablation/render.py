@@ -29,7 +29,7 @@ from .aggregate import (
     probe_frames,
     row_key,
 )
-from .readings import MINUS, READINGS, generic_reading, probes_reading, signed
+from .readings import MINUS, READINGS, cost_sentence, generic_reading, probes_reading, signed
 from .stats import ALPHA, POWER, fidelity, minimal_detectable_difference
 
 INTERVAL_NAMES = {"t": "95% Student t-interval", "bootstrap-t": "95% bootstrap-t interval",
@@ -253,6 +253,8 @@ def readme_blocks(results: str | os.PathLike,
     margin = table.attrs.get("margin", 0.5)
     reading = READINGS.get(Path(results).resolve().name, generic_reading)(table, effects, r.runs, margin)
     key = str(results).rstrip("/")
+    cost = cost_sentence(pd.concat([r.runs, r.diverged]))
+    reading = f"{reading} {cost}" if cost else reading
     blocks = {("table", key): format_markdown(table, r, source, effects), ("reading", key): reading + "\n"}
     probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
     if probes:

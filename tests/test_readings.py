@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablation.readings import compare
+from ablation.readings import compare, cost_sentence
 from ablation.render import fill_blocks, read_blocks, readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +29,16 @@ def test_wording_follows_the_verdict():
     assert eq == "−0.04 points, equivalent within ±0.5 (90% CI −0.26 to +0.19)"
     for text in (eq, compare(_c(0.01, -1.05, 1.07, 0.98, 0.98, "inconclusive"), 0.5)):
         assert "same" not in text and "indistinguishable" not in text
+
+
+def test_cost_sentence_sums_each_pack_once():
+    # two packs of 2 (600 s and 1200 s: each member records its pack's time) and one of 1 (360 s)
+    runs = pd.DataFrame({"wall_seconds": [600, 600, 1200, 1200, 360], "pack_size": [2, 2, 2, 2, 1],
+                         "threads": 1, "device": "cpu", "cpu_model": "X"})
+    assert cost_sentence(runs) == ("Training the 5 runs took 0.6 core-hours on X (the packs' wall times summed, "
+                                   "in packs of 1/2, one thread a pack), so about 0.3 hours on 2 cores.")
+    assert cost_sentence(runs.assign(device="NVIDIA H200")).startswith("Training the 5 runs took 0.6 hours on NVIDIA H200")
+    assert cost_sentence(runs.assign(wall_seconds=[600, None, 1200, 1200, 360])) == ""  # a record without the field
 
 
 def test_fill_blocks_replaces_only_its_markers():
