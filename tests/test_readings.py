@@ -37,7 +37,8 @@ def test_cost_sentence_sums_each_pack_once():
                          "threads": 1, "device": "cpu", "cpu_model": "X"})
     assert cost_sentence(runs) == ("Training the 5 runs took 0.6 core-hours on X (the packs' wall times summed, "
                                    "in packs of 1/2, one thread a pack), so about 0.3 hours on 2 cores.")
-    assert cost_sentence(runs.assign(device="NVIDIA H200")).startswith("Training the 5 runs took 0.6 hours on NVIDIA H200")
+    gpu = cost_sentence(runs.assign(device="NVIDIA H200"))
+    assert gpu.startswith("Training the 5 runs took 0.6 hours on NVIDIA H200")
     assert cost_sentence(runs.assign(wall_seconds=[600, None, 1200, 1200, 360])) == ""  # a record without the field
 
 
