@@ -87,8 +87,11 @@ def _forward_kernel(xw, whh, wci, wcf, wco, sw, hs, cs, S, gs, os_, tcs, T, M, B
         p_i = tl.load(wci + pt, mask=square, other=0.0)
         p_f = tl.load(wcf + pt, mask=square, other=0.0)
         p_o = tl.load(wco + pt, mask=square, other=0.0)
-    h = tl.zeros((BB, HP), dtype=xw.dtype.element_ty)  # h_0 = 0, (BB, HP)
-    c = tl.zeros((BB, HP), dtype=xw.dtype.element_ty)  # c_0 = 0
+    # tl.full, not tl.zeros: the kernels call only tl's builtins. tl.zeros, tl.sigmoid and the like are
+    # jit functions that `import triton` wrapped, and under the interpreter they cannot be called if triton
+    # was imported before TRITON_INTERPRET=1 was set.
+    h = tl.full((BB, HP), 0.0, xw.dtype.element_ty)  # h_0 = 0, (BB, HP)
+    c = tl.full((BB, HP), 0.0, xw.dtype.element_ty)  # c_0 = 0
     for t in range(T):
         row = (t * M + m) * B + rb  # (BB,) rows of the (T, M, B, ·) tensors at step t
         nxt = ((t + 1) * M + m) * B + rb  # rows of hs, cs (T+1, M, B, H) at step t+1
@@ -162,8 +165,8 @@ def _backward_kernel(dhs, dcs, whh, wci, wcf, wco, sw, S, gs, os_, cs, tcs, dpre
         p_i = tl.load(wci + pt, mask=square, other=0.0)
         p_f = tl.load(wcf + pt, mask=square, other=0.0)
         p_o = tl.load(wco + pt, mask=square, other=0.0)
-    dh = tl.zeros((BB, HP), dtype=gs.dtype.element_ty)  # ∂J/∂h_t through step t+1, (BB, HP)
-    dc = tl.zeros((BB, HP), dtype=gs.dtype.element_ty)  # ∂J/∂c_t through step t+1
+    dh = tl.full((BB, HP), 0.0, gs.dtype.element_ty)  # ∂J/∂h_t through step t+1, (BB, HP)
+    dc = tl.full((BB, HP), 0.0, gs.dtype.element_ty)  # ∂J/∂c_t through step t+1
     for step in range(T):
         t = T - 1 - step
         row = (t * M + m) * B + rb
