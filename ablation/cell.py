@@ -390,6 +390,9 @@ class FusedScan(torch.autograd.Function):
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
 
 
+TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan's kernels compute (`_flags`' order)
+
+
 class TritonScan(torch.autograd.Function):
     """`FusedScan` on CUDA: its two time loops as Triton kernels, one launch per direction
     (`triton_scan.py`); same arguments, outputs and gradients (dpre from the kernel, the weight
@@ -401,6 +404,10 @@ class TritonScan(torch.autograd.Function):
     def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
         if w_gr is not None:
             raise ValueError("TritonScan has no FGR (w_gr must be None); lstm_scan runs _Scan for packs with FGR")
+        unknown = [n for n, f in flags.masks.items() if f is not None and n not in TRITON_FLAGS]
+        if unknown:  # a flag variant added to VARIANTS after the kernels: they would compute the vanilla cell
+            raise ValueError(f"the Triton LSTM scan has no variant {', '.join(unknown)}; "
+                             f"it has {', '.join(TRITON_FLAGS)}")
         hs, cs, S, gs, os_, tcs = triton_scan.lstm_forward(xw, whh, w_ci, w_cf, w_co, on, *_flags(flags))
         ctx.save_for_backward(whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs, on)
         ctx.peep = peephole_kind(w_ci)

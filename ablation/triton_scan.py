@@ -28,6 +28,7 @@ setting): that is how tests/test_triton.py checks them against `_Scan` without a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -93,8 +94,10 @@ def _forward_kernel(xw, whh, wci, wcf, wco, sw, hs, cs, S, gs, os_, tcs, T, M, B
     h = tl.full((BB, HP), 0.0, xw.dtype.element_ty)  # h_0 = 0, (BB, HP)
     c = tl.full((BB, HP), 0.0, xw.dtype.element_ty)  # c_0 = 0
     for t in range(T):
-        row = (t * M + m) * B + rb  # (BB,) rows of the (T, M, B, ·) tensors at step t
-        nxt = ((t + 1) * M + m) * B + rb  # rows of hs, cs (T+1, M, B, H) at step t+1
+        # (BB,) rows of the (T, M, B, ·) tensors at step t, and of hs, cs (T+1, M, B, H) at step t+1; int64,
+        # since T·M·B·4H can pass 2³¹ (probes over the whole test set in a large pack)
+        row = ((t * M + m) * B + rb).to(tl.int64)
+        nxt = (((t + 1) * M + m) * B + rb).to(tl.int64)
         x = xw + row[:, None] * 4 * H + rj[None, :]
         # The pre-activations W_x· x_t + b (in xw) + W_h· h_{t-1}, (BB, HP) each; "ieee": no TF32 rounding.
         pi = tl.load(x, mask=tile, other=0.0) + tl.dot(h, w_i, input_precision="ieee")
@@ -169,7 +172,7 @@ def _backward_kernel(dhs, dcs, whh, wci, wcf, wco, sw, S, gs, os_, cs, tcs, dpre
     dc = tl.full((BB, HP), 0.0, gs.dtype.element_ty)  # ∂J/∂c_t through step t+1
     for step in range(T):
         t = T - 1 - step
-        row = (t * M + m) * B + rb
+        row = ((t * M + m) * B + rb).to(tl.int64)
         one = row[:, None] * H + rj[None, :]
         s = S + row[:, None] * 3 * H + rj[None, :]
         i = tl.load(s, mask=tile, other=0.0)
@@ -222,7 +225,7 @@ def _kernels(interpret: bool):
 
 
 def _launch(like: torch.Tensor):
-    """The kernels for tensors like ``like``, and the grid; a clear error where Triton cannot run them."""
+    """The kernels for tensors like ``like``; a clear error where Triton cannot run them."""
     if like.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the Triton LSTM scan takes float32 or float64, got {like.dtype}")
     interpret = interpreting()
@@ -230,6 +233,11 @@ def _launch(like: torch.Tensor):
         raise ValueError(f"the Triton LSTM scan runs {like.device.type} tensors only under Triton's interpreter "
                          "(TRITON_INTERPRET=1); on CUDA it runs compiled")
     return _kernels(interpret)
+
+
+def _on_device(like: torch.Tensor):
+    """Launch on ``like``'s GPU (Triton launches on the current CUDA device), or as it is (CPU, interpreter)."""
+    return torch.cuda.device(like.device) if like.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _switches(on: torch.Tensor, niaf, noaf, cifg) -> torch.Tensor:
@@ -267,8 +275,9 @@ def lstm_forward(xw, whh, w_ci, w_cf, w_co, on, niaf=None, noaf=None, cifg=None)
     S = xw.new_empty(T, M, B, 3 * H)
     gs, os_, tcs = (xw.new_empty(T, M, B, H) for _ in range(3))
     grid = (M, -(-B // BLOCK_B))  # (member, batch block)
-    fwd[grid](xw, whh, wci, wcf, wco, _switches(on, niaf, noaf, cifg), hs, cs, S, gs, os_, tcs, T, M, B, H,
-              PEEP=peep, **_meta(H))
+    with _on_device(xw):
+        fwd[grid](xw, whh, wci, wcf, wco, _switches(on, niaf, noaf, cifg), hs, cs, S, gs, os_, tcs, T, M, B, H,
+                  PEEP=peep, **_meta(H))
     return hs, cs, S, gs, os_, tcs
 
 
@@ -285,6 +294,7 @@ def lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, S, gs, os_, cs, tcs, on, niaf
     dpre = gs.new_empty(T, M, B, 4 * H)
     dprobe = gs.new_empty(T, M, B, H) if probe else None
     grid = (M, -(-B // BLOCK_B))  # (member, batch block)
-    bwd[grid](dhs, dcs, whh, wci, wcf, wco, _switches(on, niaf, noaf, cifg), S, gs, os_, cs, tcs, dpre,
-              dpre if dprobe is None else dprobe, T, M, B, H, PEEP=peep, PROBE=probe, **_meta(H))
+    with _on_device(gs):
+        bwd[grid](dhs, dcs, whh, wci, wcf, wco, _switches(on, niaf, noaf, cifg), S, gs, os_, cs, tcs, dpre,
+                  dpre if dprobe is None else dprobe, T, M, B, H, PEEP=peep, PROBE=probe, **_meta(H))
     return dpre, dprobe

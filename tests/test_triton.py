@@ -14,12 +14,11 @@ import torch
 from test_fused import COMBOS, assert_agree, inputs, run
 
 from ablation import fused, triton_scan
-from ablation.cell import GATES, PEEPHOLES, CellSpec, ScanFlags, TritonScan, _Scan, gate_masks
+from ablation.cell import GATES, PEEPHOLES, TRITON_FLAGS, CellSpec, ScanFlags, TritonScan, _Scan, gate_masks
 
 pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[triton]')")
 pytestmark = pytest.mark.triton
 
-FLAGGED = ("niaf", "noaf", "cifg")  # the flag variants the kernels carry (FGR stays on _Scan)
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +48,8 @@ def test_gate_sets_agree_with_python_scan(peephole):
 @pytest.mark.parametrize("peephole", PEEPHOLES)
 def test_flag_variants_agree_with_python_scan(peephole):
     """NIAF, NOAF and CIFG members, with all gates and with input+output only, beside a vanilla member."""
-    specs = ([CellSpec(GATES, peephole, v) for v in FLAGGED] + [CellSpec(("input", "output"), peephole, v)
-                                                                 for v in FLAGGED] + [CellSpec(GATES, peephole)])
+    specs = ([CellSpec(GATES, peephole, v) for v in TRITON_FLAGS] + [CellSpec(("input", "output"), peephole, v)
+                                                                 for v in TRITON_FLAGS] + [CellSpec(GATES, peephole)])
     args = inputs(specs, peephole, T=5, B=3, H=5)
     assert_agree(run(TritonScan, *args), run(_Scan, *args))
 
@@ -59,7 +58,7 @@ def test_flag_variants_agree_with_python_scan(peephole):
 def test_float64_agrees_to_rounding(peephole):
     """float64, every gate set and flag variant in one pack, H = 17 (pads to 32) and B = 19 (two batch
     blocks, the second mostly padding): to 1e-10 of each tensor's scale."""
-    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in FLAGGED]
+    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in TRITON_FLAGS]
     args = inputs(specs, peephole, torch.float64, T=4, B=19, H=17)
     assert_agree(run(TritonScan, *args), run(_Scan, *args), rtol=1e-10)
 
@@ -94,6 +93,8 @@ def test_fgr_and_cpu_without_the_interpreter_are_refused(monkeypatch):
     xw, whh, peeps, w_gr, on, flags = inputs(specs, "none", T=2, B=1, H=2)
     with pytest.raises(ValueError, match="TritonScan has no FGR"):
         TritonScan.apply(xw, whh, *peeps, w_gr, None, on, flags)
+    with pytest.raises(ValueError, match="the Triton LSTM scan has no variant fgr; it has niaf, noaf, cifg"):
+        TritonScan.apply(xw, whh, *peeps, None, None, on, flags)  # a flag it does not compute is refused
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match=r"runs cpu tensors only under Triton's interpreter \(TRITON_INTERPRET=1\)"):
         TritonScan.apply(xw, whh, *peeps, None, None, on, ScanFlags([CellSpec(GATES, "none")]))
