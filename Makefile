@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tensorboard,tune]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tensorboard,triton,tune]'
 	$(BIN)/python -m ablation.fused  # compile the fused C++ LSTM scan now (~40 s; without a compiler: a notice)
 	touch $(STAMP)
 

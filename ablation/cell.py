@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from . import fused
+from . import fused, triton_scan
 from .spec import (  # noqa: F401  (the cell's vocabulary, re-exported: ablation.cell.GATES, ...)
     CELL_GATES,
     GATES,
@@ -390,14 +390,52 @@ class FusedScan(torch.autograd.Function):
         return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
 
 
+TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan's kernels compute (`_flags`' order)
+
+
+class TritonScan(torch.autograd.Function):
+    """`FusedScan` on CUDA: its two time loops as Triton kernels, one launch per direction
+    (`triton_scan.py`); same arguments, outputs and gradients (dpre from the kernel, the weight
+    gradients by `weight_grads` with torch.bmm). Not FGR (w_gr must be None): packs with an FGR
+    member run `_Scan` (`lstm_scan` chooses). Lives here beside `FusedScan`, not in triton_scan.py,
+    because it shares `weight_grads` and the peephole classes, and cell imports triton_scan."""
+
+    @staticmethod
+    def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
+        if w_gr is not None:
+            raise ValueError("TritonScan has no FGR (w_gr must be None); lstm_scan runs _Scan for packs with FGR")
+        unknown = [n for n, f in flags.masks.items() if f is not None and n not in TRITON_FLAGS]
+        if unknown:  # a flag variant added to VARIANTS after the kernels: they would compute the vanilla cell
+            raise ValueError(f"the Triton LSTM scan has no variant {', '.join(unknown)}; "
+                             f"it has {', '.join(TRITON_FLAGS)}")
+        hs, cs, S, gs, os_, tcs = triton_scan.lstm_forward(xw, whh, w_ci, w_cf, w_co, on, *_flags(flags))
+        ctx.save_for_backward(whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs, on)
+        ctx.peep = peephole_kind(w_ci)
+        ctx.flags, ctx.probe = flags, probe is not None
+        ctx.mark_non_differentiable(S, os_)
+        return hs[1:], cs[1:], S, os_
+
+    @staticmethod
+    def backward(ctx, dhs, dcs, _dS, _dos):
+        whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
+        dpre, dprobe = triton_scan.lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, S, gs, os_, cs, tcs, on,
+                                                 *_flags(ctx.flags), probe=ctx.probe)
+        dwhh, dci, dcf, dco, _ = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, False)
+        return dpre, dwhh, dci, dcf, dco, None, dprobe, None, None
+
+
 def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],
               on: torch.Tensor, flags: ScanFlags | None = None, w_gr: torch.Tensor | None = None,
               probe: torch.Tensor | None = None):
     """hs, cs (T, M, B, H) and the gate activations {name: (T, M, B, H)} for pre-projected
-    inputs xw (T, M, B, 4H); see `_Scan`. On CPU the fused C++ scan runs it (`fused.py`)."""
+    inputs xw (T, M, B, 4H); see `_Scan`. On CPU the fused C++ scan runs it (`fused.py`); on
+    CUDA the Triton kernels (`TritonScan`) where triton is installed and no member is FGR; else `_Scan`."""
     w_ci, w_cf, w_co = peepholes
     flags = flags or ScanFlags([])
-    scan = FusedScan if fused.wanted(xw) else _Scan
+    if fused.wanted(xw):
+        scan = FusedScan
+    else:
+        scan = TritonScan if fused.triton_wanted(xw, fgr=w_gr is not None) else _Scan
     hs, cs, S, o = scan.apply(xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
     H = hs.shape[-1]
     return hs, cs, {"input": S[..., :H], "forget": S[..., H : 2 * H], "output": o}

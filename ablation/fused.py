@@ -15,7 +15,8 @@ Which scan runs: the environment variable ``ABLATION_SCAN``:
 - ``auto`` (default): on CPU in float32/float64, the fused scan for LSTM packs (GRU and
   Elman RNN keep their Python scans) and `bmm` and the AdaGrad pass for every kind; torch's
   ops elsewhere (CUDA). If the extension cannot be built (no compiler): torch's ops, with a
-  one-line notice;
+  one-line notice. On CUDA, LSTM packs without an FGR member run the Triton scan
+  (`cell.TritonScan`, triton_scan.py) where triton is installed (the ``triton`` extra);
 - ``fused``: as auto, but a failed build is an error;
 - ``python``: always `cell._Scan`, torch's matmuls and optimizer ops (benchmarks, or to compare).
 
@@ -34,6 +35,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from . import triton_scan
 
 SCANS = ("auto", "fused", "python")
 ENV = "ABLATION_SCAN"
@@ -91,10 +94,22 @@ def wanted(xw: torch.Tensor) -> bool:
             and load())
 
 
-def scan_name(kind: str = "lstm", device: str | torch.device = "cpu") -> str:
-    """'fused-cpp' or 'python': the scan a pack of this cell kind runs on this device (for records)."""
-    if kind != "lstm" or torch.device(device).type != "cpu" or choice() == "python":
+def triton_wanted(xw: torch.Tensor, fgr: bool = False) -> bool:
+    """Whether `cell.lstm_scan` runs the Triton scan (`cell.TritonScan`) on these inputs: on CUDA in
+    float32/float64 where triton is installed, for packs without an FGR member (``fgr``), unless
+    ABLATION_SCAN=python."""
+    return (not fgr and xw.device.type == "cuda" and xw.dtype in (torch.float32, torch.float64)
+            and choice() != "python" and triton_scan.available())
+
+
+def scan_name(kind: str = "lstm", device: str | torch.device = "cpu", fgr: bool = False) -> str:
+    """'fused-cpp', 'triton' or 'python': the scan a pack of this cell kind runs on this device
+    (for records); ``fgr``: the pack has an FGR member (the Triton scan has no FGR)."""
+    dev = torch.device(device).type
+    if kind != "lstm" or choice() == "python" or dev not in ("cpu", "cuda"):
         return "python"
+    if dev == "cuda":
+        return "triton" if not fgr and triton_scan.available() else "python"
     return "fused-cpp" if load() else "python"
 
 

@@ -76,7 +76,7 @@ class MemberSummary(SummaryCore):
     steps: int  # optimizer steps the pack took
     device: str  # "cpu" or the CUDA device's name
     threads: int
-    scan: str  # fused.scan_name: 'fused-cpp' or 'python'
+    scan: str  # fused.scan_name: 'fused-cpp', 'triton' or 'python'
     wall_seconds: float
     train_examples: int
 

@@ -201,7 +201,8 @@ def member_summary(c: RunConfig, m: int, model: PackedClassifier, best: BestOnDe
         steps=steps,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(),
-        scan=fused.scan_name(c.model.cell, device),  # 'fused-cpp' or 'python' (fused.py)
+        # fused.py: 'fused-cpp', 'triton' or 'python' (a pack with an FGR member runs the Python scan on CUDA)
+        scan=fused.scan_name(c.model.cell, device, fgr=hasattr(model, "weight_gr")),
         wall_seconds=round(wall, 2),
         train_examples=train_examples,
     )

@@ -11,10 +11,15 @@ Python scan (`cell._Scan`): whole training steps of (c) and (b) on the same batc
 alternating the two scans, the median of the per-repetition ratios. The last line is
 `speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
 
+`--triton` times instead, on CUDA, one LSTM scan (forward and backward through time) of the pack of
+8 gate sets: the Triton kernels (`cell.TritonScan`, ablation/triton_scan.py) against the Python scan
+(`cell._Scan`); without a CUDA device or without triton it says so and times nothing.
+
 Portable numerics by default, as training runs (ablation/numerics.py); `--fast-numerics`
 times this CPU's own kernels instead, so the two runs give the portable mode's cost.
 
     python benchmarks/bench_grid.py [--steps 400] [--peephole none] [--threads 1] [--scan-repeats 5] [--fast-numerics]
+    python benchmarks/bench_grid.py --triton [--steps 400] [--peephole none] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ numerics.request("fast" if "--fast-numerics" in sys.argv[1:] else "portable")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ablation import fused  # noqa: E402
+from ablation import fused, triton_scan  # noqa: E402
+from ablation.cell import CellSpec, ScanFlags, TritonScan, _Scan, gate_masks  # noqa: E402
 from ablation.config import RunConfig, apply  # noqa: E402
 from ablation.data import batch_order  # noqa: E402
 from ablation.spec import LECTURE_ORDER, split_gates  # noqa: E402
@@ -99,6 +105,42 @@ def scan_ratios(data, batches, cfgs, repeats: int) -> list[float]:
     return [p / f for p, f in zip(seconds["python"], seconds["fused"])]
 
 
+def time_scans_on_cuda(cfg, steps: int, repeats: int, length: int = 20) -> None:
+    """--triton: seconds of ``steps`` scans, forward and backward, of the 8 gate sets on CUDA, Triton against
+    `_Scan` (best of ``repeats``); ``length`` time steps (SST sentences average ~19 tokens)."""
+    if not torch.cuda.is_available():
+        print("--triton: no CUDA device here; nothing timed")
+        return
+    if not triton_scan.available():
+        print("--triton: triton is not installed (pip install -e '.[triton]'); nothing timed")
+        return
+    specs = [CellSpec(g, cfg.model.peephole) for g in COMBOS]
+    M, B, H, dev = len(specs), cfg.train.batch_size, cfg.model.hidden_size, torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=gen, device=dev) * 0.3  # noqa: E731
+    xw, whh = r(length, M, B, 4 * H).requires_grad_(), r(M, 4 * H, H).requires_grad_()
+    peeps = {"none": [None] * 3, "diagonal": [r(M, H).requires_grad_() for _ in range(3)],
+             "full": [r(M, H, H).requires_grad_() for _ in range(3)]}[cfg.model.peephole]
+    on, flags = gate_masks(specs, dev), ScanFlags(specs, dev)
+
+    def run(scan) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            hs, cs, _, _ = scan.apply(xw, whh, *peeps, None, None, on, flags)
+            hs.sum().backward()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    seconds = {}
+    for name, scan in (("triton", TritonScan), ("python", _Scan)):
+        run(scan)  # warm-up (and the kernels' compilation)
+        seconds[name] = min(run(scan) for _ in range(repeats))
+        print(f"{name:7s} scan on {torch.cuda.get_device_name()}: {seconds[name] / steps * 1e3:.3f} ms "
+              f"(T {length}, pack of {M}, batch {B}, H {H}, peephole {cfg.model.peephole})")
+    print(f"triton over python: {seconds['python'] / seconds['triton']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="batches timed per path (of 7,762 an epoch)")
@@ -110,7 +152,12 @@ def main() -> None:
                     help="(a) with dense embedding gradients, as nn.Embedding's default gives")
     ap.add_argument("--fast-numerics", action="store_true",
                     help="this CPU's fastest kernels and --threads (default: portable numerics, one thread)")
+    ap.add_argument("--triton", action="store_true",
+                    help="on CUDA: the Triton LSTM scan against the Python scan (see above), nothing else")
     args = ap.parse_args()
+    if args.triton:
+        time_scans_on_cuda(apply(RunConfig(), {"model.peephole": args.peephole}), args.steps, args.repeats)
+        return
     if args.threads != 1 and not args.fast_numerics:
         ap.error("--threads above 1 needs --fast-numerics (portable numerics run one thread)")
     torch.set_num_threads(args.threads)

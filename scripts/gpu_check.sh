@@ -9,7 +9,9 @@ out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+python3 -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1  # the CUDA LSTM scan (triton_scan.py)
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cell.py::test_cuda_matches_cpu 2>&1 | tail -5
+python3 benchmarks/bench_grid.py --triton --steps 200 2>&1 | tail -3  # one scan: Triton kernels vs the Python scan
 for device in cuda cpu; do  # the same work on the same machine: GPU, then its CPU cores
   start=$(date +%s.%N)
   python3 -m ablation.cli grid experiments/lecture.toml --device "$device" --workers 5 \

@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from ablation import cell, fused, triton_scan
 from ablation.config import RunConfig, apply
 from ablation.probes import probe_pack
 from ablation.train import build_pack, data_for, member_losses
@@ -27,12 +28,21 @@ PACKS = {
 
 
 @pytest.mark.parametrize("name", list(PACKS))
-def test_pack_computes_on_cuda_what_it_computes_on_cpu(name):
+def test_pack_computes_on_cuda_what_it_computes_on_cpu(name, monkeypatch):
+    """On CUDA, LSTM packs without an FGR member run the Triton scan where triton is installed (checked:
+    it is called, and the record names it); the others, and every pack on CPU, the scans they ran before."""
     base = {"data.train_limit": 300, "model.embeddings": "random", "model.hidden_size": 16}
     cfgs = [apply(RunConfig(), {**base, **kw}) for kw in PACKS[name]]
     data = data_for(cfgs[0])
     cpu, _ = build_pack(cfgs, data)
     gpu = copy.deepcopy(cpu).cuda()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the compiled kernels
+    triton_runs = cfgs[0].model.cell == "lstm" and not hasattr(gpu, "weight_gr") and triton_scan.available()
+    assert fused.scan_name(cfgs[0].model.cell, "cuda", fgr=hasattr(gpu, "weight_gr")) == (
+        "triton" if triton_runs else "python")
+    calls = []
+    apply_triton = cell.TritonScan.apply
+    monkeypatch.setattr(cell.TritonScan, "apply", lambda *a: calls.append(a[0].device.type) or apply_triton(*a))
     ids, lengths, labels = data.train.batch(torch.arange(40))
     results = []
     for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
@@ -41,6 +51,7 @@ def test_pack_computes_on_cuda_what_it_computes_on_cpu(name):
         results.append((loss.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()},
                         probe_pack(model, data.dev.to(dev))))
     (l_cpu, g_cpu, p_cpu), (l_gpu, g_gpu, p_gpu) = results
+    assert set(calls) == ({"cuda"} if triton_runs else set())  # training step and probes; never on CPU
     torch.testing.assert_close(l_gpu, l_cpu, atol=1e-5, rtol=1e-5)
     for n in g_cpu:  # relative to the tensor's largest gradient: the gateless cell's run to ~10
         scale = g_cpu[n].abs().max().item()

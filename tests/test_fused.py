@@ -178,7 +178,7 @@ def test_choice_and_record_name(monkeypatch):
     assert fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "fused-cpp"
     assert not fused.wanted(torch.zeros(1, device="meta"))  # not on CPU: the Python scan
     assert not fused.wanted(torch.zeros(1, dtype=torch.bfloat16))
-    assert fused.scan_name("gru", "cpu") == fused.scan_name("lstm", "cuda") == "python"
+    assert fused.scan_name("gru", "cpu") == fused.scan_name("lstm", "cuda", fgr=True) == "python"  # CUDA: test_triton
     monkeypatch.setenv("ABLATION_SCAN", "python")
     assert not fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "python"
     cell = GatedLSTM(2, 3, seed=0)
