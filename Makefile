@@ -47,7 +47,7 @@ data: setup  ## verify the SST trees (downloading them if none are found) and pr
 ABLATION := $(BIN)/python -m ablation.cli
 # Every committed results directory with a table (results/single holds single runs of
 # different configs, one seed each: nothing to tabulate).
-TABLES := lecture peepholes odyssey cells protocol
+TABLES := lecture peepholes odyssey cells protocol fine
 
 define table_and_figures
 	$(ABLATION) table results/$(1) --readme README.md > /dev/null
@@ -76,12 +76,11 @@ $(EXPERIMENTS): setup
 	cat results/$@/table.md
 
 # `make fine`: the lecture's gate grid on SST-5 (experiments/fine.toml; 159,274 training
-# phrases, twice SST-2's). Not part of `make beyond`; its README reading comes once it is trained.
+# phrases, twice SST-2's). Not part of `make beyond`.
 .PHONY: fine
 fine: setup
 	$(ABLATION) grid experiments/$@.toml --out results/$@
-	$(ABLATION) table results/$@ > /dev/null
-	$(ABLATION) plot results/$@ > /dev/null
+	$(call table_and_figures,$@)
 	cat results/$@/table.md
 
 beyond: $(EXPERIMENTS)
@@ -91,7 +90,7 @@ beyond: $(EXPERIMENTS)
 # table beside results/lecture, fANOVA importance and figures, all into results/tuning/.
 .PHONY: tuning
 tuning: setup
-	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture
+	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture --readme README.md
 
 # notebooks/lecture_table.ipynb run top to bottom against results/lecture, outputs saved
 # in place (so it reads as a report on the repository's web page); run it after `make reproduce`.

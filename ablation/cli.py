@@ -157,6 +157,10 @@ def cmd_tune(args) -> int:
     for path in run_tuning(args.experiment, out, untuned=args.untuned, workers=args.workers, device=args.device,
                            threads=args.threads):
         print(path)
+    if args.readme:
+        from .render import update_readme
+
+        update_readme(args.readme, out)
     return 0
 
 
@@ -281,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--untuned", default="results/lecture",
                    help="results of the same table at default settings, for the tuned-vs-untuned table")
     p.add_argument("--workers", type=int, help="batches trained at once (default: one per core)")
+    p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS -->' (the tuned table) and "
+                                    "'<!-- reading: RESULTS -->' (two sentences: does the ordering survive, what "
+                                    "the gates explain against the learning rate) blocks")
     run_opts(p)
     p.set_defaults(func=cmd_tune)
 

@@ -150,13 +150,23 @@ def _effects_sentence(effects: pd.DataFrame) -> str:
 
 def lecture_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
     f = fidelity(table["lecture"], table["mean"])
-    t = table.set_index("gates")
-    text = (f"Reading: {f['within']} of {f['n']} cells land within ±{f['tolerance']} points of the lecture's "
+    return (f"Reading: {f['within']} of {f['n']} cells land within ±{f['tolerance']} points of the lecture's "
             f"single run (mean |Δ| = {_n(f['mean_abs_diff'], 2)}); the orderings agree in rank with Kendall's "
-            f"τ = {_n(f['kendall_tau'], 2)}. The full cell reaches {mean_ci(t.loc[FULL])}.")
+            f"τ = {_n(f['kendall_tau'], 2)}. " + _gate_table(table, effects, margin, "lecture"))
+
+
+def fine_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> str:
+    """SST-5 (experiments/fine.toml): the lecture gives no numbers to compare with."""
+    return _gate_table(table, effects, margin, "fine", lead="Reading: on SST-5 (five classes), the full cell")
+
+
+def _gate_table(table: pd.DataFrame, effects: pd.DataFrame, margin: float, name: str,
+                lead: str = "The full cell") -> str:
+    """The 8 gate sets in words: the full cell, the 2^3 effects and each set's verdict against the full cell."""
+    text = f"{lead} reaches {mean_ci(table.set_index('gates').loc[FULL])}."
     if not effects.empty:
         text += (" Read as a 2^3 design (effects.csv, the interaction plot in "
-                 f"`results/lecture/figures/interactions.png`): {_effects_sentence(effects)}.")
+                 f"`results/{name}/figures/interactions.png`): {_effects_sentence(effects)}.")
     text += " Each gate set against the full cell (Holm within the table). " + _by_verdict(table, margin)
     power = _power(table)
     return text + (f" {power}" if power else "")
@@ -284,6 +294,42 @@ def cost_sentence(runs: pd.DataFrame) -> str:
     return f"Training the {len(runs)} runs took {hours:.1f} hours on {', '.join(sorted(map(str, devices)))} ({summed})."
 
 
+def _gate_list(gates: list[str]) -> str:
+    return ", ".join(SHORT.get(g, g) for g in gates) or "none"
+
+
+def tuning_reading(tuned: pd.DataFrame, importance: pd.DataFrame, trials_per_set: int, complete_trials: int) -> str:
+    """Two sentences from `tune`'s files: does the gate table's ordering survive tuning (the
+    tuned table, tuned_table.csv), and what share of the dev-accuracy variance the gate set
+    explains against the learning rate (fANOVA, importance.csv; terms as `tune.importance`)."""
+    t = tuned.set_index("gates")
+    names = [g for g in t.index if g != FULL]
+    worse = [g for g in names if t.loc[g, "verdict"] == "worse"]
+    text = (f"Tuned (each gate set's best-on-dev configuration of {trials_per_set} random-search trials, retrained "
+            f"on {int(t['n'].min())} fresh seeds), the full cell reaches {mean_ci(t.loc[FULL])} and {len(worse)} "
+            f"of {len(names)} gate sets are worse than it (Holm within the tuned table)")
+    if "untuned_mean" in t and t["untuned_mean"].notna().all():
+        tau = sps.kendalltau(t["mean"], t["untuned_mean"]).statistic
+        worse_untuned = [g for g in names if t.loc[g, "untuned_verdict"] == "worse"]
+        text += (f", against {len(worse_untuned)} of {len(names)} untuned; the tuned and untuned orderings of the "
+                 f"means agree in rank with Kendall's τ = {_n(tau, 2)}, and ")
+        text += (f"the same gate sets fall behind the full cell ({_gate_list(worse)}), so the ordering survives tuning."
+                 if worse == worse_untuned else
+                 f"tuning changes which gate sets fall behind it (untuned: {_gate_list(worse_untuned)}; tuned: "
+                 f"{_gate_list(worse)}), so the untuned table's verdicts do not all survive tuning.")
+    else:
+        text += "; there is no untuned table to compare with."
+    share = importance.set_index("term")
+
+    def pct(term: str) -> str:
+        return f"{100 * share.loc[term, 'share']:.0f}% (± {100 * share.loc[term, 'std']:.0f})"
+
+    return text + (f" Over the {complete_trials} complete trials, fANOVA attributes {pct('gate set')} of the "
+                   f"dev-accuracy variance to the gate set and {pct('learning rate')} to the learning rate "
+                   f"({pct('forget bias')} to the forget bias, {pct('gate set x learning rate')} to the gate set x "
+                   "learning rate interaction; ± the std over the forest's trees).")
+
+
 PROBE_BIN, PROBE_DISTANCE = "21-30", 10  # sentences long enough to look 10 tokens back, and many (~550)
 CHECKPOINT_WORDS = {"init": "at initialisation", "epoch1": "after epoch 1", "best": "on the best-on-dev parameters"}
 
@@ -330,4 +376,4 @@ def _ratio(log10: float) -> str:
 
 
 READINGS = {"lecture": lecture_reading, "peepholes": peepholes_reading, "odyssey": odyssey_reading,
-            "cells": variants_reading, "protocol": protocol_reading}
+            "cells": variants_reading, "protocol": protocol_reading, "fine": fine_reading}

@@ -29,7 +29,7 @@ from .aggregate import (
     probe_frames,
     row_key,
 )
-from .readings import MINUS, READINGS, cost_sentence, generic_reading, probes_reading, signed
+from .readings import MINUS, READINGS, cost_sentence, generic_reading, probes_reading, signed, tuning_reading
 from .stats import ALPHA, POWER, fidelity, minimal_detectable_difference
 
 INTERVAL_NAMES = {"t": "95% Student t-interval", "bootstrap-t": "95% bootstrap-t interval",
@@ -246,6 +246,8 @@ def readme_blocks(results: str | os.PathLike,
     """{("table", KEY): table.md's text, ("reading", KEY): the reading}, KEY being ``results``
     as given (the README's markers name the directory the same way)."""
     check_results(results)
+    if (Path(results) / TUNED_TABLE).exists():
+        return tuning_blocks(results)
     r, table, source = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records")
@@ -260,6 +262,20 @@ def readme_blocks(results: str | os.PathLike,
     if probes:
         blocks[("probes", key)] = probes + "\n"
     return blocks
+
+
+TUNED_TABLE = "tuned_table.csv"  # what marks a results directory as `ablation tune`'s
+
+
+def tuning_blocks(results: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """{("table", KEY): tuned_table.md, ("reading", KEY): `readings.tuning_reading`}, from the
+    files `tune.run_tuning` wrote into ``results``."""
+    root, key = Path(results), str(results).rstrip("/")
+    trials = pd.read_csv(root / "trials.csv")
+    per_set = int(trials.groupby("model.gates").size().max())
+    complete = int((trials["state"] == "COMPLETE").sum())
+    reading = tuning_reading(pd.read_csv(root / TUNED_TABLE), pd.read_csv(root / "importance.csv"), per_set, complete)
+    return {("table", key): (root / "tuned_table.md").read_text(encoding="utf-8"), ("reading", key): reading + "\n"}
 
 
 MARKER = re.compile(r"<!-- (table|reading|probes): (\S+) -->\n(.*?)<!-- /\1 -->", re.S)

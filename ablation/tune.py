@@ -427,7 +427,7 @@ def tuned_table(selected: Path, sel_path: Path, untuned: Path | None):
     tau = math.nan
     if untuned is not None:
         _, base, _ = load_table(untuned)
-        base = base.set_index("gates")[["mean", "ci_low", "ci_high", "n"]].add_prefix("untuned_")
+        base = base.set_index("gates")[["mean", "ci_low", "ci_high", "n", "verdict"]].add_prefix("untuned_")
         tuned = tuned.join(base, on="gates")
         both = tuned.dropna(subset=["mean", "untuned_mean"])
         if len(both) >= 2:

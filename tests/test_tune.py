@@ -12,6 +12,7 @@ optuna = pytest.importorskip("optuna")
 
 from ablation import tune  # noqa: E402
 from ablation.config import RunConfig, apply, load_experiment  # noqa: E402
+from ablation.render import read_blocks, update_readme  # noqa: E402
 from ablation.train import train_pack  # noqa: E402
 
 TINY = """
@@ -157,3 +158,8 @@ def test_run_tuning_writes_the_tuned_table_importance_and_figures(tmp_path):
     assert tuned.loc["none", "untuned_mean"] == 71.0 and tuned.loc["input+forget+output", "verdict"] == "reference"
     importance = pd.read_csv(tmp_path / "out" / "importance.csv")
     assert set(importance["term"]) >= {"gate set", "learning rate", "forget bias", "gate set x learning rate"}
+    readme = tmp_path / "README.md"  # the README's two generated sentences come from those files
+    readme.write_text(f"<!-- reading: {tmp_path / 'out'} -->\n<!-- /reading -->\n")
+    update_readme(readme, tmp_path / "out")
+    reading = read_blocks(readme.read_text())[("reading", str(tmp_path / "out"))]
+    assert reading.startswith("Tuned (each gate set's best-on-dev configuration of ") and "fANOVA attributes" in reading
