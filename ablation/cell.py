@@ -364,30 +364,39 @@ def _flags(flags) -> tuple:
     return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
 
 
+def _kernel_forward(ctx, ops, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
+    """The forward of a scan whose two time loops are compiled kernels: ``ops``' lstm_forward
+    (the C++ op's signature and outputs), saving what ``ops``' lstm_backward takes."""
+    hs, cs, S, gs, os_, tcs = ops.lstm_forward(xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
+    ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
+    ctx.peep = peephole_kind(w_ci)
+    ctx.flags, ctx.probe = flags, probe is not None
+    ctx.mark_non_differentiable(S, os_)
+    return hs[1:], cs[1:], S, os_
+
+
+def _kernel_backward(ctx, ops, bmm, dhs, dcs):
+    """dpre and dprobe from ``ops``' lstm_backward, the weight gradients by `weight_grads` with ``bmm``."""
+    whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
+    dhs = torch.zeros_like(gs) if dhs is None else dhs
+    dcs = torch.zeros_like(gs) if dcs is None else dcs
+    dpre, dprobe = ops.lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on,
+                                     *_flags(ctx.flags), ctx.probe)
+    dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None, bmm)
+    return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
+
+
 class FusedScan(torch.autograd.Function):
     """`_Scan` with its two time loops in C++ (`fused.py`, csrc/lstm_scan.cpp); same arguments,
     outputs and gradients."""
 
     @staticmethod
-    def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
-        hs, cs, S, gs, os_, tcs = torch.ops.ablation_fused.lstm_forward(
-            xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
-        ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
-        ctx.peep = peephole_kind(w_ci)
-        ctx.flags, ctx.probe = flags, probe is not None
-        ctx.mark_non_differentiable(S, os_)
-        return hs[1:], cs[1:], S, os_
+    def forward(ctx, *args):
+        return _kernel_forward(ctx, torch.ops.ablation_fused, *args)
 
     @staticmethod
     def backward(ctx, dhs, dcs, _dS, _dos):
-        whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
-        dhs = torch.zeros_like(gs) if dhs is None else dhs
-        dcs = torch.zeros_like(gs) if dcs is None else dcs
-        dpre, dprobe = torch.ops.ablation_fused.lstm_backward(
-            dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, *_flags(ctx.flags), ctx.probe)
-        dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None,
-                                                fused.fixed_order_bmm)
-        return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
+        return _kernel_backward(ctx, torch.ops.ablation_fused, fused.fixed_order_bmm, dhs, dcs)
 
 
 TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan's kernels compute (`_flags`' order)
@@ -395,33 +404,23 @@ TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan's kerne
 
 class TritonScan(torch.autograd.Function):
     """`FusedScan` on CUDA: its two time loops as Triton kernels, one launch per direction
-    (`triton_scan.py`); same arguments, outputs and gradients (dpre from the kernel, the weight
-    gradients by `weight_grads` with torch.bmm). Not FGR (w_gr must be None): packs with an FGR
-    member run `_Scan` (`lstm_scan` chooses). Lives here beside `FusedScan`, not in triton_scan.py,
+    (`triton_scan.py`); same arguments, outputs and gradients (the weight gradients by
+    `weight_grads` with torch.bmm). Not FGR (w_gr must be None): packs with an FGR member run
+    `_Scan` (`lstm_scan` chooses). Lives here beside `FusedScan`, not in triton_scan.py,
     because it shares `weight_grads` and the peephole classes, and cell imports triton_scan."""
 
     @staticmethod
     def forward(ctx, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
-        if w_gr is not None:
-            raise ValueError("TritonScan has no FGR (w_gr must be None); lstm_scan runs _Scan for packs with FGR")
+        triton_scan.refuse_fgr(w_gr)
         unknown = [n for n, f in flags.masks.items() if f is not None and n not in TRITON_FLAGS]
         if unknown:  # a flag variant added to VARIANTS after the kernels: they would compute the vanilla cell
             raise ValueError(f"the Triton LSTM scan has no variant {', '.join(unknown)}; "
                              f"it has {', '.join(TRITON_FLAGS)}")
-        hs, cs, S, gs, os_, tcs = triton_scan.lstm_forward(xw, whh, w_ci, w_cf, w_co, on, *_flags(flags))
-        ctx.save_for_backward(whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs, on)
-        ctx.peep = peephole_kind(w_ci)
-        ctx.flags, ctx.probe = flags, probe is not None
-        ctx.mark_non_differentiable(S, os_)
-        return hs[1:], cs[1:], S, os_
+        return _kernel_forward(ctx, triton_scan, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags)
 
     @staticmethod
     def backward(ctx, dhs, dcs, _dS, _dos):
-        whh, w_ci, w_cf, w_co, S, gs, os_, hs, cs, tcs, on = ctx.saved_tensors
-        dpre, dprobe = triton_scan.lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, S, gs, os_, cs, tcs, on,
-                                                 *_flags(ctx.flags), probe=ctx.probe)
-        dwhh, dci, dcf, dco, _ = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, False)
-        return dpre, dwhh, dci, dcf, dco, None, dprobe, None, None
+        return _kernel_backward(ctx, triton_scan, torch.bmm, dhs, dcs)
 
 
 def lstm_scan(xw: torch.Tensor, whh: torch.Tensor, peepholes: Sequence[torch.Tensor | None],

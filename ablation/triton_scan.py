@@ -261,10 +261,16 @@ def _meta(H: int) -> dict:
     return {"HP": max(16, 1 << (H - 1).bit_length()), "BB": BLOCK_B}
 
 
-def lstm_forward(xw, whh, w_ci, w_cf, w_co, on, niaf=None, noaf=None, cifg=None):
+def refuse_fgr(w_gr):
+    if w_gr is not None:
+        raise ValueError("the Triton LSTM scan has no FGR (w_gr must be None); lstm_scan runs _Scan for packs with FGR")
+
+
+def lstm_forward(xw, whh, w_ci, w_cf, w_co, w_gr, on, niaf=None, noaf=None, cifg=None):
     """hs, cs (T+1, M, B, H), S (T, M, B, 3H), gs, os, tcs (T, M, B, H) for xw (T, M, B, 4H), whh (M, 4H, H),
     peepholes None, (M, H) or (M, H, H), on (M, 3), flags (M,) bool or None: the C++ `lstm_forward`'s
-    outputs (`cell.FusedScan`), without FGR."""
+    arguments and outputs (`cell.FusedScan`), without FGR (w_gr must be None)."""
+    refuse_fgr(w_gr)
     fwd, _ = _launch(xw)
     T, M, B, G = xw.shape
     H = G // 4
@@ -281,10 +287,11 @@ def lstm_forward(xw, whh, w_ci, w_cf, w_co, on, niaf=None, noaf=None, cifg=None)
     return hs, cs, S, gs, os_, tcs
 
 
-def lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, S, gs, os_, cs, tcs, on, niaf=None, noaf=None, cifg=None,
+def lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, niaf=None, noaf=None, cifg=None,
                   probe: bool = False):
     """dpre (T, M, B, 4H) and dprobe (T, M, B, H) = ∂J/∂h_t (None without ``probe``) from the gradients
     dhs, dcs (T, M, B, H; None is zero) and `lstm_forward`'s saved tensors: the C++ `lstm_backward`'s."""
+    refuse_fgr(w_gr)
     _, bwd = _launch(gs)
     T, M, B, H = gs.shape
     dhs = torch.zeros_like(gs) if dhs is None else dhs.contiguous()

@@ -91,7 +91,7 @@ def test_without_probe_and_without_a_loss_on_h():
 def test_fgr_and_cpu_without_the_interpreter_are_refused(monkeypatch):
     specs = [CellSpec(GATES, "none", "fgr")]
     xw, whh, peeps, w_gr, on, flags = inputs(specs, "none", T=2, B=1, H=2)
-    with pytest.raises(ValueError, match="TritonScan has no FGR"):
+    with pytest.raises(ValueError, match="Triton LSTM scan has no FGR"):
         TritonScan.apply(xw, whh, *peeps, w_gr, None, on, flags)
     with pytest.raises(ValueError, match="the Triton LSTM scan has no variant fgr; it has niaf, noaf, cifg"):
         TritonScan.apply(xw, whh, *peeps, None, None, on, flags)  # a flag it does not compute is refused
@@ -99,7 +99,7 @@ def test_fgr_and_cpu_without_the_interpreter_are_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"runs cpu tensors only under Triton's interpreter \(TRITON_INTERPRET=1\)"):
         TritonScan.apply(xw, whh, *peeps, None, None, on, ScanFlags([CellSpec(GATES, "none")]))
     with pytest.raises(ValueError, match="float32 or float64, got torch.bfloat16"):
-        triton_scan.lstm_forward(xw.bfloat16(), whh.bfloat16(), None, None, None, on)
+        triton_scan.lstm_forward(xw.bfloat16(), whh.bfloat16(), None, None, None, None, on)
 
 
 def test_choice_on_cuda_and_record_name(monkeypatch):
