@@ -16,6 +16,7 @@ from .model import PackedClassifier
 
 CLIP_EPS = 1e-6  # keeps the clip scale finite for an all-zero gradient (torch.nn.utils.clip_grad_norm_'s)
 
+
 class PackAdagrad:
     """AdaGrad (Duchi et al. 2011) over stacked parameters, with per-member norm clipping.
 

@@ -290,13 +290,11 @@ def lstm_forward(xw, whh, w_ci, w_cf, w_co, w_gr, on, niaf=None, noaf=None, cifg
 def lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on, niaf=None, noaf=None, cifg=None,
                   probe: bool = False):
     """dpre (T, M, B, 4H) and dprobe (T, M, B, H) = ∂J/∂h_t (None without ``probe``) from the gradients
-    dhs, dcs (T, M, B, H; None is zero) and `lstm_forward`'s saved tensors: the C++ `lstm_backward`'s."""
+    dhs, dcs (T, M, B, H) and `lstm_forward`'s saved tensors: the C++ `lstm_backward`'s."""
     refuse_fgr(w_gr)
     _, bwd = _launch(gs)
     T, M, B, H = gs.shape
-    dhs = torch.zeros_like(gs) if dhs is None else dhs.contiguous()
-    dcs = torch.zeros_like(gs) if dcs is None else dcs.contiguous()
-    whh = whh.contiguous()
+    dhs, dcs, whh = dhs.contiguous(), dcs.contiguous(), whh.contiguous()
     peep, (wci, wcf, wco) = _peep(w_ci, w_cf, w_co, whh)
     dpre = gs.new_empty(T, M, B, 4 * H)
     dprobe = gs.new_empty(T, M, B, H) if probe else None
