@@ -64,6 +64,7 @@ tables: setup  ## regenerate every committed table, effects file, figure and REA
 	  $(ABLATION) table results/$$d --readme README.md > /dev/null; \
 	  $(ABLATION) plot results/$$d > /dev/null; \
 	done
+	$(BIN)/python -c "from ablation.render import update_readme; update_readme('README.md', 'results/gpu')"
 
 # Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
 # table and figures into results/<name>/, readings into README.md. `make beyond` runs all four.

@@ -96,9 +96,9 @@ def wanted(xw: torch.Tensor) -> bool:
 
 def triton_wanted(xw: torch.Tensor, fgr: bool = False) -> bool:
     """Whether `cell.lstm_scan` runs the Triton scan (`cell.TritonScan`) on these inputs: on CUDA in
-    float32/float64 where triton is installed, for packs without an FGR member (``fgr``), unless
-    ABLATION_SCAN=python."""
-    return (not fgr and xw.device.type == "cuda" and xw.dtype in (torch.float32, torch.float64)
+    float32 (float64, for gradchecks, runs `_Scan`: see `triton_scan.COMPILED_DTYPES`) where triton is
+    installed, for packs without an FGR member (``fgr``), unless ABLATION_SCAN=python."""
+    return (not fgr and xw.device.type == "cuda" and xw.dtype in triton_scan.COMPILED_DTYPES
             and choice() != "python" and triton_scan.available())
 
 

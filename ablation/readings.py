@@ -294,6 +294,38 @@ def cost_sentence(runs: pd.DataFrame) -> str:
     return f"Training the {len(runs)} runs took {hours:.1f} hours on {', '.join(sorted(map(str, devices)))} ({summed})."
 
 
+def gpu_reading(lines: list[dict]) -> str:
+    """The GPU paragraph's figures, from `benchmarks/time_grid.py`'s JSON lines (results/gpu/): each
+    timed grid, then, for a number of epochs timed on both devices, the GPU's wall time over the CPU
+    cores' (a lower bound where the GPU's grid was stopped before it finished)."""
+    def epochs(x: dict) -> int:
+        return int(next((s.split("=")[1] for s in x["set"] if s.startswith("train.epochs=")), "10"))
+
+    def what(x: dict) -> str:
+        where = "the GPU" if x["device"] == "cuda" else f"its {x['cpu_count']} CPU cores"
+        grid = f"{epochs(x)} epoch{'s' if epochs(x) != 1 else ''} on {where} ({x['workers']} worker processes"
+        if x["rc"] != 0:
+            return f"{grid}) had not finished after {x['wall_seconds']:.0f} s (stopped there)"
+        return (f"{grid}, {', '.join(x['scans'])} scan) took {x['wall_seconds']:.1f} s, {x['complete']} of "
+                f"{x['runs']} runs complete, mean test accuracy {x['mean_test_acc']:.1f}")
+
+    if not lines:
+        return ""
+    done = [x for x in lines if x["rc"] == 0]
+    about = next((x for x in done if x["gpu"]), done[0] if done else lines[0])
+    text = (f"Timed by `benchmarks/time_grid.py` on one {about['gpu'] or 'GPU'} machine (torch "
+            f"{about['versions']['torch'] if about.get('versions') else '?'}, Triton {about['triton']}), the lecture "
+            f"grid's runs for {lines[0]['seeds']} seeds, random vectors: " + "; ".join(map(what, lines)) + ".")
+    for n in sorted({epochs(x) for x in lines}):
+        gpu = [x for x in lines if x["device"] == "cuda" and epochs(x) == n]
+        cpu = [x for x in done if x["device"] == "cpu" and epochs(x) == n]
+        if gpu and cpu:
+            ratio = gpu[0]["wall_seconds"] / cpu[0]["wall_seconds"]
+            bound = "at least " if gpu[0]["rc"] != 0 else ""
+            text += f" For {n} epoch{'s' if n != 1 else ''} the GPU took {bound}{ratio:.1f}× the CPU cores' time."
+    return text
+
+
 def _gate_list(gates: list[str]) -> str:
     return ", ".join(SHORT.get(g, g) for g in gates) or "none"
 

@@ -8,6 +8,7 @@ from the records (`make tables`, tests/test_readings.py).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -29,7 +30,16 @@ from .aggregate import (
     probe_frames,
     row_key,
 )
-from .readings import MINUS, READINGS, cost_sentence, generic_reading, probes_reading, signed, tuning_reading
+from .readings import (
+    MINUS,
+    READINGS,
+    cost_sentence,
+    generic_reading,
+    gpu_reading,
+    probes_reading,
+    signed,
+    tuning_reading,
+)
 from .stats import ALPHA, POWER, fidelity, minimal_detectable_difference
 
 INTERVAL_NAMES = {"t": "95% Student t-interval", "bootstrap-t": "95% bootstrap-t interval",
@@ -245,6 +255,9 @@ def readme_blocks(results: str | os.PathLike,
                   experiment: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
     """{("table", KEY): table.md's text, ("reading", KEY): the reading}, KEY being ``results``
     as given (the README's markers name the directory the same way)."""
+    if (Path(results) / GRID_TIMES).exists():  # results/gpu: timings, no run records
+        lines = [json.loads(x) for x in (Path(results) / GRID_TIMES).read_text().splitlines() if x.strip()]
+        return {("reading", str(results).rstrip("/")): gpu_reading(lines) + "\n"}
     check_results(results)
     if (Path(results) / TUNED_TABLE).exists():
         return tuning_blocks(results)
@@ -265,6 +278,7 @@ def readme_blocks(results: str | os.PathLike,
 
 
 TUNED_TABLE = "tuned_table.csv"  # what marks a results directory as `ablation tune`'s
+GRID_TIMES = "grid_times.jsonl"  # and as timings of whole grids (benchmarks/time_grid.py, scripts/gpu_check.sh)
 
 
 def tuning_blocks(results: str | os.PathLike) -> dict[tuple[str, str], str]:

@@ -38,6 +38,13 @@ import torch
 tl = None  # triton.language, bound by `_kernels` at the first launch (the kernels below read it as a global)
 
 BLOCK_B = 16  # batch rows per program: tl.dot's smallest tile (training batches are 10-25 rows)
+# Warps per program. Triton's default, and the fastest measured on an H200 (Triton 3.6; forward and backward
+# of a pack of 8, T = 20, H = 50: 1 warp 5.0 ms, 2 warps 3.4, 4 warps 1.3, 8 warps 1.6).
+NUM_WARPS = 4
+# What compiles on a GPU: in float64 the kernels' tiles need 232-312 KB of shared memory (by peephole kind,
+# as Triton 3.6 reported), over an H200's 227 KB. float64 runs under the interpreter (the tests' gradchecks);
+# on CUDA `cell.lstm_scan` runs `_Scan` for it.
+COMPILED_DTYPES = (torch.float32,)
 
 
 @functools.cache
@@ -232,6 +239,9 @@ def _launch(like: torch.Tensor):
     if like.device.type != "cuda" and not interpret:
         raise ValueError(f"the Triton LSTM scan runs {like.device.type} tensors only under Triton's interpreter "
                          "(TRITON_INTERPRET=1); on CUDA it runs compiled")
+    if not interpret and like.dtype not in COMPILED_DTYPES:
+        raise ValueError(f"the compiled Triton LSTM scan takes float32, got {like.dtype} (its tiles outgrow a "
+                         "GPU's shared memory); lstm_scan runs _Scan for it")
     return _kernels(interpret)
 
 
@@ -258,7 +268,7 @@ def _peep(w_ci, w_cf, w_co, dummy):
 
 def _meta(H: int) -> dict:
     """The compile-time sizes: H padded to a power of two ≥ 16 (`tl.dot`'s smallest tile), the batch block."""
-    return {"HP": max(16, 1 << (H - 1).bit_length()), "BB": BLOCK_B}
+    return {"HP": max(16, 1 << (H - 1).bit_length()), "BB": BLOCK_B, "num_warps": NUM_WARPS}
 
 
 def refuse_fgr(w_gr):

@@ -61,10 +61,11 @@ def run(scan, xw, whh, peeps, w_gr, on, flags, probe=True):
     xw_, whh_, *rest = leaves
     peeps_ = [rest.pop(0) if p is not None else None for p in peeps]
     w_gr_ = rest.pop(0) if w_gr is not None else None
-    pr = torch.zeros(xw.shape[:-1] + (whh.shape[-1],), dtype=xw.dtype, requires_grad=True) if probe else None
+    pr = torch.zeros(xw.shape[:-1] + (whh.shape[-1],), dtype=xw.dtype, device=xw.device,
+                     requires_grad=True) if probe else None
     hs, cs, S, o = scan.apply(xw_, whh_, *peeps_, w_gr_, pr, on, flags)
     H = hs.shape[-1]
-    loss = (hs * torch.linspace(-1, 1, H, dtype=xw.dtype)).square().sum() + cs.sin().sum()
+    loss = (hs * torch.linspace(-1, 1, H, dtype=xw.dtype, device=xw.device)).square().sum() + cs.sin().sum()
     grads = torch.autograd.grad(loss, leaves + ([pr] if probe else []))
     return [hs, cs, S, o, *grads]
 

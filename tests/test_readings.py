@@ -94,8 +94,8 @@ def test_readme_holds_what_the_records_generate(monkeypatch):
     monkeypatch.chdir(ROOT)  # experiment files are found as experiments/<dir>.toml
     blocks = read_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     keys = sorted({key for _, key in blocks if key.startswith("results/")})
-    assert keys == ["results/cells", "results/fine", "results/lecture", "results/odyssey", "results/peepholes",
-                    "results/protocol", "results/tuning"]
+    assert keys == ["results/cells", "results/fine", "results/gpu", "results/lecture", "results/odyssey",
+                    "results/peepholes", "results/protocol", "results/tuning"]
     untrained = {key for key in keys if not (ROOT / key).is_dir()}  # `make tuning` runs for hours
     assert untrained <= {"results/tuning"} and all(blocks[b] == "" for b in blocks if b[1] in untrained)
     keys = [key for key in keys if key not in untrained]
@@ -153,3 +153,26 @@ def test_committed_tables_are_honest():
             effects = pd.read_csv(path.with_name("effects.csv"))
             cols = [c for c in t.columns if c.startswith("config.")]
             assert len(effects) == 7 * (len(t[cols].drop_duplicates()) if cols else 1), path
+
+
+def test_gpu_reading_by_hand():
+    """Each timed grid in order, and the ratio only for epochs timed on both devices: a lower bound
+    ("at least") where the GPU's grid was stopped unfinished."""
+    from ablation.readings import gpu_reading
+
+    def line(device, epochs, rc, wall, **kw):
+        return {"device": device, "set": ["model.embeddings=random", f"train.epochs={epochs}"], "rc": rc,
+                "wall_seconds": wall, "workers": 5, "seeds": 5, "cpu_count": 16, "triton": "3.6.0",
+                "runs": 40, "complete": 40 if rc == 0 else 0, "scans": ["triton" if device == "cuda" else "fused-cpp"],
+                "gpu": "H200" if device == "cuda" else None, "mean_test_acc": 82.04,
+                "versions": {"torch": "2.11.0+cu130"}, **kw}
+
+    text = gpu_reading([line("cuda", 2, "timeout", 150.0), line("cpu", 2, 0, 100.0), line("cuda", 1, 0, 120.0)])
+    assert text.startswith("Timed by `benchmarks/time_grid.py` on one H200 machine (torch 2.11.0+cu130, Triton 3.6.0)")
+    assert "2 epochs on the GPU (5 worker processes) had not finished after 150 s (stopped there)" in text
+    assert "2 epochs on its 16 CPU cores (5 worker processes, fused-cpp scan) took 100.0 s, 40 of 40" in text
+    assert "mean test accuracy 82.0" in text and "1 epoch on the GPU (5 worker processes, triton scan)" in text
+    assert text.endswith("For 2 epochs the GPU took at least 1.5× the CPU cores' time.")
+    both = gpu_reading([line("cuda", 2, 0, 50.0), line("cpu", 2, 0, 100.0)])
+    assert both.endswith("For 2 epochs the GPU took 0.5× the CPU cores' time.")
+    assert gpu_reading([]) == ""

@@ -63,6 +63,29 @@ def test_float64_agrees_to_rounding(peephole):
     assert_agree(run(TritonScan, *args), run(_Scan, *args), rtol=1e-10)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("peephole", PEEPHOLES)
+def test_compiled_on_cuda_agrees_with_python_scan_on_cpu(peephole, monkeypatch):
+    """The compiled kernels on a GPU, at the lecture's sizes: every gate set and flag variant in one pack,
+    H = 50 (pads to 64), B = 25 (two batch blocks), T = 30, in float32 against `_Scan` on the CPU in
+    float64, to 1e-5 of each tensor's scale (no TF32: `input_precision="ieee"`). float64 is refused with
+    a clear error (its tiles outgrow shared memory), and `lstm_scan` runs `_Scan` for it."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    dtype = torch.float32
+    specs = [CellSpec(g, peephole) for g in COMBOS] + [CellSpec(GATES, peephole, v) for v in TRITON_FLAGS]
+    xw, whh, peeps, _, on, flags = inputs(specs, peephole, torch.float64, T=30, B=25, H=50)
+    whh, peeps = whh * 0.2, [p if p is None else p * 0.2 for p in peeps]  # a contracting recurrence at H = 50
+    want = run(_Scan, xw, whh, peeps, None, on, flags)
+    to = lambda t: None if t is None else t.to("cuda", dtype)  # noqa: E731
+    got = run(TritonScan, to(xw), to(whh), [to(p) for p in peeps], None, to(on), ScanFlags(specs, "cuda"))
+    assert_agree([g.cpu().double() for g in got], want, rtol=1e-5)
+    assert not fused.triton_wanted(xw.cuda()) and fused.triton_wanted(to(xw))
+    with pytest.raises(ValueError, match="compiled Triton LSTM scan takes float32, got torch.float64"):
+        TritonScan.apply(xw.cuda(), whh.cuda(), *[p if p is None else p.cuda() for p in peeps], None, None,
+                         on.cuda(), ScanFlags(specs, "cuda"))
+
+
 @pytest.mark.parametrize("peephole", ["diagonal", "full"])
 def test_member_alone_equals_member_in_pack(peephole):
     """A member's outputs, ∂J/∂xw and probe are the same bits alone as in its pack (one program per member)."""
