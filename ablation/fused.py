@@ -88,29 +88,32 @@ def load() -> bool:
         return False
 
 
+def _scan(device: str, dtype: torch.dtype, fgr: bool = False) -> str:
+    """The one place that decides which LSTM scan runs (the module doc): 'fused-cpp', 'triton' or 'python'
+    for tensors of this device type and dtype; ``fgr``: the pack has an FGR member (the Triton scan has none).
+    float64 runs `_Scan` on CUDA (for gradchecks; `triton_scan.COMPILED_DTYPES`)."""
+    if choice() == "python" or dtype not in (torch.float32, torch.float64):
+        return "python"
+    if device == "cpu":
+        return "fused-cpp" if load() else "python"
+    if device == "cuda" and not fgr and dtype in triton_scan.COMPILED_DTYPES and triton_scan.available():
+        return "triton"
+    return "python"
+
+
 def wanted(xw: torch.Tensor) -> bool:
-    """Whether `cell.lstm_scan` runs the fused scan on these inputs (see the module doc)."""
-    return (choice() != "python" and xw.device.type == "cpu" and xw.dtype in (torch.float32, torch.float64)
-            and load())
+    """Whether the fused C++ kernels (scan, `bmm`, AdaGrad) run on tensors like ``xw``."""
+    return _scan(xw.device.type, xw.dtype) == "fused-cpp"
 
 
 def triton_wanted(xw: torch.Tensor, fgr: bool = False) -> bool:
-    """Whether `cell.lstm_scan` runs the Triton scan (`cell.TritonScan`) on these inputs: on CUDA in
-    float32 (float64, for gradchecks, runs `_Scan`: see `triton_scan.COMPILED_DTYPES`) where triton is
-    installed, for packs without an FGR member (``fgr``), unless ABLATION_SCAN=python."""
-    return (not fgr and xw.device.type == "cuda" and xw.dtype in triton_scan.COMPILED_DTYPES
-            and choice() != "python" and triton_scan.available())
+    """Whether `cell.lstm_scan` runs the Triton scan (`cell.TritonScan`) on these inputs."""
+    return _scan(xw.device.type, xw.dtype, fgr) == "triton"
 
 
 def scan_name(kind: str = "lstm", device: str | torch.device = "cpu", fgr: bool = False) -> str:
-    """'fused-cpp', 'triton' or 'python': the scan a pack of this cell kind runs on this device
-    (for records); ``fgr``: the pack has an FGR member (the Triton scan has no FGR)."""
-    dev = torch.device(device).type
-    if kind != "lstm" or choice() == "python" or dev not in ("cpu", "cuda"):
-        return "python"
-    if dev == "cuda":
-        return "triton" if not fgr and triton_scan.available() else "python"
-    return "fused-cpp" if load() else "python"
+    """The scan a pack of this cell kind runs on this device in training (float32), for records."""
+    return _scan(torch.device(device).type, torch.float32, fgr) if kind == "lstm" else "python"
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
