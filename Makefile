@@ -64,7 +64,7 @@ tables: setup  ## regenerate every committed table, effects file, figure and REA
 	  $(ABLATION) table results/$$d --readme README.md > /dev/null; \
 	  $(ABLATION) plot results/$$d > /dev/null; \
 	done
-	$(BIN)/python -c "from ablation.render import update_readme; update_readme('README.md', 'results/gpu')"
+	for d in gpu bench; do $(BIN)/python -c "from ablation.render import update_readme; update_readme('README.md', 'results/$$d')"; done
 
 # Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
 # table and figures into results/<name>/, readings into README.md. `make beyond` runs all four.
@@ -99,9 +99,11 @@ notebook: setup
 	cd notebooks && env -u MPLBACKEND ABLATION_RESULTS=$(CURDIR)/results/lecture \
 	  $(CURDIR)/$(BIN)/jupyter execute --inplace --timeout=600 lecture_table.ipynb
 
+# Each run appends its figures to results/bench/bench.jsonl; `make tables` writes the README's from them.
 bench: setup  ## portable numerics (what training runs), then --fast-numerics: the portable mode's cost
-	$(BIN)/python benchmarks/bench_grid.py
-	$(BIN)/python benchmarks/bench_grid.py --fast-numerics
+	mkdir -p results/bench && rm -f results/bench/bench.jsonl
+	$(BIN)/python benchmarks/bench_grid.py --json results/bench/bench.jsonl
+	$(BIN)/python benchmarks/bench_grid.py --fast-numerics --json results/bench/bench.jsonl
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -326,6 +326,29 @@ def gpu_reading(lines: list[dict]) -> str:
     return text
 
 
+def bench_reading(lines: list[dict]) -> str:
+    """The speed paragraph's figures, from `benchmarks/bench_grid.py --json` lines (results/bench/): the
+    newest portable-numerics line, and the pack's step under `--fast-numerics` where one was timed."""
+    newest = {x["numerics"]["numerics"]: x for x in lines}  # later lines replace earlier ones
+    if "portable" not in newest:
+        return ""
+    p = newest["portable"]
+    machine = f"{p['cores']}-core {p['numerics']['cpu_model']}"
+    text = (f"Measured by `make bench` on a {machine}, portable numerics ({p['steps']} training steps, best of "
+            f"{p['repeats']}; {'no' if p['peephole'] == 'none' else p['peephole']} peepholes): (c) is {p['c_over_a']:.1f}× sequential `nn.LSTM` and "
+            f"(b) {p['b_over_a']:.1f}×")
+    if "c_fused_over_python" in p:
+        text += (f"; the fused kernels (scan, matmuls, AdaGrad) make a whole step {p['c_fused_over_python']:.1f}× "
+                 f"faster than torch's ops (`ABLATION_SCAN=python`) for the pack of 8 and "
+                 f"{p['b_fused_over_python']:.1f}× for a single model (medians of {p['scan_repeats']} alternating "
+                 "repetitions)")
+    text += f". A step of the pack of 8 took {p['ms_per_batch']['c']:.1f} ms"
+    if "fast" in newest:
+        f = newest["fast"]
+        text += f" with portable numerics and {f['ms_per_batch']['c']:.1f} ms with `--fast-numerics`"
+    return text + "."
+
+
 def _gate_list(gates: list[str]) -> str:
     return ", ".join(SHORT.get(g, g) for g in gates) or "none"
 
@@ -374,8 +397,10 @@ def probes_reading(grads: pd.DataFrame, order: list[str]) -> str:
     if grads.empty:
         return ""
     key, cols = row_key(grads), group_columns(grads)
+    group = ""
     if cols:
         first = grads[cols].astype(str).agg(", ".join, axis=1).iloc[0]
+        group = f" ({group_label(cols, grads[cols].iloc[0].tolist())})"  # the group the sentences speak of
         grads = grads[grads[cols].astype(str).agg(", ".join, axis=1) == first]
     at = grads[(grads["lengths"] == PROBE_BIN) & (grads["distance"] == PROBE_DISTANCE)]
     if at.empty:
@@ -393,7 +418,7 @@ def probes_reading(grads: pd.DataFrame, order: list[str]) -> str:
     zero = (best.groupby(key)["zero"].sum() / best.groupby(key)["n"].sum()).reindex(order).dropna()
     dead = [f"{SHORT.get(n, n)} {100 * f:.0f}%" for n, f in zero.items() if f >= 0.01]
     n = int(at["n"].iloc[0])
-    text = (f"Gradient probes, test sentences of {PROBE_BIN} tokens (n = {n}): the median over sentences of "
+    text = (f"Gradient probes{group}, test sentences of {PROBE_BIN} tokens (n = {n}): the median over sentences of "
             f"||∂J/∂h_(T−{PROBE_DISTANCE})|| / ||∂J/∂h_T||, {PROBE_DISTANCE} tokens before the last against the last, "
             "as a geometric mean over seeds [lowest seed, highest seed]. " + ". ".join(parts) + ".")
     if dead:

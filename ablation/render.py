@@ -33,6 +33,7 @@ from .aggregate import (
 from .readings import (
     MINUS,
     READINGS,
+    bench_reading,
     cost_sentence,
     generic_reading,
     gpu_reading,
@@ -255,9 +256,10 @@ def readme_blocks(results: str | os.PathLike,
                   experiment: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
     """{("table", KEY): table.md's text, ("reading", KEY): the reading}, KEY being ``results``
     as given (the README's markers name the directory the same way)."""
-    if (Path(results) / GRID_TIMES).exists():  # results/gpu: timings, no run records
-        lines = [json.loads(x) for x in (Path(results) / GRID_TIMES).read_text().splitlines() if x.strip()]
-        return {("reading", str(results).rstrip("/")): gpu_reading(lines) + "\n"}
+    for name, reading in TIMINGS.items():  # results/gpu, results/bench: timings, no run records
+        if (Path(results) / name).exists():
+            lines = [json.loads(x) for x in (Path(results) / name).read_text().splitlines() if x.strip()]
+            return {("reading", str(results).rstrip("/")): reading(lines) + "\n"}
     check_results(results)
     if (Path(results) / TUNED_TABLE).exists():
         return tuning_blocks(results)
@@ -278,7 +280,9 @@ def readme_blocks(results: str | os.PathLike,
 
 
 TUNED_TABLE = "tuned_table.csv"  # what marks a results directory as `ablation tune`'s
-GRID_TIMES = "grid_times.jsonl"  # and as timings of whole grids (benchmarks/time_grid.py, scripts/gpu_check.sh)
+# Files of timings (one JSON line a measurement) that mark a results directory, and their readings:
+# whole grids on one device (benchmarks/time_grid.py, scripts/gpu_check.sh) and `make bench`.
+TIMINGS = {"grid_times.jsonl": gpu_reading, "bench.jsonl": bench_reading}
 
 
 def tuning_blocks(results: str | os.PathLike) -> dict[tuple[str, str], str]:

@@ -25,6 +25,7 @@ times this CPU's own kernels instead, so the two runs give the portable mode's c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -152,6 +153,7 @@ def main() -> None:
                     help="(a) with dense embedding gradients, as nn.Embedding's default gives")
     ap.add_argument("--fast-numerics", action="store_true",
                     help="this CPU's fastest kernels and --threads (default: portable numerics, one thread)")
+    ap.add_argument("--json", help="append the figures here as one JSON line (results/bench/bench.jsonl: the README's)")
     ap.add_argument("--triton", action="store_true",
                     help="on CUDA: the Triton LSTM scan against the Python scan (see above), nothing else")
     args = ap.parse_args()
@@ -174,21 +176,31 @@ def main() -> None:
         "b": ("our cell, pack of 1", 1, lambda: time_pack(data, batches, pack[-1:])),
         "c": ("fused pack of 8", 8, lambda: time_pack(data, batches, pack)),
     }
-    rate = {}
+    rate, ms = {}, {}
     for key, (name, models, run) in paths.items():
         run()  # warm-up
         seconds = min(run() for _ in range(args.repeats))
         epochs = models * len(batches) / epoch_batches  # model-epochs done in `seconds`
         rate[key] = epochs / seconds
+        ms[key] = seconds / len(batches) * 1e3
         print(f"({key}) {name:28s} {rate[key]:8.4f} model-epochs/s  "
-              f"({seconds / len(batches) * 1e3:.2f} ms a batch)")
+              f"({ms[key]:.2f} ms a batch)")
     print(f"(b)/(a): {rate['b'] / rate['a']:.2f}x   (c)/(a): {rate['c'] / rate['a']:.2f}x   "
           f"(scan: {fused.scan_name()})")
+    line = {"numerics": numerics.describe("cpu"), "scan": fused.scan_name(), "steps": len(batches),
+            "repeats": args.repeats, "scan_repeats": args.scan_repeats, "peephole": args.peephole,
+            "cores": os.cpu_count(),
+            "ms_per_batch": {k: round(v, 3) for k, v in ms.items()},
+            "b_over_a": round(rate["b"] / rate["a"], 3), "c_over_a": round(rate["c"] / rate["a"], 3)}
     if fused.scan_name() == "fused-cpp" and args.scan_repeats > 0:
         for key, cfgs in (("c", pack), ("b", pack[-1:])):
             r = scan_ratios(data, batches, cfgs, args.scan_repeats)
+            line[f"{key}_fused_over_python"] = round(statistics.median(r), 3)
             print(f"({key}) fused over Python scan, whole train step: median {statistics.median(r):.2f}x  "
                   f"(repetitions: {' '.join(f'{x:.2f}' for x in r)})")
+    if args.json:  # one line per numerics mode: `make tables` writes the README's figures from the newest
+        with open(args.json, "a") as f:
+            f.write(json.dumps(line) + "\n")
     print(f"speedup: {rate['c'] / rate['a']:.2f}")
 
 

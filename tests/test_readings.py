@@ -94,8 +94,8 @@ def test_readme_holds_what_the_records_generate(monkeypatch):
     monkeypatch.chdir(ROOT)  # experiment files are found as experiments/<dir>.toml
     blocks = read_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     keys = sorted({key for _, key in blocks if key.startswith("results/")})
-    assert keys == ["results/cells", "results/fine", "results/gpu", "results/lecture", "results/odyssey",
-                    "results/peepholes", "results/protocol", "results/tuning"]
+    assert keys == ["results/bench", "results/cells", "results/fine", "results/gpu", "results/lecture",
+                    "results/odyssey", "results/peepholes", "results/protocol", "results/tuning"]
     untrained = {key for key in keys if not (ROOT / key).is_dir()}  # `make tuning` runs for hours
     assert untrained <= {"results/tuning"} and all(blocks[b] == "" for b in blocks if b[1] in untrained)
     keys = [key for key in keys if key not in untrained]
@@ -176,3 +176,23 @@ def test_gpu_reading_by_hand():
     both = gpu_reading([line("cuda", 2, 0, 50.0), line("cpu", 2, 0, 100.0)])
     assert both.endswith("For 2 epochs the GPU took 0.5× the CPU cores' time.")
     assert gpu_reading([]) == ""
+
+
+def test_bench_reading_by_hand():
+    """The newest portable line's ratios, and the pack's step with --fast-numerics where timed."""
+    from ablation.readings import bench_reading
+
+    def line(mode, c_ms, **kw):
+        return {"numerics": {"numerics": mode, "cpu_model": "AMD EPYC"}, "steps": 400, "repeats": 3, "scan_repeats": 5,
+                "peephole": "none", "cores": 2, "ms_per_batch": {"a": 5.0, "b": 1.7, "c": c_ms}, "b_over_a": 3.02,
+                "c_over_a": 7.07, **kw}
+
+    old, new = line("portable", 9.0), line("portable", 5.78, c_fused_over_python=2.23, b_fused_over_python=2.64)
+    text = bench_reading([old, new, line("fast", 7.56)])
+    assert text.startswith("Measured by `make bench` on a 2-core AMD EPYC, portable numerics (400 training steps, "
+                           "best of 3; no peepholes): (c) is 7.1× sequential `nn.LSTM` and (b) 3.0×; the fused")
+    assert "2.2× faster than torch's ops" in text and "2.6× for a single model (medians of 5 alternating" in text
+    assert text.endswith("A step of the pack of 8 took 5.8 ms with portable numerics and 7.6 ms with "
+                         "`--fast-numerics`.")
+    assert bench_reading([old]).endswith("(b) 3.0×. A step of the pack of 8 took 9.0 ms.")
+    assert bench_reading([line("fast", 7.0)]) == ""
