@@ -1,6 +1,7 @@
 #!/bin/bash
 # The device checks of a GPU session, in one go (README, "On a GPU"): the CUDA tests (the compiled
-# Triton kernels against the Python scan included), one scan timed Triton vs torch's ops, then the
+# Triton kernels against the Python scan included), a committed record retrained on this machine's
+# CPU (~35 s), one scan timed Triton vs torch's ops, then the
 # lecture grid's 40 runs (5 seeds) for one epoch on the GPU and on the same machine's CPU cores (on
 # an H200 machine: ~75 s of tests, ~125 s and ~65 s of grids). Each grid is timed by benchmarks/time_grid.py,
 # which appends a JSON line to $OUT/grid_times.jsonl: commit it as results/gpu/grid_times.jsonl and
@@ -22,6 +23,9 @@ python3 -m ablation.fused > "$out/extension.log" 2>&1 &  # the CPU grid's C++ sc
 build=$!
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cell.py::test_cuda_matches_cpu \
   tests/test_triton.py::test_compiled_on_cuda_agrees_with_python_scan_on_cpu 2>&1 | tail -15
+# #12's other machine: a committed record retrained on this machine's CPU, byte for byte (with this
+# machine's torch, which may differ from the record's: then a difference is not conclusive)
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_numerics.py -k committed_record 2>&1 | tail -3
 timeout 60 python3 benchmarks/bench_grid.py --triton --peephole diagonal --steps 200 --repeats 2 2>&1 | tail -3
 grid() {  # device, workers, seconds allowed, then --set flags
   local device=$1 workers=$2 limit=$3

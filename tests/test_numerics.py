@@ -117,3 +117,25 @@ def test_fast_numerics_flag_and_threads(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ablation", "train", "--threads", "2", "--out", str(tmp_path)],
                        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "--threads 2 needs --fast-numerics" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_committed_record_retrains_byte_for_byte(tmp_path):
+    """What a user does with a record, on whatever machine runs the suite (CI's; a GPU machine's CPU through
+    scripts/gpu_check.sh): the committed protocol record of the full cell, seed 1, trained on sentences with
+    random vectors (in a pack of 4), retrained alone from its experiment file gives the same run id, the
+    same loss and dev accuracy every epoch and the same predictions.csv, byte for byte."""
+    record = ROOT / "results/protocol/ifo-diag-s1-7b86affef7"
+    flags = ["data.granularity=sentences", "model.embeddings=random", "model.gates=input+forget+output", "train.seed=1"]
+    r = subprocess.run([sys.executable, "-m", "ablation", "train", "--config", "experiments/protocol.toml",
+                        *[a for f in flags for a in ("--set", f)], "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (run,) = tmp_path.iterdir()
+    assert run.name == record.name
+    where = (json.loads((record / "summary.json").read_text())["machine"]["cpu_model"],
+             json.loads((run / "summary.json").read_text())["machine"]["cpu_model"])
+    epochs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+               for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (record, run)]
+    assert epochs[1] == epochs[0], f"recorded on {where[0]}, retrained on {where[1]}"
+    assert (run / "predictions.csv").read_bytes() == (record / "predictions.csv").read_bytes(), where
