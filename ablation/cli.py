@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment TOML with a [grid] table")
     p.add_argument("--seeds", type=int, help="keep only the first N seeds of the grid")
     p.add_argument("--pack-size", type=int, default=8, help="runs fused into one training pass")
-    p.add_argument("--workers", type=int, help="local packs trained at once (default: one per core; 1 on CUDA)")
+    p.add_argument("--workers", type=int, help="local packs trained at once (default: one per core, on CUDA too)")
     p.add_argument("--executor", default="local", choices=["local", "slurm"],
                    help="train packs here, or as a Slurm job array through submitit")
     from dataclasses import fields

@@ -334,8 +334,9 @@ def bench_reading(lines: list[dict]) -> str:
         return ""
     p = newest["portable"]
     machine = f"{p['cores']}-core {p['numerics']['cpu_model']}"
+    peep = "no" if p["peephole"] == "none" else p["peephole"]
     text = (f"Measured by `make bench` on a {machine}, portable numerics ({p['steps']} training steps, best of "
-            f"{p['repeats']}; {'no' if p['peephole'] == 'none' else p['peephole']} peepholes): (c) is {p['c_over_a']:.1f}× sequential `nn.LSTM` and "
+            f"{p['repeats']}; {peep} peepholes): (c) is {p['c_over_a']:.1f}× sequential `nn.LSTM` and "
             f"(b) {p['b_over_a']:.1f}×")
     if "c_fused_over_python" in p:
         text += (f"; the fused kernels (scan, matmuls, AdaGrad) make a whole step {p['c_fused_over_python']:.1f}× "
