@@ -313,9 +313,11 @@ def gpu_reading(lines: list[dict]) -> str:
         return ""
     done = [x for x in lines if x["rc"] == 0]
     about = next((x for x in done if x["gpu"]), done[0] if done else lines[0])
-    text = (f"Timed by `benchmarks/time_grid.py` on one {about['gpu'] or 'GPU'} machine (torch "
-            f"{about['versions']['torch'] if about.get('versions') else '?'}, Triton {about['triton']}), the lecture "
-            f"grid's runs for {lines[0]['seeds']} seeds, random vectors: " + "; ".join(map(what, lines)) + ".")
+    torch = about["versions"]["torch"] if about.get("versions") else "?"
+    fixed = sorted({s for x in lines for s in x["set"] if not s.startswith("train.epochs=")})
+    text = (f"Timed by `benchmarks/time_grid.py` on one {about['gpu'] or 'GPU'} machine (torch {torch}, Triton "
+            f"{about['triton']}), the {lines[0]['experiment']} grid's runs for {lines[0]['seeds']} seeds"
+            + (f" (`{' '.join(fixed)}`)" if fixed else "") + ": " + "; ".join(map(what, lines)) + ".")
     for n in sorted({epochs(x) for x in lines}):
         gpu = [x for x in lines if x["device"] == "cuda" and epochs(x) == n]
         cpu = [x for x in done if x["device"] == "cpu" and epochs(x) == n]

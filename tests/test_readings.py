@@ -161,7 +161,8 @@ def test_gpu_reading_by_hand():
     from ablation.readings import gpu_reading
 
     def line(device, epochs, rc, wall, **kw):
-        return {"device": device, "set": ["model.embeddings=random", f"train.epochs={epochs}"], "rc": rc,
+        return {"experiment": "lecture", "device": device, "rc": rc,
+                "set": ["model.embeddings=random", f"train.epochs={epochs}"],
                 "wall_seconds": wall, "workers": 5, "seeds": 5, "cpu_count": 16, "triton": "3.6.0",
                 "runs": 40, "complete": 40 if rc == 0 else 0, "scans": ["triton" if device == "cuda" else "fused-cpp"],
                 "gpu": "H200" if device == "cuda" else None, "mean_test_acc": 82.04,
