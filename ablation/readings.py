@@ -27,6 +27,7 @@ from .aggregate import (
     group_label,
     row_key,
 )
+from .config import TrainConfig
 from .stats import ALPHA, fidelity, holm, paired_comparison, verdict
 
 # --- phrases ----------------------------------------------------------------------------------
@@ -298,8 +299,8 @@ def gpu_reading(lines: list[dict]) -> str:
     """The GPU paragraph's figures, from `benchmarks/time_grid.py`'s JSON lines (results/gpu/): each
     timed grid, then, for a number of epochs timed on both devices, the GPU's wall time over the CPU
     cores' (a lower bound where the GPU's grid was stopped before it finished)."""
-    def epochs(x: dict) -> int:
-        return int(next((s.split("=")[1] for s in x["set"] if s.startswith("train.epochs=")), "10"))
+    def epochs(x: dict) -> int:  # the grid's --set, else the config's default (the lecture file sets none)
+        return int(next((s.split("=")[1] for s in x["set"] if s.startswith("train.epochs=")), TrainConfig().epochs))
 
     def what(x: dict) -> str:
         where = "the GPU" if x["device"] == "cuda" else f"its {x['cpu_count']} CPU cores"
