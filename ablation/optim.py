@@ -24,7 +24,8 @@ class PackAdagrad:
     each member's state is its own, and so is its learning rate (``lr``: one for the pack,
     or one per member). The embedding table is updated only in the rows a batch used
     (`step(rows=...)`): a zero gradient leaves a row and its G untouched in the dense
-    update too, so this is the same maths for a fraction of the work.
+    update too, so this is the same maths for a fraction of the work. `step(None, grad)`
+    takes the whole table's gradient instead (what a CUDA graph can hold: `graphs.py`).
     """
 
     def __init__(self, model: PackedClassifier, lr: float | Sequence[float], clip_norm: float = 0.0,
@@ -39,7 +40,8 @@ class PackAdagrad:
 
     @torch.no_grad()
     def step(self, rows: torch.Tensor | None = None, rows_grad: torch.Tensor | None = None) -> None:
-        """Update every dense parameter, and the embedding rows ``rows`` (U,) by ``rows_grad`` (M, U, E)."""
+        """Update every dense parameter, and the embedding rows ``rows`` (U,) by ``rows_grad`` (M, U, E)
+        (``rows`` None: the whole table by (M, V, E))."""
         grads = [p.grad for p in self.dense]
         if self.clip > 0:  # clip each member by its own total norm
             sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)
@@ -62,13 +64,17 @@ class PackAdagrad:
             # p + (-lr·g)/d, in the order (and float32 roundings) of addcdiv_(g, d, value=-lr)
             p.add_(torch.mul(g, self.neg_lr.view(-1, *[1] * (g.dim() - 1))).div_(d))
         if rows_grad is not None:
-            # index_select / index_copy_ rather than [:, rows]: the same copies, several times faster
-            G = self.emb_state.index_select(1, rows) + rows_grad * rows_grad  # (M, U, E)
-            self.emb_state.index_copy_(1, rows, G)
-            emb = self.model.embedding
-            step = self.neg_lr.view(-1, 1, 1) * rows_grad / (G.sqrt() + self.eps)  # x - lr·g/d, bit for bit
-            emb.index_copy_(1, rows, emb.index_select(1, rows) + step)
+            emb, g = self.model.embedding, rows_grad
+            if rows is None:  # the whole table (M, V, E)
+                G = self.emb_state.add_(g * g)
+                emb.add_(self.neg_lr.view(-1, 1, 1) * g / (G.sqrt() + self.eps))
+            else:  # index_select / index_copy_ rather than [:, rows]: the same copies, several times faster
+                G = self.emb_state.index_select(1, rows) + g * g  # (M, U, E)
+                self.emb_state.index_copy_(1, rows, G)
+                step = self.neg_lr.view(-1, 1, 1) * g / (G.sqrt() + self.eps)  # x - lr·g/d, bit for bit
+                emb.index_copy_(1, rows, emb.index_select(1, rows) + step)
 
     def zero_grad(self) -> None:
         for p in self.dense:
             p.grad = None
+        self.model.embedding.grad = None  # set only by train_step(whole_table=True)

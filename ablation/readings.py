@@ -307,7 +307,8 @@ def gpu_reading(lines: list[dict]) -> str:
         grid = f"{epochs(x)} epoch{'s' if epochs(x) != 1 else ''} on {where} ({x['workers']} worker processes"
         if x["rc"] != 0:
             return f"{grid}) had not finished after {x['wall_seconds']:.0f} s (stopped there)"
-        return (f"{grid}, {', '.join(x['scans'])} scan) took {x['wall_seconds']:.1f} s, {x['complete']} of "
+        scan = f"{', '.join(x['scans'])} scan" + (", CUDA graphs" if x.get("cuda_graphs") else "")
+        return (f"{grid}, {scan}) took {x['wall_seconds']:.1f} s, {x['complete']} of "
                 f"{x['runs']} runs complete, mean test accuracy {x['mean_test_acc']:.1f}")
 
     if not lines:
@@ -320,12 +321,12 @@ def gpu_reading(lines: list[dict]) -> str:
             f"{about['triton']}), the {lines[0]['experiment']} grid's runs for {lines[0]['seeds']} seeds"
             + (f" (`{' '.join(fixed)}`)" if fixed else "") + ": " + "; ".join(map(what, lines)) + ".")
     for n in sorted({epochs(x) for x in lines}):
-        gpu = [x for x in lines if x["device"] == "cuda" and epochs(x) == n]
         cpu = [x for x in done if x["device"] == "cpu" and epochs(x) == n]
-        if gpu and cpu:
-            ratio = gpu[0]["wall_seconds"] / cpu[0]["wall_seconds"]
-            bound = "at least " if gpu[0]["rc"] != 0 else ""
-            text += f" For {n} epoch{'s' if n != 1 else ''} the GPU took {bound}{ratio:.1f}× the CPU cores' time."
+        for gpu in [x for x in lines if x["device"] == "cuda" and epochs(x) == n] if cpu else []:
+            ratio = gpu["wall_seconds"] / cpu[0]["wall_seconds"]
+            bound = "at least " if gpu["rc"] != 0 else ""
+            how = " replaying CUDA graphs" if gpu.get("cuda_graphs") else ""
+            text += f" For {n} epoch{'s' if n != 1 else ''} the GPU{how} took {bound}{ratio:.1f}× the CPU cores' time."
     return text
 
 

@@ -77,6 +77,7 @@ class MemberSummary(SummaryCore):
     device: str  # "cpu" or the CUDA device's name
     threads: int
     scan: str  # fused.scan_name: 'fused-cpp', 'triton' or 'python'
+    cuda_graphs: bool  # the steps replayed as CUDA graphs (graphs.py); False on CPU
     wall_seconds: float
     train_examples: int
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import fused
+from . import fused, graphs
 from .cell import gates_name
 from .checkpoint import member_checkpoint
 from .config import RunConfig, pack_key
@@ -81,10 +82,21 @@ def member_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(M * B, C), labels.repeat(M), reduction="none").view(M, B).mean(1)
 
 
-def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels) -> torch.Tensor:
-    """One AdaGrad step for every member on a shared batch; returns the (M,) losses."""
-    rows, inv = torch.unique(ids, return_inverse=True)  # the U distinct tokens of the batch
-    emb = model.embedding.detach().index_select(1, rows).requires_grad_(model.embedding.requires_grad)  # (M, U, E)
+def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels, *,
+               whole_table: bool = False) -> torch.Tensor:
+    """One AdaGrad step for every member on a shared batch; returns the (M,) losses.
+
+    The embedding gradient covers the U distinct tokens of the batch, or with ``whole_table``
+    the whole (M, V, E) table, zero outside them: the same numbers (a zero gradient leaves a
+    row and its AdaGrad state as they were, and each row sums its contributions in the same
+    order), at shapes that do not depend on which words the batch holds, as a CUDA graph
+    needs (`graphs.py`)."""
+    table = model.embedding
+    if whole_table:
+        emb, inv, rows = table, ids, None
+    else:
+        rows, inv = torch.unique(ids, return_inverse=True)  # the U distinct tokens of the batch
+        emb = table.detach().index_select(1, rows).requires_grad_(table.requires_grad)  # (M, U, E)
     x = emb.index_select(1, inv.t().flatten()).view(model.M, *inv.t().shape, model.embedding_dim)  # (M, T, B, E)
     losses = member_losses(model.logits(x, lengths), labels)
     opt.zero_grad()
@@ -93,15 +105,17 @@ def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels) 
     return losses.detach()
 
 
-def train_epoch(model: PackedClassifier, opt: PackAdagrad, train: Encoded, order: Sequence, *,
+def train_epoch(step: graphs.Step, train: Encoded, order: Sequence, *, members: int, device: torch.device,
                 max_steps: int | None = None, desc: str = "", show_bar: bool = False) -> tuple[torch.Tensor, int]:
-    """One step per batch of ``order`` (index arrays into ``train``), at most ``max_steps``;
-    returns each member's training loss averaged over the examples seen, (M,) on the CPU,
-    and the steps taken. ``show_bar`` draws a tqdm bar over the batches."""
-    loss_sum = torch.zeros(model.M, device=model.embedding.device)
+    """One ``step`` (`train_step` bound to a pack, or its `graphs.GraphedSteps`) per batch of ``order``
+    (index arrays into ``train``, on the CPU), at most ``max_steps``; returns each of the ``members``'
+    training loss averaged over the examples seen, (M,) on the CPU, and the steps taken. ``show_bar``
+    draws a tqdm bar over the batches."""
+    loss_sum = torch.zeros(members, device=device)
     seen = steps = 0
     for idx in tqdm(order, desc=desc, unit="batch", disable=not show_bar, leave=False, dynamic_ncols=True):
-        losses = train_step(model, opt, *train.batch(idx))
+        # cut on the CPU (the batch's length is read there), then moved: no wait for the device
+        losses = step(*(x.to(device) for x in train.batch(idx)))
         loss_sum += losses * len(idx)
         seen += len(idx)
         steps += 1
@@ -135,14 +149,18 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     model, coverage = build_pack(cfgs, data)
     model.to(device)
     opt = PackAdagrad(model, [c.train.lr for c in cfgs], t.clip_norm)
-    train, dev, test = (e.to(device) for e in (data.train, data.dev, data.test))
+    dev, test = (e.to(device) for e in (data.dev, data.test))
+    graphed = graphs.wanted(device, t.clip_norm)
+    step = (graphs.GraphedSteps(partial(train_step, model, opt, whole_table=True), device) if graphed
+            else partial(train_step, model, opt))
     best = BestOnDev(model)
     early_probes = {"init": probe_gradients(model, test)}  # probes.CHECKPOINTS
     steps = 0
     for epoch in range(1, t.epochs + 1):
         t0 = time.time()
         order = batch_order(data.train.lengths, t.batch_size, seed=t.seed, epoch=epoch, bucket=cfg.data.bucket)
-        train_loss, taken = train_epoch(model, opt, train, order, show_bar=show_bar, desc=f"epoch {epoch}/{t.epochs}",
+        train_loss, taken = train_epoch(step, data.train, order, members=model.M, device=device, show_bar=show_bar,
+                                        desc=f"epoch {epoch}/{t.epochs}",
                                         max_steps=None if max_steps is None else max_steps - steps)
         steps += taken
         _, dev_acc = evaluate(model, dev, t.eval_batch_size)
@@ -164,7 +182,7 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     for m, c in enumerate(cfgs):
         ok = best.ok(m)
         summary = member_summary(c, m, model, best, baselines, test_acc, coverage[m], steps=steps, device=device,
-                                 wall=wall, train_examples=len(data.train))
+                                 wall=wall, train_examples=len(data.train), graphed=graphed)
         preds = test_pred[m].cpu().numpy() if ok else None
         results.append(MemberResult(c, best.metrics[m], summary, data.test.labels.numpy(), preds,
                                     probes[m] if ok else None, checkpoints[m] if ok else None))
@@ -174,7 +192,8 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
 
 def member_summary(c: RunConfig, m: int, model: PackedClassifier, best: BestOnDev,
                    baselines: tuple[float, float, float], test_acc: torch.Tensor, coverage: dict, *,
-                   steps: int, device: torch.device, wall: float, train_examples: int) -> MemberSummary:
+                   steps: int, device: torch.device, wall: float, train_examples: int,
+                   graphed: bool) -> MemberSummary:
     """What summary.json says of member ``m`` (config ``c``) once its pack has trained (`records.MemberSummary`).
 
     ``test_acc``: (M,) of the best-on-dev weights; ``baselines``: `selection.label_baselines`.
@@ -203,6 +222,7 @@ def member_summary(c: RunConfig, m: int, model: PackedClassifier, best: BestOnDe
         threads=torch.get_num_threads(),
         # fused.py: 'fused-cpp', 'triton' or 'python' (a pack with an FGR member runs the Python scan on CUDA)
         scan=fused.scan_name(c.model.cell, device, fgr=hasattr(model, "weight_gr")),
+        cuda_graphs=graphed,
         wall_seconds=round(wall, 2),
         train_examples=train_examples,
     )

@@ -9,7 +9,7 @@ figures from those lines.
 
 usage:
     python benchmarks/time_grid.py experiments/lecture.toml --device cuda --seeds 5 --workers 5 \
-        [--set train.epochs=2 ...] [--out DIR] [--json FILE] [--timeout S]
+        [--set train.epochs=2 ...] [--out DIR] [--json FILE] [--timeout S] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ablation import graphs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,6 +43,7 @@ def describe(summaries: list[dict]) -> dict:
         "runs": len(summaries),
         "complete": len(done),
         "scans": sorted({s.get("scan") for s in summaries}),
+        "cuda_graphs": any(s.get("cuda_graphs") for s in summaries),  # graphs.py: steps replayed as graphs
         "record_device": sorted({s.get("device") for s in summaries}),
         "gpu": machine.get("gpu"),
         "cpu_model": machine.get("cpu_model"),
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("--out", help="results folder (default: a fresh temporary one; it must not hold records)")
     ap.add_argument("--json", help="append the figures here as one JSON line")
     ap.add_argument("--timeout", type=float, help="stop the grid after S seconds (recorded as timed out)")
+    ap.add_argument("--cuda-graphs", action="store_true", help=f"replay the steps as CUDA graphs ({graphs.ENV}=1)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix=f"time-grid-{args.device}-"))
     if records(out):
@@ -79,7 +83,8 @@ def main() -> None:
     start = time.perf_counter()
     with open(log, "w") as f:
         # its own process group, so that a timeout stops the grid's workers too, not only the grid
-        grid = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, graphs.ENV: "1" if args.cuda_graphs else "0"}
+        grid = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = grid.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:

@@ -82,3 +82,31 @@ def test_portable_mode_on_cuda_is_deterministic_and_names_the_gpu(tmp_path):
     machine = json.loads((a / "summary.json").read_text())["machine"]
     assert machine["gpu"] == torch.cuda.get_device_name() and machine["deterministic"]
     assert machine["numerics"] == "portable"
+
+
+def test_cuda_graphs_train_what_eager_steps_train(tmp_path, monkeypatch):
+    """graphs.py: a pack trained by replaying per-shape CUDA graphs (ABLATION_CUDA_GRAPHS=1) gets the
+    numbers of eager steps, bit for bit (every epoch's loss and dev accuracy, the predictions), and its
+    record says so. Two epochs: the first steps each shape eagerly and captures the repeated ones."""
+    import json
+
+    from ablation import graphs
+    from ablation.job import train_and_record
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the compiled kernels
+    cfgs = [apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.gates": g,
+                                "train.epochs": 2}) for g in ("none", "input+forget+output")]
+    runs = {}
+    try:
+        for value in ("0", "1"):
+            monkeypatch.setenv(graphs.ENV, value)
+            runs[value] = train_and_record(cfgs, tmp_path / value, "cuda")
+    finally:
+        torch.use_deterministic_algorithms(False)  # the CPU tests after this one run as before
+    for eager, graphed in zip(runs["0"], runs["1"]):
+        read = lambda d: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                          for line in (d / "metrics.jsonl").read_text().splitlines()]
+        assert read(graphed) == read(eager)
+        assert (graphed / "predictions.csv").read_bytes() == (eager / "predictions.csv").read_bytes()
+        flags = [json.loads((d / "summary.json").read_text())["cuda_graphs"] for d in (eager, graphed)]
+        assert flags == [False, True]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablation import cli
+from ablation import cli, fused, graphs
 from ablation.config import RunConfig, apply
 from ablation.job import train_and_record
 from ablation.records import CHECKPOINT, FILES, PROBES
@@ -123,6 +123,38 @@ def test_sparse_embedding_update_equals_dense_adagrad():
         ref_opt.step()
         train_step(model, opt, ids, lengths, labels)
         torch.testing.assert_close(model.embedding.detach(), ref_emb.detach(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scan", ["fused", "python"])
+def test_whole_table_step_equals_the_rows_step_bit_for_bit(scan, monkeypatch):
+    """train_step(whole_table=True), the step a CUDA graph holds (graphs.py), gives the numbers
+    of the usual step, which updates only the batch's rows, on either scan. (Not with clipping:
+    the norm's sum then meets the zero rows in another order; graphs.wanted refuses it.)"""
+    monkeypatch.setenv(fused.ENV, scan)
+    cfgs = [small(**{"model.gates": g, "model.peephole": "diagonal"}) for g in ("none", "input+forget+output")]
+    data = data_for(cfgs[0])
+    models = [build_pack(cfgs, data)[0] for _ in range(2)]
+    opts = [PackAdagrad(m, [0.05, 0.2]) for m in models]
+    for k in range(30):
+        batch = data.train.batch(np.arange(10 * k, 10 * k + 10))
+        losses = [train_step(m, o, *batch, whole_table=w) for m, o, w in zip(models, opts, (False, True))]
+        assert torch.equal(*losses), k
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.equal(a, b), name
+    assert torch.equal(opts[0].emb_state, opts[1].emb_state)
+
+
+def test_cuda_graphs_are_opt_in_unclipped_and_cuda_only(monkeypatch):
+    """graphs.wanted: ABLATION_CUDA_GRAPHS=1 asks for them; they serve CUDA packs without clipping
+    (whose norm would differ in the last bit: see above); a bad value names the valid ones."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv(graphs.ENV, raising=False)
+    assert not graphs.wanted(cuda, 0.0)
+    monkeypatch.setenv(graphs.ENV, "1")
+    assert graphs.wanted(cuda, 0.0) and not graphs.wanted(cuda, 1.0) and not graphs.wanted(cpu, 0.0)
+    monkeypatch.setenv(graphs.ENV, "yes")
+    with pytest.raises(ValueError, match="ABLATION_CUDA_GRAPHS='yes'.*valid values are 0 .* and 1"):
+        graphs.wanted(cuda, 0.0)
 
 
 def test_diverged_run_is_recorded_as_diverged(tmp_path):
