@@ -114,8 +114,8 @@ def train_epoch(step: graphs.Step, train: Encoded, order: Sequence, *, members: 
     loss_sum = torch.zeros(members, device=device)
     seen = steps = 0
     for idx in tqdm(order, desc=desc, unit="batch", disable=not show_bar, leave=False, dynamic_ncols=True):
-        # cut on the CPU (the batch's length is read there), then moved: no wait for the device
-        losses = step(*(x.to(device) for x in train.batch(idx)))
+        # cut on the CPU (the batch's length is read there), then queued for the device without waiting for it
+        losses = step(*(x.to(device, non_blocking=True) for x in train.batch(idx)))
         loss_sum += losses * len(idx)
         seen += len(idx)
         steps += 1
