@@ -67,12 +67,11 @@ class PackAdagrad:
             emb, g = self.model.embedding, rows_grad
             if rows is None:  # the whole table (M, V, E)
                 G = self.emb_state.add_(g * g)
-                emb.add_(self.neg_lr.view(-1, 1, 1) * g / (G.sqrt() + self.eps))
             else:  # index_select / index_copy_ rather than [:, rows]: the same copies, several times faster
                 G = self.emb_state.index_select(1, rows) + g * g  # (M, U, E)
                 self.emb_state.index_copy_(1, rows, G)
-                step = self.neg_lr.view(-1, 1, 1) * g / (G.sqrt() + self.eps)  # x - lr·g/d, bit for bit
-                emb.index_copy_(1, rows, emb.index_select(1, rows) + step)
+            step = self.neg_lr.view(-1, 1, 1) * g / (G.sqrt() + self.eps)  # x - lr·g/d, bit for bit
+            emb.add_(step) if rows is None else emb.index_copy_(1, rows, emb.index_select(1, rows) + step)
 
     def zero_grad(self) -> None:
         for p in self.dense:

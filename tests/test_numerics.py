@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _records import epoch_numbers
 
 from ablation import numerics
 
@@ -101,8 +102,7 @@ def test_train_twice_in_fresh_processes_gives_the_same_record_byte_for_byte(tmp_
     assert a.name == b.name
     for name in ("predictions.csv", "probes.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    ma, mb = ([{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (r / "metrics.jsonl")
-               .read_text().splitlines()] for r in runs)
+    ma, mb = (epoch_numbers(r) for r in runs)
     assert ma == mb and len(ma) == 2
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in runs)
     assert (sa["dev_acc"], sa["test_acc"]) == (sb["dev_acc"], sb["test_acc"])
@@ -135,7 +135,6 @@ def test_a_committed_record_retrains_byte_for_byte(tmp_path):
     assert run.name == record.name
     where = (json.loads((record / "summary.json").read_text())["machine"]["cpu_model"],
              json.loads((run / "summary.json").read_text())["machine"]["cpu_model"])
-    epochs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
-               for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (record, run)]
+    epochs = [epoch_numbers(d) for d in (record, run)]
     assert epochs[1] == epochs[0], f"recorded on {where[0]}, retrained on {where[1]}"
     assert (run / "predictions.csv").read_bytes() == (record / "predictions.csv").read_bytes(), where
