@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 
 # The whole suite, slow and Slurm tests included (what CI runs): a single-node Slurm
 # cluster comes up for the Slurm tests (scripts/slurm.sh) and goes down after. If it
-# cannot come up, the Slurm tests skip and say so; the others still run.
+# cannot come up, the Slurm tests skip and say so; the others still run. qemu-user (Debian)
+# lets a test train on an emulated Intel CPU (tests/test_numerics.py); without it that test skips.
 test: setup
+	@command -v qemu-x86_64 >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null && \
+	  apt-get install -y -qq qemu-user >/dev/null; } || echo "make test: WARNING: no qemu-user; the emulated-CPU test will skip" >&2
 	@if scripts/slurm.sh up > $(VENV)/slurm.env; then echo "export ABLATION_REQUIRE_SLURM=1" >> $(VENV)/slurm.env; \
 	  else echo "make test: WARNING: no Slurm cluster; the Slurm tests will skip" >&2; : > $(VENV)/slurm.env; fi
 	. $(VENV)/slurm.env && $(BIN)/python -m pytest -q; rc=$$?; scripts/slurm.sh down 2>/dev/null || true; exit $$rc
