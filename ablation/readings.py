@@ -278,7 +278,7 @@ def generic_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFra
     return "Each row against its reference row (Holm within the table). " + _by_verdict(table, margin)
 
 
-def cost_sentence(runs: pd.DataFrame) -> str:
+def cost_sentence(runs: pd.DataFrame, what: str = "runs") -> str:
     """What training the runs cost, from their records: the packs' wall times summed (each
     member records its pack's), in core-hours when the packs ran on one CPU thread each, so
     a reader can scale it to their cores; "" if a record predates the cost fields."""
@@ -290,9 +290,10 @@ def cost_sentence(runs: pd.DataFrame) -> str:
     summed = f"the packs' wall times summed, in packs of {sizes}"
     if devices == {"cpu"} and set(runs["threads"]) == {1}:
         cpus = ", ".join(sorted(set(runs["cpu_model"].dropna()))) or "CPU"
-        return (f"Training the {len(runs)} runs took {hours:.1f} core-hours on {cpus} ({summed}, one thread a pack), "
+        return (f"Training the {len(runs)} {what} took {hours:.1f} core-hours on {cpus} ({summed}, one thread a pack), "
                 f"so about {hours / 2:.1f} hours on 2 cores.")
-    return f"Training the {len(runs)} runs took {hours:.1f} hours on {', '.join(sorted(map(str, devices)))} ({summed})."
+    where = ", ".join(sorted(map(str, devices)))
+    return f"Training the {len(runs)} {what} took {hours:.1f} hours on {where} ({summed})."
 
 
 def gpu_reading(lines: list[dict]) -> str:
@@ -373,10 +374,17 @@ def tuning_reading(tuned: pd.DataFrame, importance: pd.DataFrame, trials_per_set
         worse_untuned = [g for g in names if t.loc[g, "untuned_verdict"] == "worse"]
         text += (f", against {len(worse_untuned)} of {len(names)} untuned; the tuned and untuned orderings of the "
                  f"means agree in rank with Kendall's τ = {_n(tau, 2)}, and ")
-        text += (f"the same gate sets fall behind the full cell ({_gate_list(worse)}), so the ordering survives tuning."
-                 if worse == worse_untuned else
-                 f"tuning changes which gate sets fall behind it (untuned: {_gate_list(worse_untuned)}; tuned: "
-                 f"{_gate_list(worse)}), so the untuned table's verdicts do not all survive tuning.")
+        lost = [g for g in worse_untuned if g not in worse]  # behind the full cell untuned, not once tuned
+        gained = [g for g in worse if g not in worse_untuned]
+        if lost:
+            text += (f"tuning changes which gate sets fall behind it (untuned: {_gate_list(worse_untuned)}; tuned: "
+                     f"{_gate_list(worse)}), so the untuned table's verdicts do not all survive tuning.")
+        elif gained:  # a verdict gained is more evidence for the ordering, not less
+            text += (f"every gate set behind the full cell untuned stays behind it tuned "
+                     f"({_gate_list(worse_untuned)}), joined by {_gate_list(gained)}, so the ordering survives tuning.")
+        else:
+            text += (f"the same gate sets fall behind the full cell ({_gate_list(worse)}), "
+                     "so the ordering survives tuning.")
     else:
         text += "; there is no untuned table to compare with."
     share = importance.set_index("term")

@@ -293,6 +293,10 @@ def tuning_blocks(results: str | os.PathLike) -> dict[tuple[str, str], str]:
     per_set = int(trials.groupby("model.gates").size().max())
     complete = int((trials["state"] == "COMPLETE").sum())
     reading = tuning_reading(pd.read_csv(root / TUNED_TABLE), pd.read_csv(root / "importance.csv"), per_set, complete)
+    for part, what in (("trials", "search trials"), ("selected", "selection runs")):
+        r = load_table(root / part)[0]
+        cost = cost_sentence(pd.concat([r.runs, r.diverged]), what)
+        reading = f"{reading} {cost}" if cost else reading
     return {("table", key): (root / "tuned_table.md").read_text(encoding="utf-8"), ("reading", key): reading + "\n"}
 
 

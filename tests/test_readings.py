@@ -59,6 +59,10 @@ def test_tuning_reading_says_whether_the_verdicts_survive():
                          "rate interaction; ± the std over the forest's trees).")
     same = tuning_reading(tuned.assign(untuned_verdict=["worse", "inconclusive", "reference"]), imp, 24, 190)
     assert "the same gate sets fall behind the full cell (none), so the ordering survives tuning." in same
+    joined = tuning_reading(tuned.assign(verdict=["worse", "worse", "reference"],
+                                         untuned_verdict=["worse", "inconclusive", "reference"]), imp, 24, 190)
+    assert ("every gate set behind the full cell untuned stays behind it tuned (none), joined by i, so the ordering "
+            "survives tuning.") in joined
 
 
 def test_fill_blocks_replaces_only_its_markers():
