@@ -26,6 +26,7 @@ from .aggregate import (
     effects_table,
     group_columns,
     group_label,
+    load_runs,
     load_table,
     probe_frames,
     row_key,
@@ -294,7 +295,7 @@ def tuning_blocks(results: str | os.PathLike) -> dict[tuple[str, str], str]:
     complete = int((trials["state"] == "COMPLETE").sum())
     reading = tuning_reading(pd.read_csv(root / TUNED_TABLE), pd.read_csv(root / "importance.csv"), per_set, complete)
     for part, what in (("trials", "search trials"), ("selected", "selection runs")):
-        r = load_table(root / part)[0]
+        r = load_runs(root / part)  # only the records' costs: no table to compute
         cost = cost_sentence(pd.concat([r.runs, r.diverged]), what)
         reading = f"{reading} {cost}" if cost else reading
     return {("table", key): (root / "tuned_table.md").read_text(encoding="utf-8"), ("reading", key): reading + "\n"}
