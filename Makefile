@@ -1,4 +1,4 @@
-# `make reproduce` and `make test` are all a user types: each sets itself up first.
+# `make reproduce` and `make test` are all a user types: each sets itself up first. `make help` lists the rest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,107 +6,97 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch (pip finds 2.13.0 on these machines); on a GPU machine
 # `make setup TORCH=torch` takes the CUDA build instead. The code picks the device itself.
 TORCH  ?= torch==2.13.0
+# `python -m ablation.cli` (not the installed script), so that PYTHONPATH may point at another checkout.
+ABLATION := $(BIN)/python -m ablation.cli
+SEEDS ?=
 
-.PHONY: setup test test-fast lint data reproduce tables bench clean slurm-up slurm-down notebook
+.PHONY: help setup test test-fast lint data reproduce tables bench clean slurm-up slurm-down notebook
 
-setup: $(STAMP)
+help:  ## this list: every target, what it does and what it costs (2-core machine)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z_-]*:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP)  ## the .venv: CPU torch, the package and its extras, the C++ kernels compiled (~3 min, once)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tensorboard,triton,tune]'
-	$(BIN)/python -m ablation.fused  # compile the fused C++ LSTM scan now (~40 s; without a compiler: a notice)
+	$(BIN)/python -m ablation.kernels.cpp  # build the C++ kernels now (~40 s); without a compiler: a notice
 	touch $(STAMP)
 
-# The whole suite, slow and Slurm tests included (what CI runs): a single-node Slurm
-# cluster comes up for the Slurm tests (scripts/slurm.sh) and goes down after. If it
-# cannot come up, the Slurm tests skip and say so; the others still run. qemu-user (Debian)
-# lets a test train on an emulated Intel CPU (tests/test_numerics.py); without it that test skips.
-test: setup
-	@command -v qemu-x86_64 >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq >/dev/null && \
-	  apt-get install -y -qq qemu-user >/dev/null; } || echo "make test: WARNING: no qemu-user; the emulated-CPU test will skip" >&2
+# A single-node Slurm cluster comes up for the Slurm tests (scripts/slurm.sh) and goes down after; if it
+# cannot, they skip and say so. Nothing is installed outside .venv: the emulated-CPU test needs Debian's
+# qemu-user (CI's .ci/run installs it) and skips without it.
+test: setup  ## the whole suite, slow tests included (what CI runs; ~12 min)
 	@if scripts/slurm.sh up > $(VENV)/slurm.env; then echo "export ABLATION_REQUIRE_SLURM=1" >> $(VENV)/slurm.env; \
 	  else echo "make test: WARNING: no Slurm cluster; the Slurm tests will skip" >&2; : > $(VENV)/slurm.env; fi
 	. $(VENV)/slurm.env && $(BIN)/python -m pytest -q; rc=$$?; scripts/slurm.sh down 2>/dev/null || true; exit $$rc
 
+test-fast: setup  ## the suite without slow, subprocess, compile and interpreter tests (~3 min)
+	$(BIN)/python -m pytest -q -m "not slow"
+
 slurm-up: setup  ## a single-node Slurm cluster on loopback; `source .venv/slurm.env` to use it
 	scripts/slurm.sh up > $(VENV)/slurm.env && cat $(VENV)/slurm.env
 
-slurm-down:
+slurm-down:  ## stop it
 	scripts/slurm.sh down
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
-
-lint: setup
+lint: setup  ## ruff
 	$(BIN)/ruff check ablation tests benchmarks
 
 data: setup  ## verify the SST trees (downloading them if none are found) and print counts
 	$(BIN)/ablation data
 
-# Tables, effects, figures and README blocks come from one path, `ablation table --readme`
-# then `ablation plot`, so the README cannot drift from the records. `python -m ablation.cli`
-# (not the installed script) so that PYTHONPATH may point at another checkout.
-ABLATION := $(BIN)/python -m ablation.cli
-# Every committed results directory with a table (results/single holds single runs of
-# different configs, one seed each: nothing to tabulate).
+# Every committed results directory with a table (results/single holds single runs of different configs).
 TABLES := lecture peepholes odyssey cells protocol fine
 
-define table_and_figures
-	$(ABLATION) table results/$(1) --readme README.md > /dev/null
-	$(ABLATION) plot results/$(1) > /dev/null
-endef
+# make reproduce: retrains the lecture grid into runs/lecture (not results/, which stays the reference),
+# resumably; SEEDS=N keeps the first N seeds. It prints the cost first, from the committed records.
+reproduce: setup  ## retrain the lecture grid into runs/lecture, table it, compare with results/lecture (SEEDS=N: N seeds)
+	$(ABLATION) grid experiments/lecture.toml --out runs/lecture $(if $(SEEDS),--seeds $(SEEDS)) --dry-run \
+	  --estimate-from results/lecture
+	$(ABLATION) grid experiments/lecture.toml --out runs/lecture $(if $(SEEDS),--seeds $(SEEDS))
+	$(ABLATION) table runs/lecture > /dev/null
+	$(ABLATION) plot runs/lecture > /dev/null
+	cat runs/lecture/table.md
+	$(ABLATION) compare runs/lecture results/lecture
 
-reproduce: setup  ## the lecture grid (8 gate sets x 20 seeds), its table, figures and README reading
-	$(ABLATION) grid experiments/lecture.toml --out results/lecture
-	$(call table_and_figures,lecture)
-	cat results/lecture/table.md
+tables: setup  ## rewrite every committed table, page, figure and generated block from the records (~2 min)
+	set -e; for d in $(TABLES) tuning; do $(ABLATION) plot results/$$d > /dev/null 2>&1 || true; done
+	$(ABLATION) table $(addprefix results/,$(TABLES) tuning) --readme README.md > /dev/null
+	$(ABLATION) table results/single > /dev/null
+	$(BIN)/python -c "from ablation.analysis.render import update_docs; update_docs()"
 
-tables: setup  ## regenerate every committed table, effects file, figure and README block (no training)
-	set -e; for d in $(TABLES); do \
-	  $(ABLATION) table results/$$d --readme README.md > /dev/null; \
-	  $(ABLATION) plot results/$$d > /dev/null; \
-	done
-	for d in gpu bench; do $(BIN)/python -c "from ablation.render import update_readme; update_readme('README.md', 'results/$$d')"; done
-
-# Beyond the lecture (README, "Beyond the lecture"): each experiment's grid (5 seeds),
-# table and figures into results/<name>/, readings into README.md. `make beyond` runs all four.
-EXPERIMENTS := peepholes odyssey cells protocol
-.PHONY: beyond $(EXPERIMENTS)
+# Beyond the lecture: each experiment's grid (5 seeds) into results/<name>/, then its tables, page and figures.
+EXPERIMENTS := peepholes odyssey cells protocol fine
+.PHONY: beyond $(EXPERIMENTS) tuning
 
 $(EXPERIMENTS): setup
 	$(ABLATION) grid experiments/$@.toml --out results/$@
-	$(call table_and_figures,$@)
+	$(ABLATION) plot results/$@ > /dev/null
+	$(ABLATION) table results/$@ > /dev/null
 	cat results/$@/table.md
 
-# `make fine`: the lecture's gate grid on SST-5 (experiments/fine.toml; 159,274 training
-# phrases, twice SST-2's). Not part of `make beyond`.
-.PHONY: fine
-fine: setup
-	$(ABLATION) grid experiments/$@.toml --out results/$@
-	$(call table_and_figures,$@)
-	cat results/$@/table.md
+peepholes: ## peepholes x the 8 gate sets, 5 seeds (~4 core-hours)
+odyssey:   ## Greff et al.'s variants, 5 seeds (~2 core-hours)
+cells:     ## Elman RNN, GRU, forget bias 1 against the LSTM, 5 seeds (~2 core-hours)
+protocol:  ## phrases or sentences x GloVe or random vectors, 5 seeds (~1 core-hour)
+fine:      ## the 8 gate sets on SST-5, 5 seeds (~1.5 core-hours)
 
-beyond: $(EXPERIMENTS)
+beyond: $(EXPERIMENTS)  ## all five above
 
-# `make tuning`: does the lecture's ordering survive tuning? (README; experiments/tuning.toml):
-# random search in packs, the best configuration of each gate set on 10 fresh seeds, the tuned
-# table beside results/lecture, fANOVA importance and figures, all into results/tuning/.
-.PHONY: tuning
-tuning: setup
-	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture --readme README.md
+tuning: setup  ## random search per gate set, the best retrained on fresh seeds (~8 core-hours; resumes)
+	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture
 
-# notebooks/lecture_table.ipynb run top to bottom against results/lecture, outputs saved
-# in place (so it reads as a report on the repository's web page); run it after `make reproduce`.
-notebook: setup
+notebook: setup  ## run notebooks/lecture_table.ipynb in place against results/lecture
 	cd notebooks && env -u MPLBACKEND ABLATION_RESULTS=$(CURDIR)/results/lecture \
 	  $(CURDIR)/$(BIN)/jupyter execute --inplace --timeout=600 lecture_table.ipynb
 
-# Each run appends its figures to results/bench/bench.jsonl; `make tables` writes the README's from them.
-bench: setup  ## portable numerics (what training runs), then --fast-numerics: the portable mode's cost
+# Each run appends its figures to results/bench/bench.jsonl; `make tables` writes docs/performance.md's from them.
+bench: setup  ## time our packs against sequential nn.LSTM, portable and fast numerics (~5 min)
 	mkdir -p results/bench && rm -f results/bench/bench.jsonl
 	$(BIN)/python benchmarks/bench_grid.py --json results/bench/bench.jsonl
 	$(BIN)/python benchmarks/bench_grid.py --fast-numerics --json results/bench/bench.jsonl
 
-clean:
+clean:  ## remove .venv and caches (not runs/ or results/)
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

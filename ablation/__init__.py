@@ -1,10 +1,12 @@
 """ablation: which parts of an LSTM matter? Gate ablations of a configurable LSTM on SST.
 
-The tree at a glance (README, "The tree"): `spec.py` (the vocabulary, torch-free), `cell.py`
-(the gated LSTM and its scans), `fused.py` and `csrc/` (CPU kernels), `rnn.py`, `model.py`,
-`train.py` (the protocol), `grid.py` -> `executors.py` -> `job.py` (running experiments),
-`records.py`, `aggregate.py` -> `readings.py` -> `render.py` (tables and the README),
-`stats.py`, `plots.py`; `cli.py` is the command line.
+The layers, lowest first (a module imports only from its own layer or those before it):
+core (spec, config, records, errors; torch-free) -> kernels (C++ and Triton scans, which runs where,
+fixed-order matmuls, CUDA graphs) -> models (cell, rnn, classifier) -> tasks (sst, vectors, splits)
+-> training (trainer, adagrad, best_on_dev, probes, numerics, checkpoint, progress) -> running (grid,
+executors, job, lock) -> analysis (stats, aggregate, readings, render, plots, tensorboard; torch-free).
+At the top: `cli` (the command line, also `python -m ablation`), `tune` (hyperparameter search) and
+`predict` (using a trained run). Reference pages: docs/.
 """
 
 __version__ = "0.1.0"

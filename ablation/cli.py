@@ -21,12 +21,14 @@ import signal
 import sys
 from pathlib import Path
 
-from .numerics import NumericsError, request  # torch-free: it must run before torch is imported
-from .progress import EpochEnd
+from ablation.core.errors import AblationError, ConfigError
+from ablation.running.executors import GridError  # torch-free
+from ablation.training.numerics import request  # torch-free: it must run before torch is imported
+from ablation.training.progress import EpochEnd, epoch_line
 
 
 def cmd_data(args) -> int:
-    from . import data
+    from ablation.tasks import sst as data
 
     try:
         d = None if args.download else data.find_sst_dir(args.data_dir)
@@ -49,20 +51,23 @@ def cmd_data(args) -> int:
 
 
 def _experiment(args):
-    from .config import load_experiment
+    from ablation.core.config import load_experiment
 
     sets = list(args.set or [])
-    if getattr(args, "data_dir", None):
-        sets.append(f"data.data_dir={args.data_dir!r}")
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None:
+        if not data_dir.strip():
+            raise ConfigError("--data-dir: empty; give the folder holding train.txt, dev.txt and test.txt")
+        sets.append(f"data.data_dir={json.dumps(data_dir)}")
     return load_experiment(args.config, sets)
 
 
 def cmd_train(args) -> int:
     import torch
 
-    from .grid import check_data, check_writable
-    from .job import train_and_record
-    from .records import check_record, quarantine
+    from ablation.core.records import check_record, quarantine
+    from ablation.running.grid import check_data, check_writable
+    from ablation.running.job import train_and_record
 
     if args.threads < 1:
         raise ValueError(f"--threads: must be an integer >= 1, got {args.threads}")
@@ -81,9 +86,8 @@ def cmd_train(args) -> int:
     check_data([cfg])
     check_writable(out)
     torch.set_num_threads(args.threads)
-    tty = sys.stderr.isatty()  # a bar per epoch on a terminal, a line per epoch otherwise
-    path = train_and_record([cfg], out, args.device, progress=None if tty else _epoch_printer(cfg.train.epochs),
-                            show_bar=tty)
+    tty = sys.stderr.isatty()  # a bar over each epoch's batches on a terminal; a line per epoch always
+    path = train_and_record([cfg], out, args.device, progress=_epoch_printer(), show_bar=tty)
     s = json.loads((path[0] / "summary.json").read_text())
     if s["status"] != "complete":
         print(f"{s['status'].replace('_', ' ')}: {s.get('failure_reason')}; record: {path[0]}")
@@ -92,20 +96,32 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _epoch_printer(epochs: int):
+def _epoch_printer():
+    import time
+
+    start = time.time()
+
     def show(end: EpochEnd) -> None:
-        print(f"epoch {end.epoch}/{epochs} done ({end.batches} batches)", file=sys.stderr, flush=True)
+        print(epoch_line(end, time.time() - start), file=sys.stderr, flush=True)
 
     return show
 
 
 def cmd_grid(args) -> int:
-    from .config import load_experiment
-    from .grid import GridError, run_grid
-    from .lock import LockedError
+    from ablation.core.config import load_experiment
+    from ablation.running.grid import run_grid
 
     exp = load_experiment(args.experiment, list(args.set or []))
     out = Path(args.out or f"results/{exp.name}")
+    if args.dry_run:
+        from ablation.running.executors import EXECUTORS
+        from ablation.running.grid import check_options, describe_plan, plan
+
+        check_options(exp, seeds=args.seeds, pack_size=args.pack_size, workers=args.workers, threads=args.threads)
+        workers = EXECUTORS[args.executor].planned_workers(args.workers, args.device)
+        p = plan(exp, out, seeds=args.seeds, pack_size=args.pack_size, workers=workers)
+        print("\n".join(describe_plan(p, out, workers, args.estimate_from)))
+        return 0
     slurm = {k: v for k, v in vars(args).items() if k.startswith("slurm_") and v is not None}
     slurm = {k.removeprefix("slurm_"): v for k, v in slurm.items()}
     stop = {"signal": signal.SIGINT}
@@ -118,18 +134,12 @@ def cmd_grid(args) -> int:
     try:
         p = run_grid(exp, out, seeds=args.seeds, device=args.device, pack_size=args.pack_size,
                      workers=args.workers, threads=args.threads, executor=args.executor, slurm=slurm)
-    except GridError as e:
-        print(f"ablation: {e}", file=sys.stderr)
-        return 1
-    except LockedError as e:
-        print(f"ablation: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # run_grid has stopped every job; their runs left no record
+    except KeyboardInterrupt as e:  # run_grid has stopped every job; their runs left no record
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        runs = exp.runs(args.seeds)
-        done = sum((out / r.run_id()).is_dir() for r in runs)
         name = "interrupted" if stop["signal"] == signal.SIGINT else "terminated"
-        print(f"\n{name}; {done} of {len(runs)} runs finished, rerun to resume", file=sys.stderr, flush=True)
+        done = getattr(e, "finished", None)
+        so_far = f"{done[0]} of {done[1]} runs finished, " if done else ""
+        print(f"\n{name}; {so_far}rerun to resume", file=sys.stderr, flush=True)
         return 128 + stop["signal"]
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -139,33 +149,56 @@ def cmd_grid(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .render import write_tables
+    from ablation.analysis.render import update_readme, write_tables
 
-    text = write_tables(args.results, fmt=args.format, experiment=args.experiment)
+    texts = [write_tables(d, fmt=args.format, experiment=args.experiment) for d in args.results]
     if args.readme:
-        from .render import update_readme
+        update_readme(args.readme, args.results if len(args.results) > 1 else args.results[0], args.experiment)
+    print("".join(texts), end="")
+    return 0
 
-        update_readme(args.readme, args.results, args.experiment)
-    print(text, end="")
+
+def cmd_compare(args) -> int:
+    from ablation.analysis.compare import agreement_lines, compare
+
+    for d in (args.new, args.reference):
+        if not Path(d).is_dir():
+            raise FileNotFoundError(f"{d}: no such results directory")
+    a = compare(args.new, args.reference)
+    print("\n".join(agreement_lines(a, args.new, args.reference)))
+    return 1 if a.different else 0
+
+
+def cmd_config(args) -> int:
+    from ablation.core.config import flatten, reference
+
+    if args.what == "keys":
+        for r in reference():
+            print(f"{r['key']:24s} {r['type']:22s} default {r['default']:16s} {r['valid']}\n{'':24s} {r['reason']}")
+        return 0
+    exp = _experiment(args)
+    for key, value in flatten(exp.base.to_dict()).items():
+        print(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
+    print(f"# run id: {exp.base.run_id()}" + (f"; the grid has {len(exp.runs())} runs" if exp.has_grid else ""))
     return 0
 
 
 def cmd_tune(args) -> int:
-    from .tune import run_tuning
+    from ablation.tune import run_tuning
 
     out = Path(args.out or f"results/{Path(args.experiment).stem}")
     for path in run_tuning(args.experiment, out, untuned=args.untuned, workers=args.workers, device=args.device,
                            threads=args.threads):
         print(path)
     if args.readme:
-        from .render import update_readme
+        from ablation.analysis.render import update_readme
 
         update_readme(args.readme, out)
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .plots import save_figures
+    from ablation.analysis.plots import save_figures
 
     for path in save_figures(args.results, experiment=args.experiment):
         print(path)
@@ -173,34 +206,44 @@ def cmd_plot(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import load_run
-    from .predict import format_prediction, gate_figure, predict
+    from ablation.predict import format_prediction, gate_figure, predict
+    from ablation.training.checkpoint import load_run
 
     texts = list(args.sentences)
     if args.file:
         texts += [line.strip() for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
-        raise ValueError("nothing to predict: give sentences or --file F (one sentence a line)")
+        raise ConfigError("nothing to predict: give sentences or --file F (one sentence a line)")
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None:  # refused now, not after predicting
+        import matplotlib.pyplot as plt
+
+        formats = plt.gcf().canvas.get_supported_filetypes()
+        plt.close("all")
+        if plot.suffix.lstrip(".").lower() not in formats:
+            raise ConfigError(f"--plot {plot}: unknown image format {plot.suffix or '(none)'}; valid: "
+                              f"{', '.join('.' + f for f in sorted(formats))}")
     run = load_run(args.run)
+    if plot is not None and not run.model.specs[0].gates:
+        raise ConfigError(f"--plot: the run's {run.config.model.cell} cell has no gates to plot")
     preds = predict(run, texts)
     for p in preds:
         print(format_prediction(p, gates=args.gates))
-    if args.plot:
+    if plot is not None:
         import matplotlib.pyplot as plt
 
         fig, _ = gate_figure(preds, run.config.model.cell)
-        path = Path(args.plot)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")  # the format follows the suffix (.png, .pdf, .svg)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=150, bbox_inches="tight")  # the format follows the suffix (.png, .pdf, .svg)
         plt.close(fig)
-        print(f"gate heat map: {path}", file=sys.stderr)
+        print(f"gate heat map: {plot}", file=sys.stderr)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_run
-    from .predict import evaluate
-    from .train import resolve_device
+    from ablation.predict import evaluate
+    from ablation.training.checkpoint import load_run
+    from ablation.training.trainer import resolve_device
 
     run = load_run(args.run, resolve_device(args.device))
     e = evaluate(run, args.split, args.data_dir)
@@ -211,7 +254,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_tensorboard(args) -> int:
-    from .tb_export import export
+    from ablation.analysis.tensorboard import export
 
     logdir = Path(args.logdir or Path("runs") / "tensorboard" / Path(args.results).resolve().name)
     runs = export(args.results, logdir)
@@ -219,10 +262,21 @@ def cmd_tensorboard(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ablation", description="Which parts of an LSTM matter? Gate ablations on SST.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that trains."""
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set model.gates=i+o (repeatable; `ablation config keys`)")
+    p.add_argument("--out", help="results directory (default: results/<experiment> for grid, "
+                                 "runs/<experiment> for train)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training process (more than 1 needs --fast-numerics)")
+    p.add_argument("--fast-numerics", action="store_true",
+                   help="let torch pick this CPU's fastest kernels and threads: faster, but the records retrain "
+                        "bit for bit only on this machine (default: portable numerics, docs/reproducibility.md)")
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="verify the SST trees (downloading them if none are found) and print counts",
                        description="Find the SST trees (--data-dir, $SST_DIR, data/sst, ../shared/data/sst), check "
                                    "their SHA-256 and print counts. Writes nothing unless no copy is found or "
@@ -234,18 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="zip to download instead of Stanford's (tests, mirrors)")
     p.set_defaults(func=cmd_data)
 
-    def run_opts(p):
-        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                       help="override a config value, e.g. --set model.gates=input+output (repeatable)")
-        p.add_argument("--out", help="results directory (default: results/<experiment> for grid, "
-                                     "runs/<experiment> for train)")
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto takes CUDA when present")
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch threads per training process (more than 1 needs --fast-numerics)")
-        p.add_argument("--fast-numerics", action="store_true",
-                       help="let torch pick this CPU's fastest kernels and threads: faster, but the records "
-                            "retrain bit for bit only on this machine (default: portable numerics, see README)")
 
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model and write its run record (default under runs/)",
                        description="Train one model (config defaults < --config's fixed settings < --set) and write "
                                    "its run record to OUT/<run_id>/ (default runs/<experiment>/<run_id>/): "
@@ -254,8 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "best epoch, record path); progress goes to stderr.")
     p.add_argument("--config", help="experiment TOML; its [grid] axes are ignored (use `grid`)")
     p.add_argument("--data-dir", help="folder with the SST trees")
-    run_opts(p)
+    _run_options(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_grid(sub) -> None:
+    from dataclasses import fields
+
+    from ablation.running.executors import SlurmOptions  # torch-free
 
     p = sub.add_parser("grid", help="train every run of an experiment's grid, skipping finished ones",
                        description="Train every run of an experiment's grid that has no complete record yet; each "
@@ -267,17 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local packs trained at once (default: one per core, on CUDA too)")
     p.add_argument("--executor", default="local", choices=["local", "slurm"],
                    help="train packs here, or as a Slurm job array through submitit")
-    from dataclasses import fields
-
-    from .executors import SlurmOptions  # torch-free
-
+    p.add_argument("--dry-run", action="store_true", help="say what would train, and train nothing")
+    p.add_argument("--estimate-from", metavar="RESULTS_DIR",
+                   help="with --dry-run: the cost of the same runs, from their records in RESULTS_DIR")
     for f in fields(SlurmOptions):  # --slurm.KEY for each option, its help and default from the dataclass
         typ = str if f.name == "partition" else int
         p.add_argument(f"--slurm.{f.name.replace('_', '-')}", dest=f"slurm_{f.name}", type=typ,
                        help=f.metadata["help"] + ("" if f.default is None else f" (default {f.default})"))
-    run_opts(p)
+    _run_options(p)
     p.set_defaults(func=cmd_grid)
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="hyperparameter search over a gate table (Optuna), then the best configuration "
                                     "of each gate set on fresh seeds; writes RESULTS/{study.db,trials/,selected/,"
                                     "tuned_table.*,importance.csv,figures/}")
@@ -285,29 +336,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--untuned", default="results/lecture",
                    help="results of the same table at default settings, for the tuned-vs-untuned table")
     p.add_argument("--workers", type=int, help="batches trained at once (default: one per core)")
-    p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS -->' (the tuned table) and "
-                                    "'<!-- reading: RESULTS -->' (two sentences: does the ordering survive, what "
-                                    "the gates explain against the learning rate) blocks")
-    run_opts(p)
+    p.add_argument("--readme", help="also fill this file's generated blocks for RESULTS (the tuned table, its reading)")
+    _run_options(p)
     p.set_defaults(func=cmd_tune)
 
-    for name, func, text, writes in (
-            ("table", cmd_table, "the gate table with uncertainty",
-             "Write the gate table with uncertainty to RESULTS_DIR/table.md, table.csv and table.tex and print "
-             "the --format one; --readme also fills that file's generated block."),
-            ("plot", cmd_plot, "figures into RESULTS_DIR/figures",
-             "Write the figures (accuracy, learning curves, probes) into RESULTS_DIR/figures/ as PNG and PDF "
-             "and print their paths.")):
-        p = sub.add_parser(name, help=text, description=writes)
-        p.add_argument("results", help="results directory of run records")
-        p.add_argument("--experiment",
-                       help="experiment TOML for reference numbers (default: experiments/<folder name>.toml)")
-        if name == "table":
-            p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
-            p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->' and "
-                                            "'<!-- reading: RESULTS_DIR -->' blocks (generated prose)")
-        p.set_defaults(func=func)
 
+def _add_table(sub) -> None:
+    p = sub.add_parser("table", help="the gate table with uncertainty, and the results directory's page",
+                       description="Write each RESULTS_DIR's gate table with uncertainty (table.md, table.csv, "
+                                   "table.tex; effects.csv for a full gate grid) and its page README.md (the reading, "
+                                   "the table, the probes, the figures), and print the --format table; --readme also "
+                                   "fills that file's generated blocks (with several RESULTS_DIRs, also its index).")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results directory of run records")
+    p.add_argument("--experiment", help="experiment TOML (default: the copy the grid kept in RESULTS_DIR)")
+    p.add_argument("--format", default="md", choices=["md", "csv", "tex"], help="what to print")
+    p.add_argument("--readme", help="also fill this file's '<!-- table: RESULTS_DIR -->', "
+                                    "'<!-- reading: RESULTS_DIR -->' and '<!-- index: results -->' blocks")
+    p.set_defaults(func=cmd_table)
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="figures into RESULTS_DIR/figures",
+                       description="Write the figures (accuracy, learning curves, probes) into RESULTS_DIR/figures/ "
+                                   "as PNG and PDF and print their paths.")
+    _results_options(p)
+    p.set_defaults(func=cmd_plot)
+
+
+def _results_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="results directory of run records")
+    p.add_argument("--experiment", help="experiment TOML (default: the copy the grid kept in RESULTS_DIR, "
+                                        "else experiments/<folder name>.toml)")
+
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify raw sentences with a run's checkpoint",
                        description="Classify raw sentences with a run's best-on-dev weights (RUN_DIR/checkpoint.pt, "
                                    "config.json). The text is tokenised as SST was (Penn Treebank style, case kept); "
@@ -321,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="write a heat map of the gate activations to FILE (.png, .pdf)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="recompute a run's accuracy from its checkpoint",
                        description="Recompute a run's dev or test accuracy from RUN_DIR/checkpoint.pt on the SST "
                                    "sentences and compare it with the record's summary.json. Prints one line and "
@@ -331,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run the model")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_tensorboard(sub) -> None:
     p = sub.add_parser("tensorboard", help="write run records as TensorBoard event files",
                        description="Write every complete run record below RESULTS_DIR as TensorBoard event files, "
                                    "one run per record, into --logdir (default runs/tensorboard/<RESULTS_DIR "
@@ -340,10 +406,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", metavar="RESULTS_DIR", help="results directory of run records (searched recursively)")
     p.add_argument("--logdir", help="where to write (default runs/tensorboard/<RESULTS_DIR name>)")
     p.set_defaults(func=cmd_tensorboard)
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="which records of NEW_DIR are byte-identical to REFERENCE_DIR's",
+                       description="Compare every complete record of NEW_DIR with the record of the same run id in "
+                                   "REFERENCE_DIR: every epoch's loss and dev accuracy, predictions.csv, probes.json "
+                                   "and the accuracies. Prints how many agree and which differ (exit 1 if any).")
+    p.add_argument("new", metavar="NEW_DIR")
+    p.add_argument("reference", metavar="REFERENCE_DIR")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="the resolved config of an experiment file and --sets, or every key",
+                       description="Print the resolved config (defaults < --config's fixed settings < --set), one "
+                                   "key = value a line, and its run id, before anything trains; `ablation config keys` "
+                                   "prints every key with its type, default, valid values and reason "
+                                   "(docs/config.md).")
+    p.add_argument("what", nargs="?", choices=["show", "keys"], default="show")
+    p.add_argument("--config", help="experiment TOML")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    p.set_defaults(func=cmd_config)
+
+
+SUBCOMMANDS = (_add_data, _add_train, _add_grid, _add_tune, _add_table, _add_plot, _add_compare, _add_config,
+               _add_predict, _add_evaluate, _add_tensorboard)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ablation", description="Which parts of an LSTM matter? Gate ablations on SST.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user error (`AblationError`, a bad value, a missing file) is one line and exit 2,
+    packs that failed in a grid exit 1; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     if hasattr(args, "fast_numerics"):  # a command that trains: pin the numerics before torch is imported
         if args.threads > 1 and not args.fast_numerics:  # (< 1 is refused with the other checks)
@@ -352,12 +453,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         request("fast" if args.fast_numerics else "portable")
     if getattr(args, "url", "unset") is None:
-        from .data import SST_URL
+        from ablation.tasks.sst import SST_URL
 
         args.url = SST_URL
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, OSError, NumericsError) as e:
+    except GridError as e:  # packs failed; the message names each and its log
+        print(f"ablation: {e}", file=sys.stderr)
+        return 1
+    except (AblationError, ValueError, KeyError, TypeError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ablation: error: {msg}", file=sys.stderr)
         return 2

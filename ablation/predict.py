@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cell import last_step
-from .checkpoint import LoadedRun
-from .data import PTB_ESCAPES, SPLITS, UNK, encode, load_sst
+from ablation.models.cell import last_step
+from ablation.tasks.sst import PTB_ESCAPES, SPLITS, UNK, encode, load_sst
+from ablation.training.checkpoint import LoadedRun
 
 # (pattern, replacement), applied in order to " text "; each step of the Treebank script.
 _RULES = [(re.compile(p), r) for p, r in [
@@ -88,13 +88,29 @@ def predict(run: LoadedRun, texts: Sequence[str]) -> list[Prediction]:
     return out
 
 
+ECHO = 120  # characters of a sentence echoed back; a longer one is cut, with its length said
+PLOT_TOKENS = 60  # tokens per sentence in a heat map; a longer sentence is cut (the figure says so)
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= ECHO else f"{text[:ECHO]}… ({len(text):,} characters)"
+
+
 def format_prediction(p: Prediction, gates: bool = False) -> str:
     """One line per sentence (label, probability, unknown words); with ``gates`` a token table."""
-    unk = f"; {len(p.unknown)} of {len(p.tokens)} tokens unknown ({UNK}): {' '.join(p.unknown)}" if p.unknown else ""
-    lines = [f"{p.name}\t{p.probs[p.label]:.3f}\t{p.text}{unk}"]
+    if p.unknown and len(p.unknown) == len(p.tokens):
+        unk = f"; WARNING: every token is unknown ({UNK}): the prediction says nothing about this text"
+    elif p.unknown:
+        shown = " ".join(p.unknown[:20]) + (" …" if len(p.unknown) > 20 else "")
+        unk = f"; {len(p.unknown)} of {len(p.tokens)} tokens unknown ({UNK}): {shown}"
+    else:
+        unk = ""
+    lines = [f"{p.name}\t{p.probs[p.label]:.3f}\t{_echo(p.text)}{unk}"]
     if gates:
         names = list(p.gates)
-        width = max(len(t) for t in p.tokens)
+        if not names:
+            return lines[0] + "\n  (this cell has no gates)"
+        width = max(len("token"), *(len(t) for t in p.tokens))
         lines.append("  " + "token".ljust(width) + "".join(f"{g:>8}" for g in names))
         for k, t in enumerate(p.tokens):
             lines.append("  " + t.ljust(width) + "".join(f"{p.gates[g][k]:8.3f}" for g in names))
@@ -102,20 +118,23 @@ def format_prediction(p: Prediction, gates: bool = False) -> str:
 
 
 def gate_figure(preds: Sequence[Prediction], cell: str = "lstm"):
-    """Heat maps of the gate activations (rows: gates, columns: tokens), one panel per sentence."""
+    """Heat maps of the gate activations (rows: gates, columns: tokens), one panel per sentence; a
+    sentence longer than PLOT_TOKENS shows its first PLOT_TOKENS tokens, and its title says so."""
     import matplotlib.pyplot as plt
 
     if not preds or not preds[0].gates:
         raise ValueError(f"no gates to plot: the run's {cell} cell has none")
-    width = max(4.0, 0.45 * max(len(p.tokens) for p in preds) + 2)  # ~0.45 in per token label
+    width = max(4.0, 0.45 * min(PLOT_TOKENS, max(len(p.tokens) for p in preds)) + 2)  # ~0.45 in per token
     height = len(preds) * (0.35 * len(preds[0].gates) + 1.4)  # gate rows plus title and rotated tokens
     fig, axes = plt.subplots(len(preds), 1, figsize=(width, height), squeeze=False, layout="constrained")
     for ax, p in zip(axes[:, 0], preds):
-        grid = np.array([p.gates[g] for g in p.gates])  # (gates, T)
+        tokens = p.tokens[:PLOT_TOKENS]
+        grid = np.array([p.gates[g][:PLOT_TOKENS] for g in p.gates])  # (gates, T)
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(p.tokens)), p.tokens, rotation=60, ha="right", fontsize=8)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(p.gates)), list(p.gates), fontsize=8)
-        ax.set_title(f"{p.name} ({p.probs[p.label]:.2f})", fontsize=9)
+        cut = f"; its first {PLOT_TOKENS} of {len(p.tokens)} tokens" if len(p.tokens) > PLOT_TOKENS else ""
+        ax.set_title(f"{p.name} ({p.probs[p.label]:.2f}){cut}", fontsize=9)
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="mean activation")
     return fig, axes
 
@@ -135,7 +154,7 @@ def evaluate(run: LoadedRun, split: str = "test", data_dir: str | None = None) -
     Dev and test are whole sentences whatever the training granularity (`inputs.load_data`),
     labelled as the run was (`data.labels`); ``data_dir`` defaults to the run's.
     """
-    from .train import accuracy
+    from ablation.training.trainer import accuracy
 
     if split not in SPLITS[1:]:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS[1:])}")

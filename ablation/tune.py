@@ -1,29 +1,14 @@
 """Hyperparameter search over a gate table: does the ordering survive tuning?
 
-Greff et al. 2017 ("LSTM: A Search Space Odyssey", sec. 4) tuned every variant by random
-search and asked with fANOVA (Hutter et al. 2014) which hyperparameters matter; Dodge et
-al. 2019 showed that untuned comparisons can flip. `ablation tune EXPERIMENT` does that for
-a gate table, in three steps, all resumable:
-
-1. **Search** (`run_study`). An Optuna study stored in SQLite inside the results directory
-   (so a killed search resumes). Trials come in *batches*: a batch holds one trial per
-   stratum value (by default the 8 gate sets), each with its own sampled learning rate and
-   forget-gate bias, all on the batch's seed, so a batch trains as one pack (those are
-   per-member settings, see `config.pack_key`) and its members see the same batches and
-   share initial weights. Trials are ordinary run records under ``trials/`` (their config's
-   ``train.trial`` is the trial's number + 1), trained by the grid runner, so resume,
-   locking, Slurm and the aggregator work on them unchanged. The objective is the best-on-dev
-   accuracy; the test set plays no part in the search.
-2. **Selection, then fresh seeds** (`selected_experiment`). For each stratum value, the trial
-   with the best dev accuracy is retrained on new seeds (``selection_seeds``) under
-   ``selected/``: an ordinary experiment whose variants are the selected configurations,
-   written out as ``selected.toml`` so its table regenerates like any other.
-3. **Importance** (`importance`): fANOVA over every complete trial, the share of the
-   dev-accuracy variance explained by each hyperparameter and each pair.
-
-The sampler: "random" (as Greff) draws every value from a generator seeded by (seed, trial
-number, parameter), so a resumed search draws what an uninterrupted one would; "tpe" is
-Optuna's TPE, adaptive, so a resumed search may differ from an uninterrupted one.
+As Greff et al. 2017 (sec. 4) did for their variants: random search, then fANOVA (Hutter et al. 2014);
+Dodge et al. 2019 showed that untuned comparisons can flip. `ablation tune EXPERIMENT`, resumable:
+1. search (`run_study`): an Optuna study in SQLite in the results directory; each batch holds one trial per
+   stratum value (the 8 gate sets) on one seed, trained as one pack by the grid runner as ordinary records
+   under ``trials/``; the objective is best-on-dev accuracy, the test set plays no part;
+2. selection (`best_trials`, `selected_toml`): each stratum's best trial retrained on fresh seeds;
+3. importance (`importance`): fANOVA's share of dev-accuracy variance per hyperparameter and pair.
+The "random" sampler is seeded by (seed, trial number, parameter), so a resumed search draws what an
+uninterrupted one would; "tpe" (Optuna's TPE) is adaptive, so a resumed search may differ.
 """
 
 from __future__ import annotations
@@ -38,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .cell import GATES, gates_name, parse_gates
-from .config import Experiment, RunConfig, apply, flatten, load_experiment
+from ablation.core.config import Experiment, RunConfig, apply, flatten, load_experiment
+from ablation.core.errors import need
+from ablation.core.spec import GATES, gates_name, parse_gates
 
 SAMPLERS = ("random", "tpe")
 STUDY_FILE = "study.db"
@@ -110,7 +96,7 @@ class TuneSpec:
         first = spec.trial_config(base, {}, 0, 1)
         tuned = [p.key for p in spec.params] + list(spec.strata)
         for key in tuned:  # a batch must be one pack: only per-member settings may vary in it
-            from .config import pack_key
+            from ablation.core.config import pack_key
 
             probe = spec.params[0].high if key == spec.params[0].key else None
             other = apply(first, {key: probe}) if probe is not None else first
@@ -200,8 +186,8 @@ def run_study(exp: Experiment, out: str | os.PathLike, *, workers: int | None = 
     from their records, if those landed before the kill) and told."""
     import optuna
 
-    from .grid import run_grid
-    from .records import is_complete
+    from ablation.core.records import is_complete
+    from ablation.running.grid import run_grid
 
     spec = TuneSpec.from_mapping(exp.tune, exp.base, f"{exp.name}: [tune]")
     out = Path(out)
@@ -373,12 +359,15 @@ def run_tuning(exp_path: str | os.PathLike, out: str | os.PathLike, *, untuned: 
     """Search, select, retrain on fresh seeds, and write the tables, importance and figures
     into ``out``; ``untuned``: the results directory of the same gate table at its default
     settings (e.g. results/lecture), for the tuned-vs-untuned table. Returns the files written."""
-    from .grid import run_grid
-    from .render import write_tables
+    from ablation.analysis.render import write_tables
+    from ablation.running.grid import keep_experiment, run_grid
 
+    need("optuna", "tune", "ablation tune")
     exp = load_experiment(exp_path)
     spec = TuneSpec.from_mapping(exp.tune, exp.base, f"{exp_path}: [tune]")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep_experiment(exp, out)
     study = run_study(exp, out, workers=workers, device=device, threads=threads, show_progress=show_progress)
     sel_path = out / "selected.toml"
     sel_path.write_text(selected_toml(exp, study, spec, str(exp_path)), encoding="utf-8")
@@ -393,11 +382,12 @@ def run_tuning(exp_path: str | os.PathLike, out: str | os.PathLike, *, untuned: 
     (out / "trials.csv").write_text(trials.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
                                     encoding="utf-8")
     written += [out / "importance.csv", out / "trials.csv"]
-    from .plots import plot_importance, plot_tuning_landscape, save
+    from ablation.analysis.plots import plot_importance, plot_tuning_landscape, save
 
     written += save(plot_tuning_landscape(trials, spec)[0], out / "figures" / "dev_vs_lr")
     written += save(plot_importance(imp)[0], out / "figures" / "importance")
-    return written
+    write_tables(out)  # the page, README.md
+    return [*written, out / "README.md"]
 
 
 def _csv(rows: list[dict], cols: list[str]) -> str:
@@ -413,7 +403,7 @@ def tuned_table(selected: Path, sel_path: Path, untuned: Path | None):
     import pandas as pd
     from scipy import stats
 
-    from .aggregate import load_table
+    from ablation.analysis.aggregate import load_table
 
     exp = load_experiment(sel_path)
     _, table, _ = load_table(selected, sel_path)
@@ -436,7 +426,7 @@ def tuned_table(selected: Path, sel_path: Path, untuned: Path | None):
 
 
 def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | None) -> list[Path]:
-    from .aggregate import SHORT
+    from ablation.analysis.aggregate import SHORT
 
     tuned, tau = tuned_table(out / SELECTED, sel_path, Path(untuned) if untuned else None)
     csv_path, md_path = out / "tuned_table.csv", out / "tuned_table.md"

@@ -6,7 +6,7 @@ Phrase-level SST, batch 10, the identical sequence of batches for every model, A
   (b) our cell in a pack of one,
   (c) the fused pack of the 8 lecture gate combinations.
 Prints model-epochs per second for each and the ratios; (b) and (c) run the scan a run
-would (the fused C++ scan on CPU, `ablation/fused.py`). Then the fused scan against the
+would (the fused C++ scan on CPU, `ablation/kernels/`). Then the fused scan against the
 Python scan (`cell._Scan`): whole training steps of (c) and (b) on the same batches,
 alternating the two scans, the median of the per-repetition ratios. The last line is
 `speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-from ablation import numerics
+from ablation.training import numerics
 
 # before torch is imported (its kernels read the pins once); main() checks they took effect
 numerics.request("fast" if "--fast-numerics" in sys.argv[1:] else "portable")
@@ -39,12 +39,12 @@ numerics.request("fast" if "--fast-numerics" in sys.argv[1:] else "portable")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ablation import fused, triton_scan  # noqa: E402
-from ablation.cell import CellSpec, ScanFlags, TritonScan, _Scan, gate_masks  # noqa: E402
-from ablation.config import RunConfig, apply  # noqa: E402
-from ablation.data import batch_order  # noqa: E402
-from ablation.spec import LECTURE_ORDER, split_gates  # noqa: E402
-from ablation.train import PackAdagrad, build_pack, data_for, train_step  # noqa: E402
+from ablation.core.config import RunConfig, apply  # noqa: E402
+from ablation.core.spec import LECTURE_ORDER, split_gates  # noqa: E402
+from ablation.kernels import select, triton_scan  # noqa: E402
+from ablation.models.cell import CellSpec, ScanFlags, TritonScan, _Scan, gate_masks  # noqa: E402
+from ablation.tasks.sst import batch_order  # noqa: E402
+from ablation.training.trainer import PackAdagrad, build_pack, data_for, train_step  # noqa: E402
 
 COMBOS = [split_gates(g) for g in LECTURE_ORDER]  # the lecture's 8 gate sets
 
@@ -89,20 +89,20 @@ def time_pack(data, batches, cfgs) -> float:
 
 def scan_ratios(data, batches, cfgs, repeats: int) -> list[float]:
     """Time with the Python scan over time with the fused scan, whole train steps, alternating."""
-    old = os.environ.get(fused.ENV)
+    old = os.environ.get(select.ENV)
     seconds = {"python": [], "fused": []}
     try:
         for rep in range(repeats + 1):  # the first round warms up
             for scan in seconds:
-                os.environ[fused.ENV] = scan
+                os.environ[select.ENV] = scan
                 t = time_pack(data, batches, cfgs)
                 if rep:
                     seconds[scan].append(t)
     finally:
         if old is None:
-            del os.environ[fused.ENV]
+            del os.environ[select.ENV]
         else:
-            os.environ[fused.ENV] = old
+            os.environ[select.ENV] = old
     return [p / f for p, f in zip(seconds["python"], seconds["fused"])]
 
 
@@ -186,13 +186,13 @@ def main() -> None:
         print(f"({key}) {name:28s} {rate[key]:8.4f} model-epochs/s  "
               f"({ms[key]:.2f} ms a batch)")
     print(f"(b)/(a): {rate['b'] / rate['a']:.2f}x   (c)/(a): {rate['c'] / rate['a']:.2f}x   "
-          f"(scan: {fused.scan_name()})")
-    line = {"numerics": numerics.describe("cpu"), "scan": fused.scan_name(), "steps": len(batches),
+          f"(scan: {select.scan_name()})")
+    line = {"numerics": numerics.describe("cpu"), "scan": select.scan_name(), "steps": len(batches),
             "repeats": args.repeats, "scan_repeats": args.scan_repeats, "peephole": args.peephole,
             "cores": os.cpu_count(),
             "ms_per_batch": {k: round(v, 3) for k, v in ms.items()},
             "b_over_a": round(rate["b"] / rate["a"], 3), "c_over_a": round(rate["c"] / rate["a"], 3)}
-    if fused.scan_name() == "fused-cpp" and args.scan_repeats > 0:
+    if select.scan_name() == "fused-cpp" and args.scan_repeats > 0:
         for key, cfgs in (("c", pack), ("b", pack[-1:])):
             r = scan_ratios(data, batches, cfgs, args.scan_repeats)
             line[f"{key}_fused_over_python"] = round(statistics.median(r), 3)

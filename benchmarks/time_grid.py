@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablation import graphs
+from ablation.kernels import cuda_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--out", help="results folder (default: a fresh temporary one; it must not hold records)")
     ap.add_argument("--json", help="append the figures here as one JSON line")
     ap.add_argument("--timeout", type=float, help="stop the grid after S seconds (recorded as timed out)")
-    ap.add_argument("--cuda-graphs", action="store_true", help=f"replay the steps as CUDA graphs ({graphs.ENV}=1)")
+    ap.add_argument("--cuda-graphs", action="store_true", help=f"replay the steps as CUDA graphs ({cuda_graphs.ENV}=1)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix=f"time-grid-{args.device}-"))
     if records(out):
@@ -83,7 +83,7 @@ def main() -> None:
     start = time.perf_counter()
     with open(log, "w") as f:
         # its own process group, so that a timeout stops the grid's workers too, not only the grid
-        env = {**os.environ, graphs.ENV: "1" if args.cuda_graphs else "0"}
+        env = {**os.environ, cuda_graphs.ENV: "1" if args.cuda_graphs else "0"}
         grid = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = grid.wait(timeout=args.timeout)

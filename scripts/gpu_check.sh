@@ -20,7 +20,7 @@ t0=$(date +%s)
 left() { echo $(( ${BUDGET:-420} - ($(date +%s) - t0) )); }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, torch.cuda.get_device_name(), '| triton', triton.__version__)"
-python3 -m ablation.fused > "$out/extension.log" 2>&1 &  # the CPU grid's C++ scan, built while the GPU works
+python3 -m ablation.kernels.cpp > "$out/extension.log" 2>&1 &  # the CPU grid's C++ scan, built while the GPU works
 build=$!
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cell.py::test_cuda_matches_cpu \
   tests/test_triton.py::test_compiled_on_cuda_agrees_with_python_scan_on_cpu 2>&1 | tail -15

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from ablation import numerics
+from ablation.training import numerics
 
 # Tests train as the command line does: portable numerics, set before torch is imported (one
 # thread among them: results are compared bit for bit).
 numerics.request("portable")
 
-from ablation.data import candidate_dirs  # noqa: E402  (imports torch)
+from ablation.tasks.sst import candidate_dirs  # noqa: E402  (imports torch)
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # headless figures
 

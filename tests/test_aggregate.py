@@ -5,14 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import LECTURE, fake_grid
 
-from ablation.aggregate import effects_table, gate_table, load_runs
-from ablation.config import RunConfig, apply
-from ablation.plots import plot_accuracy, plot_learning_curves, save_figures
-from ablation.records import write_record
-from ablation.render import write_tables
-from ablation.spec import LECTURE_ORDER
-from ablation.stats import fidelity
+from ablation.analysis.aggregate import effects_table, gate_table, load_runs
+from ablation.analysis.plots import plot_accuracy, plot_learning_curves, save_figures
+from ablation.analysis.render import write_tables
+from ablation.analysis.stats import fidelity
+from ablation.core.config import RunConfig, apply
+from ablation.core.errors import ConfigError
+from ablation.core.records import write_record
 
 
 def test_fidelity_known_orderings():
@@ -112,9 +113,9 @@ def test_table_command_formats(messy, capsys):
 def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
     """An experiment with [variants]: rows are the variants in file order, Δ against the first;
     a record matching no variant is skipped and counted; probes give their figures."""
-    from ablation.aggregate import probe_frames
-    from ablation.config import load_experiment
-    from ablation.plots import plot_gate_statistics, plot_gradient_norms
+    from ablation.analysis.aggregate import probe_frames
+    from ablation.analysis.plots import plot_gate_statistics, plot_gradient_norms
+    from ablation.core.config import load_experiment
 
     exp_path = tmp_path / "cellsx.toml"
     exp_path.write_text('[grid]\n"train.seed" = [1, 2]\n[variants]\nLSTM = {}\n'
@@ -159,18 +160,6 @@ def test_variant_experiment_table_groups_and_probe_figures(tmp_path):
     assert {p.stem for p in paths} == {"accuracy", "learning_curves", "gradient_norms", "gate_statistics"}
 
 
-def _grid(out: Path, accs: dict[str, list[float]], peephole: str = "diagonal"):
-    labels = np.array([0, 1, 1, 0])
-    for gates, values in accs.items():
-        for seed, acc in enumerate(values, 1):
-            cfg = apply(RunConfig(), {"model.gates": gates, "train.seed": seed, "model.peephole": peephole})
-            summary = {"status": "complete", "gates": gates, "seed": seed, "test_acc": acc, "dev_acc": acc,
-                       "best_epoch": 1, "active_params": 10}
-            write_record(out, cfg.run_id(), cfg.to_dict(), [{"epoch": 1, "train_loss": 0.4, "dev_acc": acc}],
-                         summary, labels, labels)
-
-
-LECTURE = list(LECTURE_ORDER)
 
 
 def test_full_gate_grid_gives_effects_holm_and_verdicts(tmp_path):
@@ -181,11 +170,11 @@ def test_full_gate_grid_gives_effects_holm_and_verdicts(tmp_path):
     accs = {g: [80 + 2 * ("input" in g) + 1 * ("forget" in g) + (e if "input" in g else 0) for e in noise]
             for g in LECTURE}
     accs["input+forget"] = [a + d for a, d in zip(accs["input+forget+output"], (0.01, -0.01, 0.0))]
-    _grid(tmp_path, accs)
+    fake_grid(tmp_path, accs)
     r = load_runs(tmp_path)
     table = gate_table(r, margin=0.5)
     t = table.set_index("gates")
-    from ablation.stats import holm
+    from ablation.analysis.stats import holm
     assert list(table["p_holm"].dropna()) == pytest.approx(list(holm(table["p_paired"].dropna())))
     assert t.loc["input+forget", "verdict"] == "equivalent"  # Δ ≈ 0, tiny spread
     assert t.loc["none", "verdict"] == "worse" and t.loc["input+forget+output", "verdict"] == "reference"
@@ -198,12 +187,12 @@ def test_full_gate_grid_gives_effects_holm_and_verdicts(tmp_path):
     assert (tmp_path / "effects.csv").read_text().startswith("term,effect,ci_low,ci_high,p,p_holm,n\ninput,")
     assert "Factorial effects of the gates" in (tmp_path / "table.md").read_text()
     del accs["output"]  # seven gate sets: no 2^3 design
-    _grid(tmp_path / "seven", accs)
+    fake_grid(tmp_path / "seven", accs)
     assert effects_table(load_runs(tmp_path / "seven")).empty
 
 
 def test_margin_from_the_experiment_file(tmp_path):
-    from ablation.config import load_experiment
+    from ablation.core.config import load_experiment
 
     exp = tmp_path / "x.toml"
     exp.write_text("[stats]\nmargin = 2.0\n")
@@ -212,7 +201,7 @@ def test_margin_from_the_experiment_file(tmp_path):
     with pytest.raises(ValueError, match="margin must be a number"):
         load_experiment(exp)
     exp.write_text("[stats]\nmargins = 1\n")
-    with pytest.raises(KeyError, match="unknown key 'margins' in \\[stats\\]; valid: margin, interval"):
+    with pytest.raises(ConfigError, match="unknown key 'margins' in \\[stats\\]; valid: margin, interval"):
         load_experiment(exp)
     exp.write_text('[stats]\ninterval = "percentile"\n')
     with pytest.raises(ValueError, match="valid: t, bootstrap-t, bca"):
@@ -233,8 +222,8 @@ def test_table_command_on_missing_or_empty_directory(tmp_path, capsys, make):
 
 
 def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
-    from ablation.aggregate import group_label
-    from ablation.plots import plot_interactions
+    from ablation.analysis.aggregate import group_label
+    from ablation.analysis.plots import plot_interactions
 
     assert group_label(["config.model.peephole"], ["diagonal"]) == "diagonal peepholes"
     assert group_label(["config.data.granularity", "config.model.embeddings"],
@@ -242,7 +231,7 @@ def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
     assert group_label(["config.train.lr"], [0.1]) == "lr: 0.1"
     accs = {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE}
     for kind in ("none", "diagonal"):
-        _grid(tmp_path, accs, peephole=kind)
+        fake_grid(tmp_path, accs, peephole=kind)
     r = load_runs(tmp_path)
     table = gate_table(r)
     fig, ax = plot_accuracy(table, r.runs)

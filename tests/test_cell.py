@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 import torch
-from _gradcheck import layer_gradcheck
+from _helpers import layer_gradcheck
 
-from ablation.cell import GATES, PEEPHOLES, CellSpec, GatedLSTM, active_lstm_params, parse_gates
+from ablation.models.cell import GATES, PEEPHOLES, CellSpec, GatedLSTM, active_lstm_params, parse_gates
 
 COMBOS = [c for r in range(4) for c in itertools.combinations(GATES, r)]
 

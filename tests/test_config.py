@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from ablation.config import RunConfig, apply, load_experiment, parse_override
-from ablation.spec import GATES
+from ablation.core.config import RunConfig, apply, load_experiment, parse_override
+from ablation.core.errors import ConfigError
+from ablation.core.spec import GATES
 
 
 def test_defaults_are_the_lecture_protocol():
@@ -31,9 +32,9 @@ def test_overrides_parse_toml_literals():
 
 
 def test_unknown_key_lists_valid_keys():
-    with pytest.raises(KeyError, match="valid train keys: seed, lr, batch_size"):
+    with pytest.raises(ConfigError, match="valid train keys: seed, lr, batch_size"):
         apply(RunConfig(), {"train.learning_rate": 0.1})
-    with pytest.raises(KeyError, match="valid: data, model, train"):
+    with pytest.raises(ConfigError, match="valid: data, model, train"):
         apply(RunConfig(), {"optim.lr": 0.1})
 
 
@@ -42,7 +43,7 @@ def test_unknown_gate_and_bad_values():
         apply(RunConfig(), {"model.gates": "input+remember"})
     with pytest.raises(ValueError, match="valid: none, diagonal, full"):
         apply(RunConfig(), {"model.peephole": "all"})
-    with pytest.raises(TypeError, match="train.epochs: expected int"):
+    with pytest.raises(ConfigError, match="train.epochs: expected int"):
         apply(RunConfig(), {"train.epochs": "ten"})
 
 
@@ -63,11 +64,11 @@ def test_experiment_file_grid_and_reference(tmp_path):
 
 
 BAD_FILES = {
-    "table": ("[modle]\ngates = 'none'\n", KeyError, "unknown table"),
+    "table": ("[modle]\ngates = 'none'\n", ConfigError, "unknown table"),
     "gate": ('[grid]\n"model.gates" = ["none", "inputt"]\n', ValueError, "valid gates"),
     "variant-on-an-axis": ('[grid]\n"model.gates" = ["none"]\n[variants]\nNIG = { "model.gates" = "forget+output" }\n',
                            ValueError, "also a grid axis"),
-    "variant-key": ('[variants]\nbad = { "model.cel" = "gru" }\n', KeyError, "valid model keys"),
+    "variant-key": ('[variants]\nbad = { "model.cel" = "gru" }\n', ConfigError, "valid model keys"),
 }
 
 
@@ -145,7 +146,7 @@ def test_run_ids_are_pinned():
 
 def test_every_config_key_is_classified_for_the_run_id():
     """A new key must say whether it changes a run's numbers, or ids would change (or fail to) silently."""
-    from ablation.config import NOT_IN_RUN_ID, RUN_ID_KEYS, flatten
+    from ablation.core.config import NOT_IN_RUN_ID, RUN_ID_KEYS, flatten
 
     keys = set(flatten(RunConfig().to_dict()))
     assert len(RUN_ID_KEYS) == len(set(RUN_ID_KEYS))
@@ -168,3 +169,43 @@ def test_where_the_data_lie_and_the_eval_batch_leave_the_id_alone(tmp_path):
 def test_vocab_source_is_checked():
     with pytest.raises(ValueError, match="data.vocab: unknown value 'all'; valid: train, train-labelled"):
         apply(RunConfig(), {"data.vocab": "all"})
+
+
+# A value for each key other than its default, valid for the lecture's LSTM.
+OTHER = {"data.granularity": "sentences", "data.labels": "fine", "data.data_dir": "/x", "data.bucket": False,
+         "data.train_limit": 5, "data.vocab": "train-labelled", "model.gates": "i+f", "model.peephole": "full",
+         "model.embedding_dim": 7, "model.hidden_size": 9, "model.embeddings": "random",
+         "model.freeze_embeddings": True, "model.forget_bias": 1.0, "model.cell": "gru", "model.variant": "cifg",
+         "model.gru_reset": "after", "train.seed": 5, "train.lr": 0.1, "train.batch_size": 3, "train.epochs": 2,
+         "train.clip_norm": 1.0, "train.eval_batch_size": 16, "train.trial": 3}
+
+
+def test_every_key_is_classified_per_member_or_shared_by_a_pack():
+    """`pack_key` ignores exactly the PER_MEMBER_KEYS: every other key (in the run id or not, like where the
+    data lie) is one a pack's members share."""
+    from ablation.core.config import PER_MEMBER_KEYS, RUN_ID_KEYS, flatten, pack_key
+
+    keys = list(flatten(RunConfig().to_dict()))
+    assert sorted(OTHER) == sorted(keys) and set(PER_MEMBER_KEYS) <= set(RUN_ID_KEYS)
+    base = RunConfig()
+    for key in keys:
+        changed = apply(base, {key: OTHER[key]})
+        same_pack = pack_key(changed) == pack_key(base)
+        assert same_pack == (key in PER_MEMBER_KEYS), key
+
+
+def test_the_config_reference_covers_every_key():
+    from ablation.core.config import reference
+
+    rows = {r["key"]: r for r in reference()}
+    assert sorted(rows) == sorted(OTHER)
+    assert all(r["reason"] for r in rows.values()), [k for k, r in rows.items() if not r["reason"]]
+    assert all(r["valid"] for k, r in rows.items() if r["type"] != "bool"), "a key without its valid values"
+
+
+def test_gate_sets_by_initials():
+    assert apply(RunConfig(), {"model.gates": "i+f"}).model.gates == ("input", "forget")
+    assert apply(RunConfig(), {"model.gates": "ifo"}).run_id() == RunConfig().run_id()
+    assert apply(RunConfig(), {"model.cell": "gru", "model.gates": "r"}).model.gates == ("reset",)
+    with pytest.raises(ValueError, match="unknown lstm gate 'x'"):
+        apply(RunConfig(), {"model.gates": "i+x"})

@@ -9,12 +9,13 @@ import copy
 
 import pytest
 import torch
-from _records import epoch_numbers
+from _helpers import epoch_numbers
 
-from ablation import cell, fused, triton_scan
-from ablation.config import RunConfig, apply
-from ablation.probes import probe_pack
-from ablation.train import build_pack, data_for, member_losses
+from ablation.core.config import RunConfig, apply
+from ablation.kernels import select, triton_scan
+from ablation.models import cell
+from ablation.training.probes import probe_pack
+from ablation.training.trainer import build_pack, data_for, member_losses
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -39,7 +40,7 @@ def test_pack_computes_on_cuda_what_it_computes_on_cpu(name, monkeypatch):
     gpu = copy.deepcopy(cpu).cuda()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the compiled kernels
     triton_runs = cfgs[0].model.cell == "lstm" and not hasattr(gpu, "weight_gr") and triton_scan.available()
-    assert fused.scan_name(cfgs[0].model.cell, "cuda", fgr=hasattr(gpu, "weight_gr")) == (
+    assert select.scan_name(cfgs[0].model.cell, "cuda", fgr=hasattr(gpu, "weight_gr")) == (
         "triton" if triton_runs else "python")
     calls = []
     apply_triton = cell.TritonScan.apply
@@ -71,7 +72,7 @@ def test_portable_mode_on_cuda_is_deterministic_and_names_the_gpu(tmp_path):
     (on the same GPU model; CPU and GPU runs are not bit-identical to each other)."""
     import json
 
-    from ablation.job import train_and_record
+    from ablation.running.job import train_and_record
 
     cfg = apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.hidden_size": 16,
                               "train.epochs": 1})
@@ -91,8 +92,8 @@ def test_cuda_graphs_train_what_eager_steps_train(tmp_path, monkeypatch):
     record says so. Two epochs: the first steps each shape eagerly and captures the repeated ones."""
     import json
 
-    from ablation import graphs
-    from ablation.job import train_and_record
+    from ablation.kernels import cuda_graphs
+    from ablation.running.job import train_and_record
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the compiled kernels
     cfgs = [apply(RunConfig(), {"data.train_limit": 300, "model.embeddings": "random", "model.gates": g,
@@ -100,7 +101,7 @@ def test_cuda_graphs_train_what_eager_steps_train(tmp_path, monkeypatch):
     runs = {}
     try:
         for value in ("0", "1"):
-            monkeypatch.setenv(graphs.ENV, value)
+            monkeypatch.setenv(cuda_graphs.ENV, value)
             runs[value] = train_and_record(cfgs, tmp_path / value, "cuda")
     finally:
         torch.use_deterministic_algorithms(False)  # the CPU tests after this one run as before

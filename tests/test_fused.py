@@ -1,17 +1,16 @@
-"""The fused C++ LSTM scan (ablation/fused.py, csrc/): agreement with `cell._Scan` for every gate
+"""The fused C++ LSTM scan (ablation/kernels/cpp.py, csrc/): agreement with `cell._Scan` for every gate
 set, peephole kind and variant (outputs, gate activations and every gradient, the probe's
 included), float64 gradcheck, identical bits whatever the pack and whatever the vector ISA,
 and the choice of scan (ABLATION_SCAN, the fallback notice, the record's name)."""
 
-import itertools
 import shutil
 
 import pytest
 import torch
-from _gradcheck import layer_gradcheck
+from _helpers import COMBOS, assert_agree, gate_ids, inputs, layer_gradcheck, run
 
-from ablation import fused
-from ablation.cell import (
+from ablation.kernels import cpp, matmul, select
+from ablation.models.cell import (
     GATES,
     PEEPHOLES,
     VARIANTS,
@@ -24,9 +23,6 @@ from ablation.cell import (
     lstm_scan,
 )
 
-COMBOS = [c for r in range(4) for c in itertools.combinations(GATES, r)]
-gate_ids = lambda g: "+".join(g) or "none"  # noqa: E731
-
 # A machine without a C++ compiler runs the Python scan (with a notice); with one, the
 # extension must build: a broken build fails here rather than skipping.
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -36,44 +32,7 @@ pytestmark = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g+
 @pytest.fixture(autouse=True)
 def fused_scan(monkeypatch):
     monkeypatch.setenv("ABLATION_SCAN", "fused")
-    assert fused.load(), "the fused scan did not build"
-
-
-def inputs(specs, peephole, dtype=torch.float32, T=6, B=3, H=5, seed=0):
-    """Random scan inputs for a pack; FGR weights zero for members without FGR, as in a model."""
-    gen = torch.Generator().manual_seed(seed)
-    M = len(specs)
-    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
-    xw = r(T, M, B, 4 * H)
-    whh = r(M, 4 * H, H) * 0.5
-    peeps = {"none": [None] * 3, "diagonal": [r(M, H) for _ in range(3)],
-             "full": [r(M, H, H) * 0.5 for _ in range(3)]}[peephole]
-    flags = ScanFlags(specs)
-    w_gr = None if flags.fgr is None else r(M, 3 * H, 3 * H) * 0.3 * flags.fgr.to(dtype)
-    return xw, whh, peeps, w_gr, gate_masks(specs, dtype=dtype), flags
-
-
-def run(scan, xw, whh, peeps, w_gr, on, flags, probe=True):
-    """Forward and backward of one scan on a loss that uses hs and cs: outputs and gradients."""
-    leaves = [t.clone().requires_grad_() for t in (xw, whh, *[p for p in peeps if p is not None])]
-    if w_gr is not None:
-        leaves.append(w_gr.clone().requires_grad_())
-    xw_, whh_, *rest = leaves
-    peeps_ = [rest.pop(0) if p is not None else None for p in peeps]
-    w_gr_ = rest.pop(0) if w_gr is not None else None
-    pr = torch.zeros(xw.shape[:-1] + (whh.shape[-1],), dtype=xw.dtype, device=xw.device,
-                     requires_grad=True) if probe else None
-    hs, cs, S, o = scan.apply(xw_, whh_, *peeps_, w_gr_, pr, on, flags)
-    H = hs.shape[-1]
-    loss = (hs * torch.linspace(-1, 1, H, dtype=xw.dtype, device=xw.device)).square().sum() + cs.sin().sum()
-    grads = torch.autograd.grad(loss, leaves + ([pr] if probe else []))
-    return [hs, cs, S, o, *grads]
-
-
-def assert_agree(got, want, rtol=1e-5):
-    """Elementwise to ``rtol``, relative to each tensor's largest magnitude where values are small."""
-    for k, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.detach().abs().max()), msg=f"output {k}")
+    assert cpp.load(), "the fused scan did not build"
 
 
 @pytest.mark.parametrize("peephole", PEEPHOLES)
@@ -176,12 +135,12 @@ def test_sigmoid_and_tanh_by_hand():
 
 def test_choice_and_record_name(monkeypatch):
     monkeypatch.setenv("ABLATION_SCAN", "auto")
-    assert fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "fused-cpp"
-    assert not fused.wanted(torch.zeros(1, device="meta"))  # not on CPU: the Python scan
-    assert not fused.wanted(torch.zeros(1, dtype=torch.bfloat16))
-    assert fused.scan_name("gru", "cpu") == fused.scan_name("lstm", "cuda", fgr=True) == "python"  # CUDA: test_triton
+    assert select.wanted(torch.zeros(1)) and select.scan_name("lstm", "cpu") == "fused-cpp"
+    assert not select.wanted(torch.zeros(1, device="meta"))  # not on CPU: the Python scan
+    assert not select.wanted(torch.zeros(1, dtype=torch.bfloat16))
+    assert select.scan_name("gru", "cpu") == select.scan_name("lstm", "cuda", fgr=True) == "python"  # CUDA: test_triton
     monkeypatch.setenv("ABLATION_SCAN", "python")
-    assert not fused.wanted(torch.zeros(1)) and fused.scan_name("lstm", "cpu") == "python"
+    assert not select.wanted(torch.zeros(1)) and select.scan_name("lstm", "cpu") == "python"
     cell = GatedLSTM(2, 3, seed=0)
     out, _ = cell(torch.randn(1, 2, 2))
     monkeypatch.setenv("ABLATION_SCAN", "fast")
@@ -201,29 +160,30 @@ def test_python_env_runs_the_python_scan(monkeypatch):
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)  # ... of the same cell
 
 
-def test_a_failed_build_falls_back_with_one_notice(monkeypatch, capsys):
+def test_a_failed_build_falls_back_with_one_notice(monkeypatch, capsys, tmp_path):
     from torch.utils import cpp_extension
 
     def no_compiler(**kw):
         raise RuntimeError("Ninja is required to load C++ extensions\nmore detail")
 
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing is built there
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     monkeypatch.setenv("ABLATION_SCAN", "auto")
-    fused.load.cache_clear()
+    cpp.load.cache_clear()
     try:
-        assert not fused.wanted(torch.zeros(1)) and not fused.wanted(torch.zeros(1))
-        assert fused.scan_name() == "python"
+        assert not select.wanted(torch.zeros(1)) and not select.wanted(torch.zeros(1))
+        assert select.scan_name() == "python"
         err = capsys.readouterr().err
-        assert err == ("ablation: the fused C++ LSTM scan could not be built (Ninja is required to load C++ "
-                       "extensions); using the Python scan\n")  # once, one line
+        assert err == ("ablation: compiling the C++ kernels (once per source version; about 30-40 s)\n"
+                       "ablation: the C++ kernels could not be built (Ninja is required to load C++ "
+                       "extensions); using the Python scan\n")  # once
         monkeypatch.setenv("ABLATION_SCAN", "fused")  # asked for by name: an error, not a fallback
-        fused.load.cache_clear()
-        with pytest.raises(RuntimeError, match="ABLATION_SCAN=fused, but the fused C\\+\\+ LSTM scan could not"):
-            fused.load()
+        with pytest.raises(cpp.BuildError, match="ABLATION_SCAN=fused, but the C\\+\\+ kernels could not"):
+            select.wanted(torch.zeros(1))
     finally:
         monkeypatch.undo()
-        fused.load.cache_clear()
-    assert fused.load()
+        cpp.load.cache_clear()
+    assert cpp.load()
 
 
 def test_bmm_by_hand_and_against_torch():
@@ -231,15 +191,15 @@ def test_bmm_by_hand_and_against_torch():
     of the kernel's block, a transposed a and b) against torch in float64, with gradients."""
     a = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
     b = torch.tensor([[[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]]])
-    got = fused.bmm(a, b, torch.tensor([[0.5, 0.0, -1.0]]))
+    got = matmul.bmm(a, b, torch.tensor([[0.5, 0.0, -1.0]]))
     assert torch.equal(got, torch.tensor([[[21.5, 24.0, 26.0], [47.5, 54.0, 60.0]]]))
     gen = torch.Generator().manual_seed(0)
     for M, N, K, P in [(1, 1, 1, 1), (3, 7, 5, 19), (2, 13, 40, 37), (2, 6, 3, 64)]:
         r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)  # noqa: E731
         a, b, bias = r(M, K, N), r(M, P, K), r(M, P)
-        torch.testing.assert_close(fused.bmm(a.transpose(1, 2), b.transpose(1, 2), bias),
+        torch.testing.assert_close(matmul.bmm(a.transpose(1, 2), b.transpose(1, 2), bias),
                                    torch.baddbmm(bias.unsqueeze(1), a.transpose(1, 2), b.transpose(1, 2)))
-        assert torch.autograd.gradcheck(lambda a, b, c: fused.bmm(a.transpose(1, 2), b.transpose(1, 2), c),
+        assert torch.autograd.gradcheck(lambda a, b, c: matmul.bmm(a.transpose(1, 2), b.transpose(1, 2), c),
                                         (a, b, bias))
 
 
@@ -248,12 +208,12 @@ def test_bmm_rows_do_not_depend_on_their_neighbours():
     the same bits alone as in a pack: the summation order is fixed per element."""
     gen = torch.Generator().manual_seed(1)
     a, b = torch.randn(3, 23, 50, generator=gen), torch.randn(3, 50, 200, generator=gen)
-    full = fused.bmm(a, b)
+    full = matmul.bmm(a, b)
     for rows in (slice(0, 1), slice(4, 9), slice(22, 23)):
-        assert torch.equal(fused.bmm(a[:, rows], b), full[:, rows])
-    assert torch.equal(fused.bmm(a[1:2], b[1:2]), full[1:2])
-    assert torch.equal(fused.bmm(a[..., :48], b[:, :48, :16]),
-                       fused.bmm(a[..., :48], b[:, :48])[..., :16])  # nor a column's on P
+        assert torch.equal(matmul.bmm(a[:, rows], b), full[:, rows])
+    assert torch.equal(matmul.bmm(a[1:2], b[1:2]), full[1:2])
+    assert torch.equal(matmul.bmm(a[..., :48], b[:, :48, :16]),
+                       matmul.bmm(a[..., :48], b[:, :48])[..., :16])  # nor a column's on P
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -295,7 +255,7 @@ def test_avx2_and_baseline_matmul_and_adagrad_give_the_same_bits():
             torch.ops.ablation_fused.set_avx2(wide)
             q, S = p.clone(), G.abs()
             torch.ops.ablation_fused.adagrad_(q, g, S, lrs, 1e-10, None)
-            out[wide] = (fused.bmm(a, b, bias), q, S)
+            out[wide] = (matmul.bmm(a, b, bias), q, S)
     finally:
         torch.ops.ablation_fused.set_avx2(was)
     for x, y in zip(out[True], out[False]):

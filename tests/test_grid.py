@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from ablation.config import load_experiment
-from ablation.grid import plan, run_grid
-from ablation.lock import LOCK_NAME
-from ablation.records import CHECKPOINT, FILES, PROBES, TMP_PREFIX, is_complete
+from ablation.core.config import EXPERIMENT_COPY, load_experiment
+from ablation.core.records import CHECKPOINT, FILES, PROBES, TMP_PREFIX, is_complete
+from ablation.running.grid import plan, run_grid
+from ablation.running.lock import LOCK_NAME
+
+NOT_RECORDS = (LOCK_NAME, EXPERIMENT_COPY)  # what else a grid keeps in its results directory
 
 SMOKE = "experiments/smoke.toml"
 
@@ -31,11 +33,11 @@ def test_grid_trains_every_run_then_skips_them(tmp_path):
         s = json.loads(text)
         assert s["status"] == "complete" and s["pack_size"] == 3 and s["run_id"] == rid
         assert s["machine"]["numerics"] == "portable"  # the spawned workers inherit the mode
-    mtimes = {p.name: (p / "summary.json").stat().st_mtime_ns for p in tmp_path.iterdir() if p.name != LOCK_NAME}
+    mtimes = {p.name: (p / "summary.json").stat().st_mtime_ns for p in tmp_path.iterdir() if p.name not in NOT_RECORDS}
     again = run_grid(exp, tmp_path, workers=1)
     assert again.todo == [] and again.done == 6
     assert {p.name: (p / "summary.json").stat().st_mtime_ns for p in tmp_path.iterdir()
-            if p.name != LOCK_NAME} == mtimes
+            if p.name not in NOT_RECORDS} == mtimes
 
 
 def test_pack_membership_does_not_change_results(tmp_path):
@@ -62,13 +64,13 @@ def test_sigkill_mid_grid_then_resume(tmp_path):
     before = records(out)
     assert 2 <= len(before) < 6, "the kill should land mid-grid"
     for p in out.iterdir():  # whatever is there is either complete or a hidden temporary
-        assert is_complete(p) or p.name.startswith(TMP_PREFIX) or p.name == LOCK_NAME
+        assert is_complete(p) or p.name.startswith(TMP_PREFIX) or p.name in NOT_RECORDS
     assert len(plan(exp, out, pack_size=1).todo) == 6 - len(before)
     subprocess.run(args, check=True, capture_output=True, timeout=300)
     after = records(out)
     assert sorted(after) == sorted(r.run_id() for r in exp.runs())
     assert all(after[k] == v for k, v in before.items())  # finished runs were not retrained
-    assert sorted(p.name for p in out.iterdir()) == sorted([*after, LOCK_NAME])  # no temporaries, no duplicates
+    assert sorted(p.name for p in out.iterdir()) == sorted([*after, *NOT_RECORDS])  # no temporaries, no duplicates
     assert all(sorted(f.name for f in (out / k).iterdir()) == sorted([*FILES, PROBES, CHECKPOINT]) for k in after)
 
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ablation.config import load_experiment
-from ablation.grid import run_grid
+from ablation.core.config import load_experiment
+from ablation.running.grid import run_grid
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _records import epoch_numbers
+from _helpers import epoch_numbers
 
-from ablation import numerics
+from ablation.training import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,8 @@ def test_a_cpu_without_avx2_is_refused_naming_the_opt_out(monkeypatch):
 @pytest.mark.slow
 def test_the_variables_reach_torch_and_mkl():
     """Each pin changes what torch reports, so the records' fields are read, not assumed."""
-    code = ("import torch; from ablation import numerics; torch.bmm(torch.ones(2, 30, 30), torch.ones(2, 30, 30)); "
+    code = ("import torch; from ablation.training import numerics; "
+            "torch.bmm(torch.ones(2, 30, 30), torch.ones(2, 30, 30)); "
             "print(torch.backends.cpu.get_cpu_capability(), numerics.mkl_branch())")
     assert _python(code).stdout.split() == ["AVX2", "OFF"]  # this machine's own paths (an AVX2 CPU)
     assert _python(code, ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE").stdout.split() == \
@@ -68,21 +69,21 @@ def test_the_variables_reach_torch_and_mkl():
 def test_portable_mode_refuses_a_torch_that_already_computed():
     """A notebook that used torch before asking for portable mode gets an error, not a wrong record."""
     code = ("import torch; torch.bmm(torch.ones(2, 30, 30), torch.ones(2, 30, 30)); "  # MKL and ATen both ran
-            "from ablation import numerics; numerics.enforce('cpu')")
+            "from ablation.training import numerics; numerics.enforce('cpu')")
     r = _python(code, ATEN_CPU_CAPABILITY="default")
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert "NumericsError" in last and "capability is DEFAULT, not AVX2" in last and "--fast-numerics" in last
     assert "MKL runs its OFF branch, not COMPATIBLE" in last
     # asked before torch's first kernel, the same library call takes effect and passes
-    ok = _python("import torch; from ablation import numerics; numerics.enforce('cpu'); "
+    ok = _python("import torch; from ablation.training import numerics; numerics.enforce('cpu'); "
                  "print(numerics.describe('cpu')['numerics'])", ATEN_CPU_CAPABILITY="default")
     assert ok.stdout.strip() == "portable", ok.stderr
 
 
 @pytest.mark.slow
 def test_fast_mode_records_what_it_ran():
-    code = ("from ablation import numerics; import torch; numerics.enforce('cpu', 'fast'); "
+    code = ("from ablation.training import numerics; import torch; numerics.enforce('cpu', 'fast'); "
             "print(numerics.describe('cpu'))")
     out = _python(code, MKL_CBWR="AUTO").stdout
     assert "'numerics': 'fast'" in out and "'mkl_cbwr': 'AUTO'" in out

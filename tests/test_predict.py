@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from ablation import cli
-from ablation.checkpoint import FORMAT, load_run
-from ablation.config import apply, load_experiment
-from ablation.data import LABEL_NAMES, load_sst
-from ablation.job import train_and_record
+from ablation.core.config import apply, load_experiment
+from ablation.core.records import CHECKPOINT, FILES, PROBES, is_complete
 from ablation.predict import evaluate, predict, tokenize
-from ablation.records import CHECKPOINT, FILES, PROBES, is_complete
+from ablation.running.job import train_and_record
+from ablation.tasks.sst import LABEL_NAMES, load_sst
+from ablation.training.checkpoint import FORMAT, load_run
 
 GATES = ("none", "input+output", "input+forget+output")
 
@@ -77,7 +77,7 @@ def test_every_record_keeps_its_checkpoint_of_plain_tensors(runs):
 def test_a_record_without_checkpoint_is_complete_but_cannot_predict(runs, tmp_path, capsys):
     import shutil
 
-    old = shutil.copytree(runs[0], tmp_path / "old")
+    old = shutil.copytree(runs[0], tmp_path / runs[0].name)
     (old / CHECKPOINT).unlink()
     assert is_complete(old)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -85,7 +85,7 @@ def test_a_record_without_checkpoint_is_complete_but_cannot_predict(runs, tmp_pa
     assert cli.main(["predict", str(old), "a film"]) == 2
     assert "checkpoint.pt: no checkpoint" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path / "nowhere")]) == 2
-    assert "not a complete run record" in capsys.readouterr().err
+    assert "nowhere: no such run directory" in capsys.readouterr().err
 
 
 def test_a_foreign_checkpoint_format_is_refused(runs, tmp_path):
@@ -186,7 +186,7 @@ def test_fine_labels_train_a_five_class_model(tmp_path, capsys, monkeypatch):
     assert evaluate(loaded).accuracy == summary["test_acc"]
     (p,) = predict(loaded, ["a gripping , funny film"])
     assert len(p.probs) == 5 and p.name == LABEL_NAMES["fine"][p.label]
-    from ablation import plots
+    from ablation.analysis import plots
 
     titles = []
     real = plots.plot_accuracy

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablation.cell import CellSpec, last_step
-from ablation.data import Encoded
-from ablation.model import PackedClassifier
-from ablation.probes import CHECKPOINTS, LENGTH_BINS, gradient_decay, probe_gradients, probe_pack
+from ablation.models.cell import CellSpec, last_step
+from ablation.models.classifier import PackedClassifier
+from ablation.tasks.sst import Encoded
+from ablation.training.probes import CHECKPOINTS, LENGTH_BINS, gradient_decay, probe_gradients, probe_pack
 
 SPECS = {
     "lstm": [CellSpec(("input", "forget", "output"), "diagonal"), CellSpec((), "diagonal"),
@@ -45,7 +45,7 @@ def test_probe_gradient_is_dJ_dh_through_the_recurrence(name):
     (dh,) = torch.autograd.grad(loss, probe)
     state = None
     if model.kind == "lstm":
-        from ablation.cell import lstm_scan
+        from ablation.models.cell import lstm_scan
 
         xw = (x @ model.weight_ih.transpose(1, 2).unsqueeze(1) + (model.bias_ih + model.bias_hh)[:, None, None]
               ).transpose(0, 1)

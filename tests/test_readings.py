@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablation.readings import compare, cost_sentence, tuning_reading
-from ablation.render import fill_blocks, read_blocks, readme_blocks
+from ablation.analysis.readings import compare, cost_sentence, tuning_reading
+from ablation.analysis.render import docs_blocks, fill_blocks, index_block, page, read_blocks, readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,8 @@ def test_cost_sentence_sums_each_pack_once():
     runs = pd.DataFrame({"wall_seconds": [600, 600, 1200, 1200, 360], "pack_size": [2, 2, 2, 2, 1],
                          "threads": 1, "device": "cpu", "cpu_model": "X"})
     assert cost_sentence(runs) == ("Training the 5 runs took 0.6 core-hours on X (the packs' wall times summed, "
-                                   "in packs of 1/2, one thread a pack), so about 0.3 hours on 2 cores.")
+                                   "in packs of 1/2, one thread a pack, one pack a core): divide by the cores you "
+                                   "give `ablation grid` for its wall time.")
     gpu = cost_sentence(runs.assign(device="NVIDIA H200"))
     assert gpu.startswith("Training the 5 runs took 0.6 hours on NVIDIA H200")
     assert cost_sentence(runs.assign(wall_seconds=[600, None, 1200, 1200, 360])) == ""  # a record without the field
@@ -49,20 +50,16 @@ def test_tuning_reading_says_whether_the_verdicts_survive():
                           "untuned_verdict": ["worse", "worse", "reference"]})
     imp = pd.DataFrame({"term": ["gate set", "learning rate", "forget bias", "gate set x learning rate"],
                         "share": [0.125, 0.5, 0.02, 0.1], "std": [0.03, 0.1, 0.01, 0.04]})
-    text = tuning_reading(tuned, imp, 24, 190)
-    assert text.startswith("Tuned (each gate set's best-on-dev configuration of 24 random-search trials, retrained on "
-                           "10 fresh seeds), the full cell reaches 85.0 [84.5, 85.5] and 1 of 2 gate sets are worse")
-    assert "against 2 of 2 untuned" in text and "Kendall's τ = 1.00" in text
-    assert "(untuned: none, i; tuned: none), so the untuned table's verdicts do not all survive tuning." in text
-    assert text.endswith("fANOVA attributes 12% (± 3) of the dev-accuracy variance to the gate set and 50% (± 10) "
-                         "to the learning rate (2% (± 1) to the forget bias, 10% (± 4) to the gate set x learning "
-                         "rate interaction; ± the std over the forest's trees).")
-    same = tuning_reading(tuned.assign(untuned_verdict=["worse", "inconclusive", "reference"]), imp, 24, 190)
-    assert "the same gate sets fall behind the full cell (none), so the ordering survives tuning." in same
-    joined = tuning_reading(tuned.assign(verdict=["worse", "worse", "reference"],
-                                         untuned_verdict=["worse", "inconclusive", "reference"]), imp, 24, 190)
-    assert ("every gate set behind the full cell untuned stays behind it tuned (none), joined by i, so the ordering "
-            "survives tuning.") in joined
+    claims = tuning_reading(tuned, imp, 24, 190)
+    assert claims[0] == ("Tuned (each gate set's best-on-dev configuration of 24 random-search trials, retrained on "
+                         "10 fresh seeds), the full cell reaches 85.0 [84.5, 85.5] and 1 of 2 gate sets are worse than "
+                         "it (Holm within the tuned table): none.")
+    assert claims[1] == ("Untuned, 2 of 2 are worse (none, i); the tuned and untuned orderings of the means agree in "
+                         "rank with Kendall's τ = 1.00.")
+    assert claims[2].endswith("fANOVA attributes 12% (± 3) of the dev-accuracy variance to the gate set and 50% (± 10) "
+                              "to the learning rate (2% (± 1) to the forget bias, 10% (± 4) to the gate set x learning "
+                              "rate interaction; ± the std over the forest's trees).")
+    assert not any("survive" in c for c in claims)  # no inference from comparing two verdicts
 
 
 def test_fill_blocks_replaces_only_its_markers():
@@ -77,45 +74,59 @@ def test_fill_blocks_replaces_only_its_markers():
 
 
 def test_table_command_fills_a_readme(tmp_path, monkeypatch):
-    from test_aggregate import LECTURE, _grid  # tests/ is on the path (pytest prepend mode)
+    from _helpers import LECTURE, fake_grid
 
     from ablation import cli
 
-    _grid(tmp_path / "res", {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE})
+    fake_grid(tmp_path / "res", {g: [80 + len(g) / 10 + s for s in (0.0, 0.3, -0.2)] for g in LECTURE})
     monkeypatch.chdir(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- reading: res -->\n<!-- /reading -->\n")
     assert cli.main(["table", "res", "--readme", str(readme)]) == 0
     reading = read_blocks(readme.read_text())[("reading", "res")]
-    assert reading.startswith("Each row against its reference row (Holm within the table).")
+    assert reading.startswith("- The gateless cell against i+f+o: worse, ")  # generic: no [report]
+    assert (tmp_path / "res" / "README.md").read_text().startswith("# res\n")  # the page
     readme.write_text("no markers\n")
     assert cli.main(["table", "res", "--readme", str(readme)]) == 2
 
 
-def test_readme_holds_what_the_records_generate(monkeypatch):
-    """Every README table and reading of a committed results directory is what `make tables`
-    writes from its records: the README cannot drift from them."""
-    monkeypatch.chdir(ROOT)  # experiment files are found as experiments/<dir>.toml
-    blocks = read_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
-    keys = sorted({key for _, key in blocks if key.startswith("results/")})
-    assert keys == ["results/bench", "results/cells", "results/fine", "results/gpu", "results/lecture",
-                    "results/odyssey", "results/peepholes", "results/protocol", "results/tuning"]
-    untrained = {key for key in keys if not (ROOT / key).is_dir()}  # `make tuning` runs for hours
-    assert untrained <= {"results/tuning"} and all(blocks[b] == "" for b in blocks if b[1] in untrained)
-    keys = [key for key in keys if key not in untrained]
-    for key in keys:
-        for block, text in readme_blocks(key).items():
-            if block in blocks:
-                assert blocks[block] == text, f"README block {block} is stale: run `make tables`"
-    for key in keys:  # a directory whose records have probes of format 2 has its probe sentences
-        generated = readme_blocks(key)
-        assert (("probes", key) in generated) == (("probes", key) in blocks and blocks[("probes", key)] != ""), key
+TABLES = ["lecture", "peepholes", "odyssey", "cells", "protocol", "fine"]  # as the Makefile lists them
+
+
+def test_readme_pages_and_docs_hold_what_the_records_generate(tmp_path, monkeypatch):
+    """The README's blocks, every results directory's page and the docs' generated blocks are what
+    `make tables` writes from the records, from any working directory: nothing can drift."""
+    monkeypatch.chdir(tmp_path)  # nothing may depend on the working directory
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = read_blocks(text)
+    dirs = [str(ROOT / "results" / d) for d in [*TABLES, "tuning"]]
+    assert set(blocks) == {("table", "results/lecture"), ("reading", "results/lecture"), ("index", "results")}
+    generated = {kind: content for (kind, _), content in readme_blocks(ROOT / "results/lecture").items()}
+    assert blocks[("table", "results/lecture")] == generated["table"], "README is stale: run `make tables`"
+    assert blocks[("reading", "results/lecture")] == generated["reading"], "README is stale: run `make tables`"
+    assert blocks[("index", "results")] == index_block(dirs)[("index", "results")], "README is stale"
+    for d in [*TABLES, "tuning"]:
+        page_file = ROOT / "results" / d / "README.md"
+        assert page_file.read_text(encoding="utf-8") == page(ROOT / "results" / d), \
+            f"results/{d}/README.md is stale: run `make tables`"
+    for name, generated in docs_blocks(ROOT / "results").items():
+        held = read_blocks((ROOT / "docs" / name).read_text(encoding="utf-8"))
+        for (kind, key), content in generated.items():
+            assert held[(kind, key)] == content, f"docs/{name} block {key} is stale: run `make tables`"
+
+
+def test_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) <= 160 and max(map(len, lines)) <= 400
+    first = "\n".join(lines[:60])
+    assert "make reproduce" in first and "make test" in first
 
 
 def test_probes_reading_by_hand():
     """Two seeds of two cells: the geometric mean over seeds of each run's median ratio at
     d = 10 in the 21-30 bin, the lowest and highest seed, and zero-gradient sentences."""
-    from ablation.readings import probes_reading
+    from ablation.analysis.readings import probes_reading
 
     rows = []
     for seed, (full, none) in enumerate([(-1.0, -3.0), (-0.5, -40.0)], 1):
@@ -123,12 +134,12 @@ def test_probes_reading_by_hand():
             for checkpoint in ("init", "best"):
                 rows.append({"gates": gates, "seed": seed, "checkpoint": checkpoint, "lengths": "21-30",
                              "distance": 10, "n": 500, "zero": zero, "q50": q50})
-    text = probes_reading(pd.DataFrame(rows), ["none", "input+forget+output"])
+    text = " ".join(probes_reading(pd.DataFrame(rows), ["none", "input+forget+output"]))
     assert "(n = 500)" in text
     # i+f+o: 10^mean(-1, -0.5) = 0.18, seeds 0.1 and 0.32; none: 10^-21.5, and seed 2 at the float32 floor: 0
     assert "At initialisation: none 3.2e-22× [0×, 0.001×]; i+f+o 0.18× [0.1×, 0.32×]." in text
     assert "exactly zero (on the best-on-dev parameters): none 30%." in text
-    assert probes_reading(pd.DataFrame(), ["none"]) == ""
+    assert probes_reading(pd.DataFrame(), ["none"]) == []
 
 
 def test_committed_tables_are_honest():
@@ -139,8 +150,8 @@ def test_committed_tables_are_honest():
     import pandas as pd
     from scipy import stats as sps
 
-    from ablation.spec import LECTURE_ORDER
-    from ablation.stats import holm
+    from ablation.analysis.stats import holm
+    from ablation.core.spec import LECTURE_ORDER
 
     tables = sorted(ROOT.glob("results/*/table.csv"))
     assert len(tables) >= 5
@@ -162,7 +173,7 @@ def test_committed_tables_are_honest():
 def test_gpu_reading_by_hand():
     """Each timed grid in order, and the ratio only for epochs timed on both devices: a lower bound
     ("at least") where the GPU's grid was stopped unfinished."""
-    from ablation.readings import gpu_reading
+    from ablation.analysis.readings import gpu_reading
 
     def line(device, epochs, rc, wall, **kw):
         return {"experiment": "lecture", "device": device, "rc": rc,
@@ -185,7 +196,7 @@ def test_gpu_reading_by_hand():
 
 def test_bench_reading_by_hand():
     """The newest portable line's ratios, and the pack's step with --fast-numerics where timed."""
-    from ablation.readings import bench_reading
+    from ablation.analysis.readings import bench_reading
 
     def line(mode, c_ms, **kw):
         return {"numerics": {"numerics": mode, "cpu_model": "AMD EPYC"}, "steps": 400, "repeats": 3, "scan_repeats": 5,

@@ -3,10 +3,10 @@ torch.nn.RNN, hand-computed steps, gradcheck, absent gates."""
 
 import pytest
 import torch
-from _gradcheck import layer_gradcheck
+from _helpers import layer_gradcheck
 
-from ablation.cell import CELL_GATES
-from ablation.rnn import ElmanRNN, GatedGRU
+from ablation.models.cell import CELL_GATES
+from ablation.models.rnn import ElmanRNN, GatedGRU
 
 GRU_COMBOS = [(), ("reset",), ("update",), ("reset", "update")]
 NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -105,7 +105,7 @@ def test_rnn_gradcheck():
 def test_gru_gate_names_are_checked():
     with pytest.raises(ValueError, match="valid gates: reset, update"):
         GatedGRU(2, 2, gates=("input",))
-    from ablation.cell import CellSpec
+    from ablation.models.cell import CellSpec
 
     with pytest.raises(ValueError, match="valid gates: none"):
         CellSpec(("input",), kind="rnn")
@@ -115,8 +115,8 @@ def test_gru_gate_names_are_checked():
 def test_each_kind_entry_runs_its_single_layer_inside_the_pack_classifier(kind, reset):
     """`model.KINDS` holds one entry per cell kind, and a pack built from it (initial values,
     bias join, scan, parameter count) computes what the kind's own layer does with the same weights."""
-    from ablation.cell import CellSpec, GatedLSTM
-    from ablation.model import KINDS, PackedClassifier
+    from ablation.models.cell import CellSpec, GatedLSTM
+    from ablation.models.classifier import KINDS, PackedClassifier
 
     assert set(KINDS) == set(CELL_GATES)
     E, H = 3, 4

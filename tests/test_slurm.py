@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from _records import epoch_numbers
+from _helpers import epoch_numbers
 
-from ablation.config import load_experiment
-from ablation.grid import GridError, run_grid
-from ablation.records import is_complete
+from ablation.core.config import load_experiment
+from ablation.core.records import is_complete
+from ablation.running.grid import GridError, run_grid
 
 
 def _cluster_up() -> bool:

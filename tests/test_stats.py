@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ablation import stats
+from ablation.analysis import stats
 
 T_2_975 = 4.302652729911275  # Student t, 2 df, 97.5% quantile (tables: 4.303)
 T_2_95 = 2.919985580355516  # Student t, 2 df, 95% quantile (tables: 2.920)

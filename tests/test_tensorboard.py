@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ablation import cli
-from ablation.config import RunConfig, apply
-from ablation.records import TEST_EXAMPLES, write_record
-from ablation.tb_export import export
+from ablation.analysis.tensorboard import export
+from ablation.core.config import RunConfig, apply
+from ablation.core.records import TEST_EXAMPLES, write_record
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

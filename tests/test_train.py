@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ablation import cli, fused, graphs
-from ablation.config import RunConfig, apply
-from ablation.job import train_and_record
-from ablation.records import CHECKPOINT, FILES, PROBES
-from ablation.spec import LECTURE_ORDER
-from ablation.train import PackAdagrad, build_pack, data_for, train_pack, train_step
+from ablation import cli
+from ablation.core.config import RunConfig, apply
+from ablation.core.records import CHECKPOINT, FILES, PROBES
+from ablation.core.spec import LECTURE_ORDER
+from ablation.kernels import cuda_graphs, select
+from ablation.running.job import train_and_record
+from ablation.training.trainer import PackAdagrad, build_pack, data_for, train_pack, train_step
 
 COMBOS = list(LECTURE_ORDER)
 
@@ -129,8 +130,8 @@ def test_sparse_embedding_update_equals_dense_adagrad():
 def test_whole_table_step_equals_the_rows_step_bit_for_bit(scan, monkeypatch):
     """train_step(whole_table=True), the step a CUDA graph holds (graphs.py), gives the numbers
     of the usual step, which updates only the batch's rows, on either scan. (Not with clipping:
-    the norm's sum then meets the zero rows in another order; graphs.wanted refuses it.)"""
-    monkeypatch.setenv(fused.ENV, scan)
+    the norm's sum then meets the zero rows in another order; cuda_graphs.wanted refuses it.)"""
+    monkeypatch.setenv(select.ENV, scan)
     cfgs = [small(**{"model.gates": g, "model.peephole": "diagonal"}) for g in ("none", "input+forget+output")]
     data = data_for(cfgs[0])
     models = [build_pack(cfgs, data)[0] for _ in range(2)]
@@ -145,16 +146,16 @@ def test_whole_table_step_equals_the_rows_step_bit_for_bit(scan, monkeypatch):
 
 
 def test_cuda_graphs_are_opt_in_unclipped_and_cuda_only(monkeypatch):
-    """graphs.wanted: ABLATION_CUDA_GRAPHS=1 asks for them; they serve CUDA packs without clipping
+    """cuda_graphs.wanted: ABLATION_CUDA_GRAPHS=1 asks for them; they serve CUDA packs without clipping
     (whose norm would differ in the last bit: see above); a bad value names the valid ones."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.delenv(graphs.ENV, raising=False)
-    assert not graphs.wanted(cuda, 0.0)
-    monkeypatch.setenv(graphs.ENV, "1")
-    assert graphs.wanted(cuda, 0.0) and not graphs.wanted(cuda, 1.0) and not graphs.wanted(cpu, 0.0)
-    monkeypatch.setenv(graphs.ENV, "yes")
+    monkeypatch.delenv(cuda_graphs.ENV, raising=False)
+    assert not cuda_graphs.wanted(cuda, 0.0)
+    monkeypatch.setenv(cuda_graphs.ENV, "1")
+    assert cuda_graphs.wanted(cuda, 0.0) and not cuda_graphs.wanted(cuda, 1.0) and not cuda_graphs.wanted(cpu, 0.0)
+    monkeypatch.setenv(cuda_graphs.ENV, "yes")
     with pytest.raises(ValueError, match="ABLATION_CUDA_GRAPHS='yes'.*valid values are 0 .* and 1"):
-        graphs.wanted(cuda, 0.0)
+        cuda_graphs.wanted(cuda, 0.0)
 
 
 def test_diverged_run_is_recorded_as_diverged(tmp_path):
@@ -166,7 +167,7 @@ def test_diverged_run_is_recorded_as_diverged(tmp_path):
 
 
 def test_a_diverged_member_leaves_its_pack_mates_alone(tmp_path, monkeypatch):
-    import ablation.train as T
+    import ablation.training.trainer as T
 
     def poisoned(cfgs, data):
         model, cov = build_pack(cfgs, data)
@@ -223,7 +224,7 @@ def test_bad_config_is_a_clear_error(capsys):
 @pytest.mark.slow
 def test_vocabulary_is_every_token_of_the_training_split(sst_dir):
     """data.vocab = "train": no training phrase holds an <unk>; dev/test words stay unknown."""
-    from ablation.inputs import load_data
+    from ablation.tasks.splits import load_data
 
     full = load_data("phrases", "binary", str(sst_dir), 0)
     old = load_data("phrases", "binary", str(sst_dir), 0, "train-labelled")  # the first releases' rule

@@ -11,10 +11,10 @@ compiled kernels. Skips cleanly without triton (the ``triton`` extra)."""
 
 import pytest
 import torch
-from test_fused import COMBOS, assert_agree, inputs, run
+from _helpers import COMBOS, assert_agree, inputs, run
 
-from ablation import fused, triton_scan
-from ablation.cell import GATES, PEEPHOLES, TRITON_FLAGS, CellSpec, ScanFlags, TritonScan, _Scan, gate_masks
+from ablation.kernels import select, triton_scan
+from ablation.models.cell import GATES, PEEPHOLES, TRITON_FLAGS, CellSpec, ScanFlags, TritonScan, _Scan, gate_masks
 
 pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[triton]')")
 pytestmark = pytest.mark.triton
@@ -80,7 +80,7 @@ def test_compiled_on_cuda_agrees_with_python_scan_on_cpu(peephole, monkeypatch):
     to = lambda t: None if t is None else t.to("cuda", dtype)  # noqa: E731
     got = run(TritonScan, to(xw), to(whh), [to(p) for p in peeps], None, to(on), ScanFlags(specs, "cuda"))
     assert_agree([g.cpu().double() for g in got], want, rtol=1e-5)
-    assert not fused.triton_wanted(xw.cuda()) and fused.triton_wanted(to(xw))
+    assert not select.triton_wanted(xw.cuda()) and select.triton_wanted(to(xw))
     with pytest.raises(ValueError, match="compiled Triton LSTM scan takes float32, got torch.float64"):
         TritonScan.apply(xw.cuda(), whh.cuda(), *[p if p is None else p.cuda() for p in peeps], None, None,
                          on.cuda(), ScanFlags(specs, "cuda"))
@@ -128,16 +128,16 @@ def test_fgr_and_cpu_without_the_interpreter_are_refused(monkeypatch):
 def test_choice_on_cuda_and_record_name(monkeypatch):
     """LSTM packs without FGR run (and record) the Triton scan on CUDA; FGR, GRU, RNN, ABLATION_SCAN=python
     and a machine without triton the Python scan; CPU keeps the fused C++ scan's choice."""
-    assert fused.scan_name("lstm", "cuda") == "triton"
-    assert fused.scan_name("lstm", "cuda", fgr=True) == fused.scan_name("gru", "cuda") == "python"
-    assert fused.scan_name("rnn", "cuda") == "python"
-    assert not fused.triton_wanted(torch.zeros(1))  # CPU tensors: never (the fused C++ scan or _Scan)
-    assert not fused.triton_wanted(torch.zeros(1, device="meta"))
+    assert select.scan_name("lstm", "cuda") == "triton"
+    assert select.scan_name("lstm", "cuda", fgr=True) == select.scan_name("gru", "cuda") == "python"
+    assert select.scan_name("rnn", "cuda") == "python"
+    assert not select.triton_wanted(torch.zeros(1))  # CPU tensors: never (the fused C++ scan or _Scan)
+    assert not select.triton_wanted(torch.zeros(1, device="meta"))
     monkeypatch.setenv("ABLATION_SCAN", "python")
-    assert fused.scan_name("lstm", "cuda") == "python"
+    assert select.scan_name("lstm", "cuda") == "python"
     monkeypatch.delenv("ABLATION_SCAN")
     monkeypatch.setattr(triton_scan, "available", lambda: False)
-    assert fused.scan_name("lstm", "cuda") == "python"  # the choice itself is checked on a GPU: tests/test_cuda.py
+    assert select.scan_name("lstm", "cuda") == "python"  # the choice itself is checked on a GPU: tests/test_cuda.py
 
 
 def test_gateless_cell_by_hand():

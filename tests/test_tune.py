@@ -11,9 +11,9 @@ import torch
 optuna = pytest.importorskip("optuna")
 
 from ablation import tune  # noqa: E402
-from ablation.config import RunConfig, apply, load_experiment  # noqa: E402
-from ablation.render import read_blocks, update_readme  # noqa: E402
-from ablation.train import train_pack  # noqa: E402
+from ablation.analysis.render import read_blocks, update_readme  # noqa: E402
+from ablation.core.config import RunConfig, apply, load_experiment  # noqa: E402
+from ablation.training.trainer import train_pack  # noqa: E402
 
 TINY = """
 [data]
@@ -46,7 +46,7 @@ def test_per_member_learning_rates_train_as_they_would_alone():
     member exactly the weights it gets alone: AdaGrad's update is per member (one thread,
     as grid workers train: see test_train)."""
     torch.set_num_threads(1)
-    from ablation.config import apply
+    from ablation.core.config import apply
 
     cfgs = [apply(RunConfig(), {"data.train_limit": 150, "model.embeddings": "random", "model.hidden_size": 12,
                                 "train.lr": lr, "model.gates": g})
@@ -138,7 +138,7 @@ def test_importance_finds_the_parameter_that_matters():
 @pytest.mark.slow
 def test_run_tuning_writes_the_tuned_table_importance_and_figures(tmp_path):
     """The whole job on the tiny search, against a hand-made untuned table of the same gate sets."""
-    from ablation.records import TEST_EXAMPLES, write_record
+    from ablation.core.records import TEST_EXAMPLES, write_record
 
     path = tiny(tmp_path, TINY.replace("train_limit = 200", "train_limit = 2000"))
     untuned = tmp_path / "untuned"

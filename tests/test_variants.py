@@ -3,9 +3,9 @@ gradcheck with every peephole kind, and equality with the vanilla cell where the
 
 import pytest
 import torch
-from _gradcheck import layer_gradcheck
+from _helpers import layer_gradcheck
 
-from ablation.cell import (
+from ablation.models.cell import (
     GATES,
     PEEPHOLES,
     VARIANTS,
@@ -86,7 +86,7 @@ def test_cifg_forget_rows_take_no_gradient_and_do_not_count():
 def test_variants_share_a_pack_exactly():
     """A pack holding every variant gives each member what it computes alone, bit for bit
     (the FGR weights of the others are zero and stay zero)."""
-    from ablation.cell import gate_masks, lstm_scan
+    from ablation.models.cell import gate_masks, lstm_scan
 
     torch.manual_seed(0)
     T, B, H = 5, 3, 4
@@ -149,7 +149,7 @@ def test_masks_flags_and_parameters_follow_the_entry(variant, peephole):
 def test_a_new_entry_is_all_the_bookkeeping_a_variant_needs(monkeypatch):
     """Registering a variant gives it a scan flag, its gate mask, its parameters (drawn last,
     zero in the pack's other members) and their count, with no other code touched."""
-    from ablation.model import PackedClassifier
+    from ablation.models.classifier import PackedClassifier
 
     monkeypatch.setitem(VARIANTS, "toy", Variant("a test entry", weightless_gate="output",
                                                  params=(("weight_toy", (1, 2)),)))

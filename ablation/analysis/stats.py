@@ -1,0 +1,243 @@
+"""The statistics of the tables: pure functions over numpy arrays (in the manner of rliable),
+no torch, no data frames.
+
+The unit of replication is the seed: a run's test accuracy is one number per seed, and two
+rows of a table are paired by seed (same data order, shared initial weights). At the sample
+sizes we have (5 seeds) the percentile bootstrap is too narrow (it covers a normal mean about
+83% of the time at n = 5; see tests/test_stats.py), so intervals are Student t-intervals,
+with bootstrap-t and BCa available from n = 10 on.
+
+    t_interval            Student t-interval of the mean
+    mean_interval         the same, or bootstrap-t / BCa (n >= 10)
+    paired_test           mean of a - b and the two-sided paired t-test p-value
+    paired_comparison     everything a table row says about a - b: Δ, 95% CI, p, TOST, verdict
+    holm                  Holm's step-down adjustment of a family of p-values
+    tost                  two one-sided tests of equivalence within ±margin
+    paired_power, minimal_detectable_difference   the power of the paired t-test
+    factorial_effects     main effects and interactions of a 2^3 gate design, paired by seed
+    fidelity              rank agreement and distance to a reference table (the lecture)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import optimize, stats
+
+from ablation.core.config import INTERVALS
+
+CONFIDENCE = 0.95  # the intervals printed in every table
+ALPHA = 0.05  # the level of every test (after Holm), and of the two one-sided TOST tests
+POWER = 0.8  # the conventional power at which the footer's detectable difference is stated
+MIN_BOOTSTRAP_N = 10  # below this the bootstrap's resampling distribution is too coarse to trust
+N_BOOTSTRAP = 10_000
+BOOTSTRAP_SEED = 0  # fixed: the same records give the same bounds
+VERDICTS = ("better", "worse", "equivalent", "inconclusive", "reference")
+
+
+def _array(values) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-d array of per-seed values, got shape {x.shape}")
+    return x
+
+
+# --- intervals --------------------------------------------------------------------------------
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student t-interval of the mean: mean ± t_{n-1, (1+c)/2} · s/√n; (nan, nan) for n < 2."""
+    x = _array(values)
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def mean_interval(values, method: str = "t", confidence: float = CONFIDENCE, *,
+                  n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Interval of the mean by ``method``: "t" (Student), "bootstrap-t" (studentized bootstrap,
+    Efron & Tibshirani 1993 ch. 12) or "bca" (bias-corrected and accelerated, ibid. ch. 14).
+    The bootstrap methods refuse fewer than MIN_BOOTSTRAP_N values."""
+    if method not in INTERVALS:
+        raise ValueError(f"interval method {method!r} unknown; valid: {', '.join(INTERVALS)}")
+    x = _array(values)
+    if method == "t":
+        return t_interval(x, confidence)
+    if len(x) < MIN_BOOTSTRAP_N:
+        raise ValueError(f"a {method} interval needs at least {MIN_BOOTSTRAP_N} seeds, got {len(x)}; "
+                         "use the t-interval (interval = \"t\")")
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    alpha = (1 - confidence) / 2
+    if method == "bca":
+        res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot,
+                              method="BCa", rng=rng)
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    n, mean, se = len(x), x.mean(), x.std(ddof=1) / math.sqrt(len(x))
+    sample = x[rng.integers(0, n, size=(n_boot, n))]  # (n_boot, n)
+    se_star = sample.std(axis=1, ddof=1) / math.sqrt(n)
+    keep = se_star > 0  # a resample of one repeated value has no t
+    t_star = (sample.mean(axis=1)[keep] - mean) / se_star[keep]
+    lo_q, hi_q = np.quantile(t_star, [1 - alpha, alpha])
+    return float(mean - lo_q * se), float(mean - hi_q * se)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+def paired_test(a, b) -> tuple[float, float]:
+    """Mean of a - b over paired seeds and the two-sided paired t-test p-value (nan for n < 2;
+    with no spread in the differences, 1 if they are all 0, else 0)."""
+    a, b = _array(a), _array(b)
+    diff = a - b
+    if len(diff) < 2:
+        return (float(diff.mean()) if len(diff) else math.nan), math.nan
+    if np.all(diff == diff[0]):  # no spread: t is undefined
+        return float(diff[0]), (1.0 if diff[0] == 0 else 0.0)
+    return float(diff.mean()), float(stats.ttest_rel(a, b).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's (1979) step-down adjustment: the k-th smallest of m p-values becomes
+    max_{j<=k} min(1, (m - j + 1) p_(j)). NaNs stay NaN and do not count in m."""
+    p = _array(pvalues)
+    out = np.full_like(p, math.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+def tost(diff, margin: float, alpha: float = ALPHA) -> dict:
+    """Two one-sided t-tests of equivalence (Schuirmann 1987) on paired differences: equivalent
+    when the (1 - 2α) t-interval of their mean lies inside ±margin. Returns the interval, the
+    TOST p-value (the larger of the two one-sided p) and the decision."""
+    d = _array(diff)
+    if margin <= 0:
+        raise ValueError(f"equivalence margin must be > 0, got {margin}")
+    n = len(d)
+    if n < 2 or np.std(d) == 0:
+        lo = hi = float(d.mean()) if n else math.nan
+        inside = n >= 2 and -margin < lo < margin
+        return {"low": lo, "high": hi, "p": 0.0 if inside else (math.nan if n < 2 else 1.0), "equivalent": inside}
+    lo, hi = t_interval(d, 1 - 2 * alpha)
+    se = d.std(ddof=1) / math.sqrt(n)
+    p_low = stats.t.sf((d.mean() + margin) / se, n - 1)  # H0: mean <= -margin
+    p_high = stats.t.cdf((d.mean() - margin) / se, n - 1)  # H0: mean >= +margin
+    return {"low": lo, "high": hi, "p": float(max(p_low, p_high)), "equivalent": bool(-margin < lo and hi < margin)}
+
+
+def verdict(diff: float, p_holm: float, equivalent: bool, alpha: float = ALPHA) -> str:
+    """`better`/`worse` when the Holm-adjusted paired p < α, `equivalent` when TOST passes,
+    `inconclusive` otherwise."""
+    if not math.isnan(p_holm) and p_holm < alpha:
+        return "better" if diff > 0 else "worse"
+    return "equivalent" if equivalent else "inconclusive"
+
+
+def paired_comparison(a, b, margin: float) -> dict:
+    """a - b over paired seeds: Δ, its 95% t-interval, paired p, the std of the differences,
+    the TOST 90% interval and decision, and the minimal detectable difference (80% power)."""
+    a, b = _array(a), _array(b)
+    d = a - b
+    diff, p = paired_test(a, b)
+    lo, hi = t_interval(d)
+    sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+    eq = tost(d, margin) if len(d) else {"low": math.nan, "high": math.nan, "p": math.nan, "equivalent": False}
+    return {"diff": diff, "diff_ci_low": lo, "diff_ci_high": hi, "p_paired": p, "diff_std": sd,
+            "tost_low": eq["low"], "tost_high": eq["high"], "p_tost": eq["p"], "equivalent": eq["equivalent"],
+            "mdd": minimal_detectable_difference(len(d), sd), "n_pairs": len(d)}
+
+
+# --- power ------------------------------------------------------------------------------------
+
+def paired_power(effect: float, n: int, sd: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test with n pairs to detect a true mean difference
+    ``effect`` when the differences have std ``sd``: under H1, t follows a noncentral t with
+    n - 1 df and noncentrality effect·√n/sd."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    wrong_side = stats.nct.cdf(-crit, df, nc)  # negligible, and scipy returns nan far in this tail
+    return float(stats.nct.sf(crit, df, nc) + (0.0 if math.isnan(wrong_side) else wrong_side))
+
+
+def minimal_detectable_difference(n: int, sd: float, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest true paired difference the two-sided paired t-test detects with ``power``
+    at level α (n pairs, differences with std ``sd``); nan for n < 2 or no spread."""
+    if n < 2 or not (isinstance(sd, float | int) and sd > 0 and math.isfinite(sd)):
+        return math.nan
+    # the normal approximation (z_{1-α/2} + z_power)·sd/√n is a lower bound; the t's heavier
+    # tails need more, so bracket from there upward
+    low = (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd / math.sqrt(n)
+    high = low
+    while paired_power(high, n, sd, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda e: paired_power(e, n, sd, alpha) - power, low * 0.5, high, xtol=1e-10))
+
+
+# --- the 2^3 factorial design of the gate table -----------------------------------------------
+
+FACTORS = ("input", "forget", "output")
+EFFECTS = tuple(" x ".join(c) for k in (1, 2, 3) for c in itertools.combinations(FACTORS, k))
+
+
+def factorial_effects(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> list[dict]:
+    """Main effects and interactions of a 2^3 design, paired within seed.
+
+    ``cells`` maps (input, forget, output) presence to the per-seed values of that gate set,
+    every array in the same seed order. With factor codes s = ±1, each effect's per-seed
+    contrast is (1/4) Σ_cells s_A·s_B·…·y (Montgomery, Design and Analysis of Experiments,
+    §6.2): for a main effect, the mean with the gate minus the mean without it, averaged over
+    the other two gates; for A x B, half the change of A's effect when B is added. Each
+    effect: its mean over seeds, 95% t-interval, one-sample t-test p against 0 (= a paired
+    test), and Holm's adjustment over the 7 effects.
+    """
+    keys = list(itertools.product((False, True), repeat=3))
+    missing = [k for k in keys if k not in cells]
+    if missing:
+        raise ValueError(f"a 2^3 design needs all 8 gate sets; missing {missing}")
+    y = np.stack([_array(cells[k]) for k in keys])  # (8 cells, n seeds)
+    signs = np.array([[1 if on else -1 for on in k] for k in keys])  # (8, 3)
+    rows = []
+    for name in EFFECTS:
+        cols = [FACTORS.index(f) for f in name.split(" x ")]
+        s = signs[:, cols].prod(axis=1)  # (8,)
+        contrast = s @ y / 4  # (n seeds,)
+        lo, hi = t_interval(contrast)
+        _, p = paired_test(contrast, np.zeros_like(contrast))
+        rows.append({"term": name, "effect": float(contrast.mean()), "ci_low": lo, "ci_high": hi, "p": p,
+                     "n": len(contrast)})
+    for row, ph in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = float(ph)
+    return rows
+
+
+# --- agreement with a reference table ---------------------------------------------------------
+
+# Points within which a cell counts as reproducing the lecture's: about twice a cell's seed-to-seed
+# std (0.6-0.8 points at 5 seeds), since the lecture reports one run per cell.
+FIDELITY_TOLERANCE = 1.5
+
+
+def fidelity(reference, ours, tolerance: float = FIDELITY_TOLERANCE) -> dict:
+    """How well our numbers reproduce the reference's: rank agreement and distance."""
+    r, o = _array(reference), _array(ours)
+    keep = np.isfinite(r) & np.isfinite(o)
+    r, o = r[keep], o[keep]
+    if len(r) < 2:
+        return {"n": int(len(r)), "kendall_tau": math.nan, "spearman_rho": math.nan,
+                "mean_abs_diff": float(np.abs(r - o).mean()) if len(r) else math.nan,
+                "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
+    return {"n": int(len(r)), "kendall_tau": float(stats.kendalltau(r, o).statistic),
+            "spearman_rho": float(stats.spearmanr(r, o).statistic),
+            "mean_abs_diff": float(np.abs(r - o).mean()),
+            "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}

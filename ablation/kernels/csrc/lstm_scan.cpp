@@ -1,0 +1,413 @@
+// The fused LSTM scan on CPU: the time loop of `cell._Scan` (forward, and the backward
+// through time) with one batched matmul and one element-wise pass per step (one more of
+// each for full peepholes, one more matmul for FGR), instead of ~20 ATen ops per step. Same
+// equations, same saved tensors, same outputs as `_Scan` (see its docstring and cell.py's
+// module doc, Graves 2013 eqs. 7-11; the variants of Greff et al. 2017, sec. 3). Beside it,
+// the two other kernels of a CPU training step: the matmul of the layers around the scan
+// (`bmm`: input projection, classifier, weight gradients) and AdaGrad's update
+// (`adagrad_`). ablation/kernels/cpp.py builds and loads them.
+//
+// Numerics, so that a record retrains bit for bit on any x86-64 machine:
+// - the matmuls are our own (`mm` in lstm_kernels.h): every element summed in one fixed
+//   order, whatever the CPU, its vector width and the shapes around it. MKL's kernels pick
+//   their summation order by CPU (and pinning them to its COMPATIBLE branch costs 3.5x in
+//   speed), so no MKL call is left in an LSTM training step on CPU;
+// - the element-wise passes use only IEEE +, -, *, / , √ and bit operations (correctly
+//   rounded whatever the vector width), compiled with -ffp-contract=off and without
+//   -ffast-math: no FMA contraction, no reassociation, so the vectoriser cannot change a
+//   result. Everything is compiled twice, for the baseline ISA and for AVX2 (chosen at run
+//   time), with the same bits (tests/test_fused.py compares them);
+// - exp, σ and tanh are written here from those operations (Cephes' range reduction and
+//   polynomials, ~1-2 ulp), never libm's expf/tanhf, whose last bits differ between
+//   glibc versions;
+// - every reduction in the loop is a matmul per member; element-wise work is per element,
+//   so a member's numbers do not depend on the other members of its pack.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+enum Peep { kNone = 0, kDiagonal = 1, kFull = 2 };
+
+// Per-member switches: the gate masks (`on`, 0 = absent: σ is the constant 1) and the
+// variant flags (`cell.ScanFlags`), read once per call, as all-ones or all-zero bit masks
+// for `pick`: a bitwise select, exact for every value (inf and NaN too), which the compiler
+// vectorises where it does not vectorise `flag ? a : b` on a loop-invariant bool.
+struct Member {
+  uint64_t on_i, on_f, on_o, niaf, noaf, cifg;
+};
+
+std::vector<Member> members(const Tensor& on, const c10::optional<Tensor>& niaf, const c10::optional<Tensor>& noaf,
+                            const c10::optional<Tensor>& cifg) {
+  const int64_t M = on.size(0);
+  TORCH_CHECK(on.dim() == 2 && on.size(1) == 3, "lstm scan: on must be (M, 3), got ", on.sizes());
+  Tensor on_ = on.to(at::kDouble).contiguous();
+  const double* o = on_.data_ptr<double>();
+  auto flag = [M](const c10::optional<Tensor>& f) {
+    std::vector<bool> v(M, false);
+    if (f.has_value() && f->defined()) {
+      Tensor b = f->to(at::kBool).contiguous().view({-1});
+      TORCH_CHECK(b.numel() == M, "lstm scan: a variant flag has ", b.numel(), " entries for ", M, " members");
+      const bool* p = b.data_ptr<bool>();
+      for (int64_t m = 0; m < M; ++m) v[m] = p[m];
+    }
+    return v;
+  };
+  auto ni = flag(niaf), no = flag(noaf), ci = flag(cifg);
+  auto all = [](bool b) { return b ? ~uint64_t(0) : uint64_t(0); };
+  std::vector<Member> out(M);
+  for (int64_t m = 0; m < M; ++m)
+    out[m] = {all(o[3 * m] > 0), all(o[3 * m + 1] > 0), all(o[3 * m + 2] > 0), all(ni[m]), all(no[m]), all(ci[m])};
+  return out;
+}
+
+int peep_kind(const c10::optional<Tensor>& w_ci) {
+  if (!w_ci.has_value() || !w_ci->defined()) return kNone;
+  return w_ci->dim() == 2 ? kDiagonal : kFull;
+}
+
+const Tensor* opt(const c10::optional<Tensor>& t) { return t.has_value() && t->defined() ? &*t : nullptr; }
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// Everything one step's element-wise pass reads and writes, as raw pointers into
+// contiguous (…, M, B, ·) tensors, already offset to the step.
+template <typename T>
+struct FwdStep {
+  int64_t M, B, H;
+  const Member* mem;
+  const T *xw, *R, *Q, *Qo;  // xw_t (M,B,4H); FGR (M,B,3H); full (M,B,2H), (M,B,H)
+  T* P;                      // h_{t-1} W_hhᵀ (M,B,4H), then the pre-activations
+  const T *wci, *wcf, *wco;  // diagonal peepholes (M,H)
+  const T* c_prev;                // (M,B,H)
+  T *c, *h, *S, *g, *o, *tc, *A;  // outputs; A = [i, f, o] for the next step's FGR matmul
+};
+
+template <typename T>
+struct BwdStep {
+  int64_t M, B, H;
+  const Member* mem;
+  const T *dhs, *dcs, *Dh, *Da, *Qc, *Qif;  // dJ/dh_t, dJ/dc_t given; dh, da through step t+1; full-peephole matmuls
+  const T *S, *g, *o, *tc, *c_prev;
+  const T *wci, *wcf, *wco;
+  T *dc, *dpre, *dprobe, *Dgr, *Dif;  // running dc (M,B,H); dpre_t (M,B,4H); [dpi, dpf, dpo] (FGR); [dpi, dpf] (full)
+};
+
+// The kernels, compiled twice (see lstm_kernels.h); AVX2 where the CPU has it. The two give
+// identical results, so the choice is speed only; `set_avx2` lets the tests compare them.
+namespace base {
+#include "lstm_kernels.h"
+}  // namespace base
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace avx2 {
+#include "lstm_kernels.h"
+}  // namespace avx2
+#pragma GCC pop_options
+const bool has_avx2 = __builtin_cpu_supports("avx2");
+#else
+namespace avx2 = base;
+const bool has_avx2 = false;
+#endif
+bool use_avx2 = has_avx2;
+
+// B (M, K, P) with contiguous rows, as `mm` reads it: B itself, or a copy of a transposed
+// weight (the usual case, W ᵀ) made in 8x8 tiles, several times faster than ATen's strided copy.
+template <typename T>
+Tensor rows_contiguous(const Tensor& b) {
+  const int64_t M = b.size(0), K = b.size(1), P = b.size(2);
+  if (b.stride(2) == 1 && (b.stride(1) == P || K == 1)) return b;
+  if (b.stride(1) != 1) return b.contiguous();
+  Tensor out = at::empty({M, K, P}, b.options());
+  const T* src = b.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const int64_t s0 = b.stride(0), s2 = b.stride(2);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t p0 = 0; p0 < P; p0 += 8)
+      for (int64_t k0 = 0; k0 < K; k0 += 8)
+        for (int64_t p = p0; p < std::min(p0 + 8, P); ++p)
+          for (int64_t k = k0; k < std::min(k0 + 8, K); ++k) dst[(m * K + k) * P + p] = src[m * s0 + p * s2 + k];
+  return out;
+}
+
+// C (M, N, P) = bias + A B, one member after another: `mm` in lstm_kernels.h (fixed summation
+// order). A (M, N, K) at any strides; B (M, K, P) with contiguous rows; C contiguous; bias
+// (M, P) or null.
+template <typename T>
+void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr) {
+  const int64_t M = A.size(0), N = A.size(1), K = A.size(2), P = B.size(2);
+  TORCH_CHECK(B.size(0) == M && B.size(1) == K && B.stride(2) == 1 && (B.stride(1) == P || K == 1),
+              "bmm: B must be (M, K, P) with contiguous rows, got ", B.sizes(), " strides ", B.strides());
+  TORCH_CHECK(C.is_contiguous() && C.size(0) == M && C.size(1) == N && C.size(2) == P, "bmm: bad output");
+  const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>(), *bb = bias ? bias->data_ptr<T>() : nullptr;
+  T* c = C.data_ptr<T>();
+  const int64_t sa0 = A.stride(0), sa_n = A.stride(1), sa_k = A.stride(2), sb0 = B.stride(0);
+  at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const T* bm = bb ? bb + m * P : nullptr;
+      use_avx2 ? avx2::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm)
+               : base::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm);
+    }
+  });
+}
+
+template <typename T, int PEEP, bool FGR, int STAGE>
+void fwd_pass(const FwdStep<T>& s) {
+  // Element-wise: any split of the rows gives the same numbers.
+  at::parallel_for(0, s.M * s.B, 16, [&](int64_t r0, int64_t r1) {
+    use_avx2 ? avx2::fwd_rows<T, PEEP, FGR, STAGE>(s, r0, r1) : base::fwd_rows<T, PEEP, FGR, STAGE>(s, r0, r1);
+  });
+}
+
+template <typename T, int PEEP, bool FGR>
+std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const Tensor* w_ci, const Tensor* w_cf,
+                                 const Tensor* w_co, const Tensor* w_gr, const std::vector<Member>& mem) {
+  const int64_t T_ = xw_in.size(0), M = xw_in.size(1), B = xw_in.size(2), G = xw_in.size(3), H = G / 4;
+  Tensor xw = xw_in.contiguous();
+  auto opts = xw.options();
+  Tensor hs = at::zeros({T_ + 1, M, B, H}, opts), cs = at::zeros({T_ + 1, M, B, H}, opts);
+  Tensor S = at::empty({T_, M, B, 3 * H}, opts), gs = at::empty({T_, M, B, H}, opts);
+  Tensor os = at::empty({T_, M, B, H}, opts), tcs = at::empty({T_, M, B, H}, opts);
+  Tensor P = at::zeros({M, B, G}, opts);  // h_{t-1} W_hhᵀ; zero at t = 0 (h_0 = 0)
+  Tensor whh_t = rows_contiguous<T>(whh.transpose(1, 2));  // (M, H, 4H)
+  Tensor R, A, w_gr_t, Q, Qo, w_cif_t, w_co_t, wci, wcf, wco;
+  if (FGR) {
+    R = at::zeros({M, B, 3 * H}, opts), A = at::empty({M, B, 3 * H}, opts);
+    w_gr_t = rows_contiguous<T>(w_gr->transpose(1, 2));  // (M, 3H, 3H): pre_{i,f,o} += [i, f, o]_{t-1} Rᵀ
+  }
+  if (PEEP == kFull) {
+    Q = at::zeros({M, B, 2 * H}, opts), Qo = at::empty({M, B, H}, opts);
+    w_cif_t = rows_contiguous<T>(at::cat({*w_ci, *w_cf}, 1).transpose(1, 2));  // (M, H, 2H)
+    w_co_t = rows_contiguous<T>(w_co->transpose(1, 2));     // (M, H, H)
+  }
+  if (PEEP == kDiagonal) wci = w_ci->contiguous(), wcf = w_cf->contiguous(), wco = w_co->contiguous();
+  FwdStep<T> s{M, B, H, mem.data()};
+  s.P = ptr<T>(P), s.R = ptr<T>(R), s.Q = ptr<T>(Q), s.Qo = ptr<T>(Qo), s.A = ptr<T>(A);
+  s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
+  const int64_t n = M * B * H;
+  for (int64_t t = 0; t < T_; ++t) {
+    if (t > 0) {
+      bmm_into<T>(P, hs[t], whh_t);
+      if (FGR) bmm_into<T>(R, A, w_gr_t);
+      if (PEEP == kFull) bmm_into<T>(Q, cs[t], w_cif_t);
+    }
+    s.xw = xw.data_ptr<T>() + t * M * B * G;
+    s.c_prev = cs.data_ptr<T>() + t * n, s.c = cs.data_ptr<T>() + (t + 1) * n, s.h = hs.data_ptr<T>() + (t + 1) * n;
+    s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
+    s.tc = tcs.data_ptr<T>() + t * n;
+    if (PEEP == kFull) {
+      fwd_pass<T, PEEP, FGR, 1>(s);
+      bmm_into<T>(Qo, cs[t + 1], w_co_t);
+      fwd_pass<T, PEEP, FGR, 2>(s);
+    } else {
+      fwd_pass<T, PEEP, FGR, 0>(s);
+    }
+  }
+  return {hs, cs, S, gs, os, tcs};
+}
+
+template <typename T, int PEEP, bool FGR, int STAGE>
+void bwd_pass(const BwdStep<T>& s) {
+  at::parallel_for(0, s.M * s.B, 16, [&](int64_t r0, int64_t r1) {
+    use_avx2 ? avx2::bwd_rows<T, PEEP, FGR, STAGE>(s, r0, r1) : base::bwd_rows<T, PEEP, FGR, STAGE>(s, r0, r1);
+  });
+}
+
+template <typename T, int PEEP, bool FGR>
+std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, const Tensor& whh, const Tensor* w_ci,
+                                  const Tensor* w_cf, const Tensor* w_co, const Tensor* w_gr, const Tensor& S,
+                                  const Tensor& gs, const Tensor& os, const Tensor& cs, const Tensor& tcs,
+                                  const std::vector<Member>& mem, bool probe) {
+  const int64_t T_ = gs.size(0), M = gs.size(1), B = gs.size(2), H = gs.size(3);
+  Tensor dhs = dhs_in.contiguous(), dcs = dcs_in.contiguous();
+  auto opts = gs.options();
+  Tensor dpre = at::empty({T_, M, B, 4 * H}, opts);
+  Tensor dprobe = probe ? at::empty({T_, M, B, H}, opts) : Tensor();
+  Tensor Dh = at::zeros({M, B, H}, opts), dc = at::zeros({M, B, H}, opts);
+  Tensor Da, Dgr, Qc, Qif, Dif, w_cif, w_co_c, w_gr_c, wci, wcf, wco;
+  Tensor whh_c = whh.contiguous();
+  if (FGR) Da = at::zeros({M, B, 3 * H}, opts), Dgr = at::empty({M, B, 3 * H}, opts), w_gr_c = w_gr->contiguous();
+  if (PEEP == kFull) {
+    Qc = at::empty({M, B, H}, opts), Qif = at::zeros({M, B, H}, opts), Dif = at::empty({M, B, 2 * H}, opts);
+    w_cif = at::cat({*w_ci, *w_cf}, 1), w_co_c = w_co->contiguous();  // (M, 2H, H), (M, H, H)
+  }
+  if (PEEP == kDiagonal) wci = w_ci->contiguous(), wcf = w_cf->contiguous(), wco = w_co->contiguous();
+  BwdStep<T> s{M, B, H, mem.data()};
+  s.Dh = ptr<T>(Dh), s.Da = ptr<T>(Da), s.Qc = ptr<T>(Qc), s.Qif = ptr<T>(Qif);
+  s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
+  s.dc = ptr<T>(dc), s.Dgr = ptr<T>(Dgr), s.Dif = ptr<T>(Dif);
+  const int64_t n = M * B * H;
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    s.dhs = dhs.data_ptr<T>() + t * n, s.dcs = dcs.data_ptr<T>() + t * n;
+    s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
+    s.tc = tcs.data_ptr<T>() + t * n, s.c_prev = cs.data_ptr<T>() + t * n;
+    s.dpre = dpre.data_ptr<T>() + t * 4 * n, s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
+    Tensor d = dpre[t];
+    if (PEEP == kFull) {
+      bwd_pass<T, PEEP, FGR, 1>(s);
+      bmm_into<T>(Qc, d.narrow(2, 3 * H, H), w_co_c);  // dc += dpo W_co
+      bwd_pass<T, PEEP, FGR, 2>(s);
+      if (t > 0) bmm_into<T>(Qif, Dif, w_cif);  // dc += [dpi, dpf] [W_ci; W_cf]
+    } else {
+      bwd_pass<T, PEEP, FGR, 0>(s);
+    }
+    if (t > 0) {
+      bmm_into<T>(Dh, d, whh_c);  // (M, B, 4H) @ (M, 4H, H)
+      if (FGR) bmm_into<T>(Da, Dgr, w_gr_c);  // (M, B, 3H) @ (M, 3H, 3H)
+    }
+  }
+  return {dpre, probe ? dprobe : at::empty({0}, opts)};
+}
+
+// f(float()) or f(double()) by the dtype of `like`; `what` names the op in the error.
+template <typename F>
+auto by_dtype(const Tensor& like, const char* what, F&& f) {
+  if (like.scalar_type() == at::kFloat) return f(float());
+  TORCH_CHECK(like.scalar_type() == at::kDouble, what, " takes float32 or float64, got ", like.scalar_type());
+  return f(double());
+}
+
+// f.template operator()<T, peephole kind, fgr>(), the scan's compile-time cases.
+template <typename F>
+auto dispatch(const Tensor& like, int peep, bool fgr, F&& f) {
+  TORCH_CHECK(like.device().is_cpu(), "the fused LSTM scan runs on CPU tensors, got ", like.device());
+  return by_dtype(like, "the fused LSTM scan", [&](auto tag) {
+    using T = decltype(tag);
+    if (peep == kNone) return fgr ? f.template operator()<T, kNone, true>() : f.template operator()<T, kNone, false>();
+    if (peep == kDiagonal)
+      return fgr ? f.template operator()<T, kDiagonal, true>() : f.template operator()<T, kDiagonal, false>();
+    return fgr ? f.template operator()<T, kFull, true>() : f.template operator()<T, kFull, false>();
+  });
+}
+
+std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& whh, const c10::optional<Tensor>& w_ci,
+                                 const c10::optional<Tensor>& w_cf, const c10::optional<Tensor>& w_co,
+                                 const c10::optional<Tensor>& w_gr, const Tensor& on,
+                                 const c10::optional<Tensor>& niaf, const c10::optional<Tensor>& noaf,
+                                 const c10::optional<Tensor>& cifg) {
+  TORCH_CHECK(xw.dim() == 4 && xw.size(3) % 4 == 0, "lstm scan: xw must be (T, M, B, 4H), got ", xw.sizes());
+  auto mem = members(on, niaf, noaf, cifg);
+  int peep = peep_kind(w_ci);
+  bool fgr = opt(w_gr) != nullptr;
+  return dispatch(xw, peep, fgr, [&]<typename T, int P, bool F>() {
+    return forward_impl<T, P, F>(xw, whh, opt(w_ci), opt(w_cf), opt(w_co), opt(w_gr), mem);
+  });
+}
+
+std::vector<Tensor> lstm_backward(const Tensor& dhs, const Tensor& dcs, const Tensor& whh,
+                                  const c10::optional<Tensor>& w_ci, const c10::optional<Tensor>& w_cf,
+                                  const c10::optional<Tensor>& w_co, const c10::optional<Tensor>& w_gr,
+                                  const Tensor& S, const Tensor& gs, const Tensor& os, const Tensor& cs,
+                                  const Tensor& tcs, const Tensor& on, const c10::optional<Tensor>& niaf,
+                                  const c10::optional<Tensor>& noaf, const c10::optional<Tensor>& cifg, bool probe) {
+  auto mem = members(on, niaf, noaf, cifg);
+  int peep = peep_kind(w_ci);
+  bool fgr = opt(w_gr) != nullptr;
+  return dispatch(gs, peep, fgr, [&]<typename T, int P, bool F>() {
+    return backward_impl<T, P, F>(dhs, dcs, whh, opt(w_ci), opt(w_cf), opt(w_co), opt(w_gr), S, gs, os, cs, tcs,
+                                  mem, probe);
+  });
+}
+
+// bias + a b for (M, N, K) @ (M, K, P) (+ (M, P)), in the fixed order of `mm`: the matmuls
+// around the scan (input projection, classifier, weight gradients; fused.bmm).
+Tensor bmm(const Tensor& a, const Tensor& b, const c10::optional<Tensor>& bias) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
+              "bmm: shapes ", a.sizes(), " and ", b.sizes(), " do not multiply");
+  TORCH_CHECK(a.device().is_cpu() && b.scalar_type() == a.scalar_type(), "bmm: CPU tensors of one dtype");
+  const int64_t P = b.size(2);
+  Tensor biasc;
+  if (bias.has_value() && bias->defined()) {
+    biasc = bias->contiguous();
+    TORCH_CHECK(biasc.numel() == a.size(0) * P && biasc.scalar_type() == a.scalar_type(), "bmm: bias must be (M, P)");
+  }
+  Tensor c = at::empty({a.size(0), a.size(1), P}, a.options());
+  by_dtype(a, "bmm", [&](auto tag) {
+    using T = decltype(tag);
+    bmm_into<T>(c, a, rows_contiguous<T>(b), biasc.defined() ? &biasc : nullptr);
+  });
+  return c;
+}
+
+// One AdaGrad step in place on a stacked parameter p (M, ...) with gradient g and state G
+// (`adagrad_n`), member m at learning rate -neg_lr[m]. With `rows` (U,), p and G are
+// embedding tables (M, V, E) and g (M, U, E) holds the gradient of those rows only.
+void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& neg_lr, double eps,
+              const c10::optional<Tensor>& rows) {
+  TORCH_CHECK(p.is_contiguous() && G.is_contiguous() && G.sizes() == p.sizes() && p.device().is_cpu(),
+              "adagrad_: parameter and state must be contiguous CPU tensors of one shape");
+  Tensor g = g_in.contiguous(), lr = neg_lr.to(p.scalar_type()).contiguous();
+  const int64_t M = p.size(0);
+  TORCH_CHECK(lr.numel() == M, "adagrad_: one learning rate per member");
+  by_dtype(p, "adagrad_", [&](auto tag) {
+    using T = decltype(tag);
+    T *pp = p.data_ptr<T>(), *GG = G.data_ptr<T>();
+    const T *gg = g.data_ptr<T>(), *l = lr.data_ptr<T>();
+    const T e = static_cast<T>(eps);
+    auto step = [&](int64_t n, T* a, const T* b, T* c, T lr_m) {
+      use_avx2 ? avx2::adagrad_n<T>(n, a, b, c, lr_m, e) : base::adagrad_n<T>(n, a, b, c, lr_m, e);
+    };
+    if (!rows.has_value() || !rows->defined()) {
+      TORCH_CHECK(g.sizes() == p.sizes(), "adagrad_: gradient ", g.sizes(), " for parameter ", p.sizes());
+      const int64_t n = p.numel() / M;
+      for (int64_t m = 0; m < M; ++m) step(n, pp + m * n, gg + m * n, GG + m * n, l[m]);
+      return;
+    }
+    Tensor r = rows->to(at::kLong).contiguous();
+    const int64_t U = r.numel(), V = p.size(1), E = p.numel() / (M * V);
+    TORCH_CHECK(g.numel() == M * U * E, "adagrad_: row gradient ", g.sizes(), " for ", U, " rows");
+    const int64_t* ri = r.data_ptr<int64_t>();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t u = 0; u < U; ++u) {
+        TORCH_CHECK(ri[u] >= 0 && ri[u] < V, "adagrad_: row ", ri[u], " out of range");
+        const int64_t off = (m * V + ri[u]) * E;
+        step(E, pp + off, gg + (m * U + u) * E, GG + off, l[m]);
+      }
+  });
+}
+
+// Run the AVX2 kernels (true) or the baseline ones; returns whether AVX2 was in use.
+bool set_avx2(bool on) {
+  TORCH_CHECK(!on || has_avx2, "set_avx2: this CPU has no AVX2");
+  bool was = use_avx2;
+  use_avx2 = on;
+  return was;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ablation_fused, m) {
+  m.def("set_avx2(bool on) -> bool", &set_avx2);
+  m.def("bmm(Tensor a, Tensor b, Tensor? bias) -> Tensor");
+  m.def("adagrad_(Tensor(a!) p, Tensor g, Tensor(b!) G, Tensor neg_lr, float eps, Tensor? rows) -> ()");
+  m.def("lstm_forward(Tensor xw, Tensor whh, Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? w_gr, Tensor on, "
+        "Tensor? niaf, Tensor? noaf, Tensor? cifg) -> Tensor[]");
+  m.def("lstm_backward(Tensor dhs, Tensor dcs, Tensor whh, Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? w_gr, "
+        "Tensor S, Tensor gs, Tensor os, Tensor cs, Tensor tcs, Tensor on, Tensor? niaf, Tensor? noaf, Tensor? cifg, "
+        "bool probe) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(ablation_fused, CPU, m) {
+  m.impl("bmm", &bmm);
+  m.impl("adagrad_", &adagrad_);
+  m.impl("lstm_forward", &lstm_forward);
+  m.impl("lstm_backward", &lstm_backward);
+}
