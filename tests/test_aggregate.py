@@ -244,5 +244,21 @@ def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
     assert len(fig.axes) == 4  # 2 groups x output gate off/on
     assert {a.get_title() for a in fig.axes} >= {"diagonal peepholes\noutput gate on"}
     fig, ax = plot_learning_curves(r.curves)
-    assert "shaded: ±1 std over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "line: mean over seeds; band: ±1 std" in [t.get_text() for t in fig.legends[0].get_texts()]
     assert "interactions" in {p.stem for p in save_figures(tmp_path)}
+
+
+def test_interactions_test_the_change_of_a_gap_directly(tmp_path):
+    """Two peephole kinds, 3 seeds: `o`'s gap to the full cell is −1 with no peepholes and −3 with full
+    peepholes on every seed but one (−2.5): with no peepholes against full (the kinds in sorted order, without
+    an experiment file) the gap changes by +1.833, paired by seed."""
+    from ablation.analysis.aggregate import interaction_table
+
+    for kind, gap in (("none", [-1.0, -1.0, -1.0]), ("full", [-3.0, -3.0, -2.5])):
+        fake_grid(tmp_path, {"output": [80 + g for g in gap], "input+forget+output": [80.0, 80.0, 80.0]},
+                  peephole=kind)
+    r = load_runs(tmp_path)
+    (row,) = interaction_table(r).to_dict("records")
+    assert (row["gates"], row["a"], row["b"], row["n"]) == ("output", "full", "none", 3)
+    assert row["change"] == pytest.approx(11 / 6)
+    assert row["p_holm"] == row["p"] < 0.01

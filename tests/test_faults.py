@@ -229,6 +229,7 @@ def test_table_skips_damaged_records_and_folders_that_are_not_records(tmp_path):
     assert "; 0 diverged; 1 did not learn (not averaged in: input+forget+output (seed 5, no learning))." in text
 
 
+@pytest.mark.slow
 def test_grid_quarantines_damaged_records_and_trains_them_again(tmp_path, capsys):
     exp = load_experiment(SMOKE, ["train.epochs=1"])
     runs = exp.runs(seeds=1)
@@ -384,6 +385,7 @@ def test_workers_die_with_their_driver(how, tmp_path):
             pass
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_the_grid_at_once_with_one_line(tmp_path):
     out = tmp_path / "out"
@@ -408,6 +410,7 @@ def test_ctrl_c_stops_the_grid_at_once_with_one_line(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_a_file_where_a_record_should_be_is_moved_aside(tmp_path, capsys):
     """A file at a record's path (not a folder) is quarantined like a damaged record, and the run trains."""
     from ablation.core.records import is_complete

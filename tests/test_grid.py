@@ -1,3 +1,4 @@
+
 """The grid runner: resumes, never retrains finished runs, survives SIGKILL mid-grid."""
 
 import json
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from ablation.core.config import EXPERIMENT_COPY, load_experiment
 from ablation.core.records import CHECKPOINT, FILES, PROBES, TMP_PREFIX, is_complete
@@ -40,6 +43,7 @@ def test_grid_trains_every_run_then_skips_them(tmp_path):
             if p.name not in NOT_RECORDS} == mtimes
 
 
+@pytest.mark.slow
 def test_pack_membership_does_not_change_results(tmp_path):
     """Packs of 1 give the records that packs of 3 give (paired, same seed)."""
     exp = load_experiment(SMOKE)
@@ -50,6 +54,7 @@ def test_pack_membership_does_not_change_results(tmp_path):
         assert (a["test_acc"], a["dev_acc"]) == (b["test_acc"], b["dev_acc"])
 
 
+@pytest.mark.slow
 def test_sigkill_mid_grid_then_resume(tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "ablation.cli", "grid", SMOKE, "--out", str(out), "--workers", "1",

@@ -42,6 +42,7 @@ def test_a_stale_torch_lock_does_not_block_loading(built_copy):
     assert time.monotonic() - start < 30 and out.stderr == ""
 
 
+@pytest.mark.slow
 def test_loads_killed_at_random_moments_leave_nothing_behind(built_copy):
     """SIGKILL to processes while they import and load the kernels; the next load works at once."""
     d = Path(built_copy["TORCH_EXTENSIONS_DIR"]) / cpp.build_dir().relative_to(cpp.build_dir().parents[1])

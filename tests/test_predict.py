@@ -167,6 +167,7 @@ def test_predict_command_prints_label_probability_gates_and_plots(runs, tmp_path
 
 # --- SST-5 ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fine_labels_train_a_five_class_model(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     assert cli.main(["train", "--config", "experiments/smoke.toml", "--set", "data.labels=fine",

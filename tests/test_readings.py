@@ -54,8 +54,8 @@ def test_tuning_reading_says_whether_the_verdicts_survive():
     assert claims[0] == ("Tuned (each gate set's best-on-dev configuration of 24 random-search trials, retrained on "
                          "10 fresh seeds), the full cell reaches 85.0 [84.5, 85.5] and 1 of 2 gate sets are worse than "
                          "it (Holm within the tuned table): none.")
-    assert claims[1] == ("Untuned, 2 of 2 are worse (none, i); the tuned and untuned orderings of the means agree in "
-                         "rank with Kendall's τ = 1.00.")
+    assert claims[1].startswith("Untuned, 2 of 2 are worse (none, i). The tuned runs have other seeds")
+    assert not any("τ" in c for c in claims)
     assert claims[2].endswith("fANOVA attributes 12% (± 3) of the dev-accuracy variance to the gate set and 50% (± 10) "
                               "to the learning rate (2% (± 1) to the forget bias, 10% (± 4) to the gate set x learning "
                               "rate interaction; ± the std over the forest's trees).")
@@ -84,7 +84,8 @@ def test_table_command_fills_a_readme(tmp_path, monkeypatch):
     readme.write_text("x\n<!-- reading: res -->\n<!-- /reading -->\n")
     assert cli.main(["table", "res", "--readme", str(readme)]) == 0
     reading = read_blocks(readme.read_text())[("reading", "res")]
-    assert reading.startswith("- The gateless cell against i+f+o: worse, ")  # generic: no [report]
+    assert reading.startswith("- Secondary to the lecture table's primary tests")  # generic: no [report]
+    assert "\n- The gateless cell against i+f+o: worse, " in reading
     assert (tmp_path / "res" / "README.md").read_text().startswith("# res\n")  # the page
     readme.write_text("no markers\n")
     assert cli.main(["table", "res", "--readme", str(readme)]) == 2

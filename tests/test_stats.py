@@ -145,3 +145,16 @@ def test_t_interval_coverage_and_percentile_bootstrap_undercoverage(n):
     if n == 5:
         blo, bhi = np.concatenate([np.stack(_percentile_bootstrap(c, rng)) for c in np.split(x, 8)], axis=1)
         assert np.mean((blo < 0) & (0 < bhi)) < 0.93  # about 0.83
+
+
+def test_expected_max_by_hand():
+    """Values 1, 2, 3: k = 1 is the mean; k = 2 draws with replacement: P(max=1) = 1/9, P(2) = 3/9, P(3) = 5/9."""
+    rows = stats.expected_max([3.0, 1.0, 2.0], [1, 2])
+    assert rows[0]["expected_max"] == pytest.approx(2.0) and rows[0]["std"] == pytest.approx((2 / 3) ** 0.5)
+    assert rows[1]["expected_max"] == pytest.approx((1 + 6 + 15) / 9)
+    assert rows[1]["std"] == pytest.approx(((1 + 12 + 45) / 9 - (22 / 9) ** 2) ** 0.5)
+
+
+def test_p_values_near_the_threshold_show_the_digits_that_decide():
+    assert stats.p_digits(0.0498) == "0.0498" and stats.p_digits(0.0505) == "0.0505"
+    assert stats.p_digits(0.2) == "0.200" and stats.p_digits(0.0004) == "<0.001"

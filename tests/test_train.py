@@ -44,6 +44,7 @@ def test_same_seed_same_metrics_bit_for_bit():
     assert c[0].metrics[0]["train_loss"] != a[0].metrics[0]["train_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("peephole", ["none", "diagonal", "full"])
 def test_member_of_pack_of_8_equals_pack_of_1_after_50_steps(peephole):
     cfgs = [small(**{"model.gates": g, "model.peephole": peephole, "train.clip_norm": 1.0,
@@ -58,6 +59,7 @@ def test_member_of_pack_of_8_equals_pack_of_1_after_50_steps(peephole):
             assert torch.equal(pack.member_state(m)[name], p), name
 
 
+@pytest.mark.slow
 def test_variants_and_forget_biases_share_a_pack_bit_for_bit():
     """Odyssey and cells members that share a pack train exactly as they would alone."""
     cfgs = [small(**{"model.hidden_size": 50, **kw}) for kw in (

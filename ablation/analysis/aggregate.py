@@ -25,11 +25,15 @@ from pathlib import Path
 import pandas as pd
 
 from ablation.analysis.stats import (
+    ALPHA,
     FACTORS,
     factorial_effects,
     holm,
     mean_interval,
+    minimal_detectable_difference,
     paired_comparison,
+    paired_test,
+    t_interval,
     verdict,
 )
 from ablation.core.config import EXPERIMENT_COPY, MARGIN, Experiment, load_experiment
@@ -266,8 +270,11 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: fl
         "reference" if is_base else verdict(d, ph, eq) for is_base, d, ph, eq in
         zip(table[key] == r.layout.baseline, table["diff_vs_full"], table["p_holm"], table["equivalent"])])
     table = table.drop(columns="equivalent")
-    table.attrs.update(margin=margin, interval=interval, family=int(table["p_paired"].notna().sum()),
-                       clipped=clipped)
+    family = int(table["p_paired"].notna().sum())
+    # the smallest difference each row's test detects with 80% power where it must, at Holm's first step
+    table["mdd"] = [minimal_detectable_difference(int(n), sd, alpha=ALPHA / max(family, 1))
+                    for n, sd in zip(table["n"], table["diff_std"])]
+    table.attrs.update(margin=margin, interval=interval, family=family, clipped=clipped)
     return table
 
 
@@ -327,6 +334,36 @@ def effects_table(r: Runs) -> pd.DataFrame:
         cells = {_presence(n): s.loc[seeds].to_numpy(float) for n, s in by.items()}
         out += [{**dict(zip(group_cols, values)), **row} for row in factorial_effects(cells)]
     return pd.DataFrame(out, columns=[*group_cols, *cols] if out else cols)
+
+
+def interaction_table(r: Runs, col: str = "config.model.peephole") -> pd.DataFrame:
+    """Does a gate set's gap to the full cell depend on ``col`` (the peephole kind)? For each gate set
+    and each pair of ``col``'s values (a, b), per seed, (acc[g, b] - acc[full, b]) - (acc[g, a] - acc[full, a]):
+    its mean, 95% t-interval and paired p against 0, Holm over every contrast of the table (a gate
+    set x kind interaction, tested directly rather than by comparing two verdicts)."""
+    df = r.runs
+    if df.empty or col not in df:
+        return pd.DataFrame()
+    acc = df.set_index([col, "gates", "seed"])["test_acc"].sort_index()
+    levels = list(dict.fromkeys(v for v in r.layout.levels.get(col, []) if v in set(df[col].astype(str))))
+    levels = levels or sorted(set(df[col].astype(str)))
+    out = []
+    for g in gate_order(df["gates"].unique()):
+        if g == FULL:
+            continue
+        for i, a in enumerate(levels):
+            for b in levels[i + 1:]:
+                gaps = {k: acc.loc[(k, g)] - acc.loc[(k, FULL)] for k in (a, b)}
+                seeds = sorted(set(gaps[a].index) & set(gaps[b].index))
+                d = gaps[b].loc[seeds].to_numpy(float) - gaps[a].loc[seeds].to_numpy(float)
+                lo, hi = t_interval(d)
+                _, p = paired_test(d, d * 0)
+                out.append({"gates": g, "a": a, "b": b, "change": float(d.mean()), "ci_low": lo, "ci_high": hi,
+                            "p": p, "n": len(d)})
+    table = pd.DataFrame(out)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"])
+    return table
 
 
 def experiment_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None) -> Experiment | None:

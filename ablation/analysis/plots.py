@@ -357,6 +357,26 @@ def plot_tuning_landscape(trials: pd.DataFrame, spec, *, key: str = "train.lr",
     return fig, ax
 
 
+def plot_expected_max(curves: pd.DataFrame, *, title: str = "Expected best dev accuracy of k random trials"):
+    """Per gate set, the expected maximum dev accuracy of k trials with a ±1 std band (Dodge et al. 2019);
+    ``curves`` as `render.expected_max_table`."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    for j, (g, c) in enumerate(curves.groupby("gates", sort=False)):
+        ax.plot(c["k"], c["expected_max"], color=f"C{j % 10}", label=short(g))
+        ax.fill_between(c["k"], c["expected_max"] - c["std"], np.minimum(c["expected_max"] + c["std"], 100),
+                        color=f"C{j % 10}", alpha=0.08, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("k, trials of the random search")
+    ax.set_ylabel("expected best dev accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(title="gate set (band: ±1 std)", loc="center left", bbox_to_anchor=(1.01, 0.5), **LEGEND)
+    fig.tight_layout()
+    return fig, ax
+
+
 def plot_importance(rows: list[dict], *, title: str = "What the dev accuracy depends on (fANOVA)"):
     """Each term's share of the variance of dev accuracy, ± its std over the forest's trees."""
     df = pd.DataFrame(rows)

@@ -25,8 +25,10 @@ from ablation.analysis.aggregate import (
     check_results,
     effects_table,
     experiment_for,
+    gate_order,
     group_columns,
     group_label,
+    interaction_table,
     load_runs,
     load_table,
     probe_frames,
@@ -36,6 +38,7 @@ from ablation.analysis.aggregate import (
 from ablation.analysis.readings import (
     MINUS,
     READINGS,
+    SECONDARY,
     _capital,
     bench_reading,
     cost_sentence,
@@ -44,7 +47,14 @@ from ablation.analysis.readings import (
     signed,
     tuning_reading,
 )
-from ablation.analysis.stats import ALPHA, POWER, fidelity, minimal_detectable_difference
+from ablation.analysis.stats import (
+    ALPHA,
+    POWER,
+    expected_max,
+    fidelity,
+    minimal_detectable_difference,
+    p_digits,
+)
 from ablation.core.config import MARGIN
 
 INTERVAL_NAMES = {"t": "95% Student t-interval", "bootstrap-t": "95% bootstrap-t interval",
@@ -69,7 +79,7 @@ def _fmt(x, digits: int = 1) -> str:
 def _p(x) -> str:
     if isinstance(x, float) and math.isnan(x):
         return "–"
-    return "<0.001" if x < 0.001 else f"{x:.3f}"
+    return p_digits(x)
 
 
 def display_rows(table: pd.DataFrame, baseline: str = FULL) -> tuple[list[str], list[list[str]]]:
@@ -179,9 +189,10 @@ def method_line(table: pd.DataFrame, baseline: str) -> str:
     if len(mdd):
         sd, n = float(table["diff_std"].dropna().median()), int(table.loc[mdd.index, "n"].median())
         text += (f" Power: with n = {n} seeds and the median std of the paired differences, {_fmt(sd, 2)} "
-                 f"points, the smallest true difference this test detects with {POWER:.0%} power "
-                 f"(α = {ALPHA}, before Holm) is {_fmt(minimal_detectable_difference(n, sd), 1)} points "
-                 "(per row: column mdd of table.csv).")
+                 f"points, the smallest true difference this test detects with {POWER:.0%} power at Holm's first "
+                 f"step (α = {ALPHA}/{family}) is {_fmt(minimal_detectable_difference(n, sd, alpha=ALPHA / family), 1)}"
+                 f" points, {_fmt(minimal_detectable_difference(n, sd), 1)} before Holm (per row, at Holm's first "
+                 "step: column mdd of table.csv).")
     return text
 
 
@@ -239,8 +250,9 @@ def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
 # --- files: the tables and the page of a results directory -----------------------------------------
 
 PAGE = "README.md"  # each results directory's generated page (GitHub renders it)
+# the page's figures, in this order: those that `ablation plot` (or `tune`, `table`) drew
 FIGURES = ("accuracy", "interactions", "learning_curves", "gradient_norms", "gate_statistics", "dev_vs_lr",
-           "importance")  # the page's figures, in this order, those that `ablation plot` (or `tune`) drew
+           "expected_max", "importance")
 
 
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
@@ -248,6 +260,11 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
     """Write RESULTS/table.{md,csv,tex}, for a full gate grid RESULTS/effects.csv, and the page
     RESULTS/README.md; returns the text of ``fmt`` (for `ablation tune`'s directory, only its page)."""
     if (Path(results) / TUNED_TABLE).exists():
+        curves = expected_max_table(pd.read_csv(Path(results) / "trials.csv"))
+        _write(Path(results) / "expected_max.csv", format_csv(curves))
+        from ablation.analysis.plots import plot_expected_max, save
+
+        save(plot_expected_max(curves)[0], Path(results) / "figures" / "expected_max")
         _write(Path(results) / PAGE, tuning_page(results))
         return ""
     check_results(results)
@@ -268,6 +285,9 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         _write(path, format_csv(effects))
     elif path.exists():  # the grid lost a gate set: no stale effects
         path.unlink()
+    exp = experiment_for(results, experiment)
+    if exp is not None and exp.report.get("reading") == "peepholes":  # its reading tests the interactions
+        _write(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
     _write(Path(results) / PAGE, page(results, experiment))
     return texts[fmt]
 
@@ -293,9 +313,24 @@ def reading_claims(results: str | os.PathLike, experiment: str | os.PathLike | N
     effects = effects_table(r)
     name = (exp.report.get("reading") if exp is not None else None) or "generic"
     claims = READINGS[name](table, effects, r.runs, table.attrs.get("margin", MARGIN))
+    claims = claims if name == "lecture" else [SECONDARY, *claims]
     cost = cost_sentence(pd.concat([r.runs, r.diverged]))
+    claims += shared_runs(results, r)
     probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
     return r, table, source, effects, claims + ([cost] if cost else []), probes
+
+
+def shared_runs(results: str | os.PathLike, r: Runs) -> list[str]:
+    """One claim naming the sibling results directories that hold records of the same runs (the same
+    run ids: the same config and seed, so the same numbers): such tables are not independent evidence."""
+    here = Path(results).resolve()
+    mine = set(r.runs["run_id"]) if not r.runs.empty else set()
+    shared = [(other.name, len(mine & {d.name for d in other.iterdir() if d.is_dir()}))
+              for other in sorted(p for p in here.parent.iterdir() if p.is_dir() and p != here)]
+    listed = ", ".join(f"{n} with results/{name}" for name, n in shared if n)
+    return [f"Of these {len(mine)} runs, some are also records of other folders (the same run ids: the same "
+            f"configs and seeds, so the same numbers; those tables are not independent evidence): {listed}."] \
+        if listed else []
 
 
 def page(results: str | os.PathLike, experiment: str | os.PathLike | None = None) -> str:
@@ -398,6 +433,17 @@ TUNED_TABLE = "tuned_table.csv"  # what marks a results directory as `ablation t
 TIMINGS = {"grid_times.jsonl": gpu_reading, "bench.jsonl": bench_reading}
 
 
+def expected_max_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per gate set, the expected best dev accuracy of k random trials, k = 1 .. its number of complete
+    trials, with its std (`stats.expected_max`, Dodge et al. 2019)."""
+    done = trials[trials["state"] == "COMPLETE"]
+    rows = []
+    for g in gate_order(done["model.gates"].unique()):
+        v = done.loc[done["model.gates"] == g, "dev_acc"].to_numpy(float)
+        rows += [{"gates": g, **row} for row in expected_max(v, range(1, len(v) + 1))]
+    return pd.DataFrame(rows)
+
+
 def tuning_page(results: str | os.PathLike) -> str:
     """The page of `ablation tune`'s results directory, from the files `tune.run_tuning` wrote."""
     root = Path(results)
@@ -405,6 +451,13 @@ def tuning_page(results: str | os.PathLike) -> str:
     per_set = int(trials.groupby("model.gates").size().max())
     complete = int((trials["state"] == "COMPLETE").sum())
     claims = tuning_reading(pd.read_csv(root / TUNED_TABLE), pd.read_csv(root / "importance.csv"), per_set, complete)
+    curves = expected_max_table(trials).set_index(["gates", "k"])
+    first, last = 1, int(curves.index.get_level_values("k").max())
+    claims.append(f"Expected best dev accuracy of k random trials (Dodge et al. 2019; expected_max.csv, biased low as "
+                  f"k nears the {last} trials run): " + "; ".join(
+                      f"{SHORT.get(g, g)} {curves.loc[(g, first), 'expected_max']:.1f} at k = {first}, "
+                      f"{curves.loc[(g, last), 'expected_max']:.1f} at k = {last}"
+                      for g in dict.fromkeys(curves.index.get_level_values("gates"))) + ".")
     for part, what in (("trials", "search trials"), ("selected", "selection runs")):
         r = load_runs(root / part)  # only the records' costs: no table to compute
         cost = cost_sentence(pd.concat([r.runs, r.diverged]), what)

@@ -44,6 +44,14 @@ def _array(values) -> np.ndarray:
     return x
 
 
+def p_digits(p: float) -> str:
+    """A p-value as printed: 3 decimals, but 4 near the 0.05 threshold, so that the digits show on
+    which side it falls (0.0498, 0.0505, not 0.050); "<0.001" below 0.001."""
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.4f}" if 0.045 <= p < 0.055 else f"{p:.3f}"
+
+
 # --- intervals --------------------------------------------------------------------------------
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -219,6 +227,23 @@ def factorial_effects(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> list[
     for row, ph in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = float(ph)
     return rows
+
+
+# --- expected best of k trials (Dodge et al. 2019) ------------------------------------------------------------
+
+def expected_max(values, ks) -> list[dict]:
+    """The expected best of k trials drawn with replacement from these N values, and its std, for each k:
+    with v_(1) <= ... <= v_(N), P(max = v_(i)) = (i/N)^k - ((i-1)/N)^k (Dodge et al. 2019, eq. 1). An
+    estimate from the N trials run: it is biased low for k near N (Tang et al. 2020)."""
+    v = np.sort(_array(values))
+    n = len(v)
+    out = []
+    for k in ks:
+        i = np.arange(1, n + 1)
+        w = (i / n) ** k - ((i - 1) / n) ** k
+        mean = float(w @ v)
+        out.append({"k": int(k), "expected_max": mean, "std": float(np.sqrt(max(w @ v**2 - mean**2, 0.0)))})
+    return out
 
 
 # --- agreement with a reference table ---------------------------------------------------------

@@ -76,9 +76,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise error(f"{run_dir}: not a complete run record ({reason}; a record holds {', '.join(FILES)})")
     path = run_dir / CHECKPOINT
     if not path.is_file():
+        parent = run_dir.resolve().parent
         raise FileNotFoundError(f"{path}: no checkpoint (records written before checkpoints, diverged runs "
-                                "and grids whose checkpoints stayed out of git have none); retrain the run "
-                                "with `ablation train` or `ablation grid`")
+                                "and grids whose checkpoints stayed out of git have none); retrain it into a folder "
+                                f"of its own, e.g. `ablation grid {parent / 'experiment.toml'} "
+                                f"--out runs/{parent.name}` (a grid skips complete records, so not into {parent})")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
