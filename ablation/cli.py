@@ -1,15 +1,6 @@
-"""The `ablation` command line; the library lives in the other modules.
-
-    ablation data   [--data-dir D] [--download]        verify SST (or fetch it) and count it
-    ablation train  [--config F] [--set k=v ...] [--out DIR] [--device D] [--fast-numerics]
-    ablation grid   EXPERIMENT [--out DIR] [--seeds N] [--device D] [--pack-size K] [--workers W] [--fast-numerics]
-                    [--executor local|slurm] [--slurm.partition P --slurm.time MIN --slurm.gpus N
-                     --slurm.cpus N --slurm.mem-gb N --slurm.max-parallel K]
-    ablation table  RESULTS_DIR [--format md|csv|tex] [--readme README.md]
-    ablation plot   RESULTS_DIR
-    ablation predict  RUN_DIR ["a sentence" ...] [--file F] [--gates] [--plot FILE]
-    ablation evaluate RUN_DIR [--split dev|test]
-    ablation tensorboard RESULTS_DIR [--logdir D]
+"""The `ablation` command line: one small function per subcommand to build its parser (`SUBCOMMANDS`)
+and one to run it (`cmd_*`); the library lives in the layers below. `main` turns a user error into
+one line and exit 2. Every subcommand's --help says what it writes; README.md lists them.
 """
 
 from __future__ import annotations
@@ -190,10 +181,6 @@ def cmd_tune(args) -> int:
     for path in run_tuning(args.experiment, out, untuned=args.untuned, workers=args.workers, device=args.device,
                            threads=args.threads):
         print(path)
-    if args.readme:
-        from ablation.analysis.render import update_readme
-
-        update_readme(args.readme, out)
     return 0
 
 
@@ -336,7 +323,6 @@ def _add_tune(sub) -> None:
     p.add_argument("--untuned", default="results/lecture",
                    help="results of the same table at default settings, for the tuned-vs-untuned table")
     p.add_argument("--workers", type=int, help="batches trained at once (default: one per core)")
-    p.add_argument("--readme", help="also fill this file's generated blocks for RESULTS (the tuned table, its reading)")
     _run_options(p)
     p.set_defaults(func=cmd_tune)
 

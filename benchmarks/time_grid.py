@@ -43,7 +43,7 @@ def describe(summaries: list[dict]) -> dict:
         "runs": len(summaries),
         "complete": len(done),
         "scans": sorted({s.get("scan") for s in summaries}),
-        "cuda_graphs": any(s.get("cuda_graphs") for s in summaries),  # graphs.py: steps replayed as graphs
+        "cuda_graphs": any(s.get("cuda_graphs") for s in summaries),  # kernels/cuda_graphs.py: steps replayed as graphs
         "record_device": sorted({s.get("device") for s in summaries}),
         "gpu": machine.get("gpu"),
         "cpu_model": machine.get("cpu_model"),

@@ -2,7 +2,7 @@
 # The device checks of a GPU session, in one go (README, "On a GPU"): the CUDA tests (the compiled
 # Triton kernels against the Python scan, and CUDA graphs against eager steps, included), a committed
 # record retrained on this machine's CPU (~35 s), one scan timed Triton vs torch's ops, then the
-# lecture grid's 40 runs (5 seeds) for one epoch on the GPU replaying CUDA graphs (graphs.py), on the
+# lecture grid's 40 runs (5 seeds) for one epoch on the GPU replaying CUDA graphs (kernels/cuda_graphs.py), on the
 # same machine's CPU cores, and, where time is left, on the GPU with eager steps (on an H200 machine,
 # before graphs: ~75 s of tests, ~125 s of eager GPU grid and ~65 s of CPU grid). Each grid is timed by
 # benchmarks/time_grid.py, which appends a JSON line to $OUT/grid_times.jsonl: append its lines to

@@ -87,7 +87,7 @@ def test_portable_mode_on_cuda_is_deterministic_and_names_the_gpu(tmp_path):
 
 
 def test_cuda_graphs_train_what_eager_steps_train(tmp_path, monkeypatch):
-    """graphs.py: a pack trained by replaying per-shape CUDA graphs (ABLATION_CUDA_GRAPHS=1) gets the
+    """kernels/cuda_graphs.py: a pack trained by replaying per-shape CUDA graphs (ABLATION_CUDA_GRAPHS=1) gets the
     numbers of eager steps, bit for bit (every epoch's loss and dev accuracy, the predictions), and its
     record says so. Two epochs: the first steps each shape eagerly and captures the repeated ones."""
     import json

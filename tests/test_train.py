@@ -130,7 +130,7 @@ def test_sparse_embedding_update_equals_dense_adagrad():
 
 @pytest.mark.parametrize("scan", ["fused", "python"])
 def test_whole_table_step_equals_the_rows_step_bit_for_bit(scan, monkeypatch):
-    """train_step(whole_table=True), the step a CUDA graph holds (graphs.py), gives the numbers
+    """train_step(whole_table=True), the step a CUDA graph holds (kernels/cuda_graphs.py), gives the numbers
     of the usual step, which updates only the batch's rows, on either scan. (Not with clipping:
     the norm's sum then meets the zero rows in another order; cuda_graphs.wanted refuses it.)"""
     monkeypatch.setenv(select.ENV, scan)

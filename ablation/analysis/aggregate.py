@@ -16,12 +16,14 @@ comparison of the table; the verdict follows it (or TOST equivalence within the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablation.analysis.stats import (
@@ -34,6 +36,7 @@ from ablation.analysis.stats import (
     paired_comparison,
     paired_test,
     t_interval,
+    two_source_interval,
     verdict,
 )
 from ablation.core.config import EXPERIMENT_COPY, MARGIN, Experiment, load_experiment
@@ -262,7 +265,7 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: fl
                    "ci_low": lo, "ci_high": hi, "n": len(acc), "seeds": " ".join(map(str, g["seed"])),
                    "dev_mean": g["dev_acc"].mean(), "best_epoch_mean": g["best_epoch"].mean(),
                    "active_params": int(g["active_params"].iloc[0])}
-            row.update(_versus_baseline(g, full, gates == r.layout.baseline, margin))
+            row.update(_versus_baseline(g, full, gates == r.layout.baseline, margin, r.root))
             out.append(row)
     table = pd.DataFrame(out)
     table.insert(table.columns.get_loc("p_paired") + 1, "p_holm", holm(table["p_paired"]))
@@ -278,12 +281,14 @@ def gate_table(r: Runs, reference: dict[str, float] | None = None, *, margin: fl
     return table
 
 
-def _versus_baseline(g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool, margin: float) -> dict:
+def _versus_baseline(g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool, margin: float,
+                     root: Path | None = None) -> dict:
     """Paired comparison with the baseline row (the all-gates cell, or the first variant) over
-    the seeds both have (columns named *_vs_full for the lecture's table)."""
+    the seeds both have (columns named *_vs_full for the lecture's table); with ``root``, the
+    records' folder, also the interval counting the test sentences, which equivalence needs too."""
     empty = {"diff_vs_full": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p_paired": math.nan,
              "tost_low": math.nan, "tost_high": math.nan, "diff_std": math.nan, "mdd": math.nan,
-             "equivalent": False}
+             "equivalent": False, "diff_ci_low_sentences": math.nan, "diff_ci_high_sentences": math.nan}
     if is_baseline or full.empty:
         return empty
     g = g.set_index("seed")
@@ -291,7 +296,25 @@ def _versus_baseline(g: pd.DataFrame, full: pd.DataFrame, is_baseline: bool, mar
     if not seeds:
         return empty
     c = paired_comparison(g.loc[seeds, "test_acc"], full.loc[seeds, "test_acc"], margin)
-    return {"diff_vs_full": c["diff"], **{k: c[k] for k in empty if k != "diff_vs_full"}}
+    out = {**empty, "diff_vs_full": c["diff"], **{k: c[k] for k in empty if k in c}}
+    if root is not None:  # the paired difference counting the test sentences too (stats.two_source_interval)
+        x = np.stack([_correct(root, g.loc[s, "run_id"]) - _correct(root, full.loc[s, "run_id"]) for s in seeds])
+        _, out["diff_ci_low_sentences"], out["diff_ci_high_sentences"] = two_source_interval(100 * x)
+        _, lo, hi = two_source_interval(100 * x, 1 - 2 * ALPHA)
+        out["equivalent"] = bool(out["equivalent"] and -margin < lo and hi < margin)  # both sources inside
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _correct_cached(path: str, mtime: float) -> np.ndarray:
+    rows = pd.read_csv(path)
+    return (rows["label"] == rows["prediction"]).to_numpy(float)
+
+
+def _correct(root: Path, run_id: str) -> np.ndarray:
+    """1.0 where a run's test prediction is right, per test sentence (its predictions.csv)."""
+    path = root / run_id / "predictions.csv"
+    return _correct_cached(str(path), path.stat().st_mtime)
 
 
 def row_key(table: pd.DataFrame) -> str:

@@ -184,7 +184,9 @@ def method_line(table: pd.DataFrame, baseline: str) -> str:
             f"together{groups} "
             f"(Holm's step-down). Verdict: better or worse when p (Holm) < {ALPHA}; equivalent when the "
             f"90% t-interval of the paired difference lies inside ±{margin:g} points (TOST, margin δ = "
-            f"{margin:g}); inconclusive otherwise.")
+            f"{margin:g}), and so does its 90% interval counting the test sentences as a second source of "
+            "variance (seeds x sentences crossed; the 95% one is diff_ci_*_sentences in table.csv); "
+            "inconclusive otherwise.")
     mdd = table["mdd"].dropna() if "mdd" in table else pd.Series(dtype=float)
     if len(mdd):
         sd, n = float(table["diff_std"].dropna().median()), int(table.loc[mdd.index, "n"].median())

@@ -1,21 +1,11 @@
-"""The statistics of the tables: pure functions over numpy arrays (in the manner of rliable),
-no torch, no data frames.
+"""The statistics of the tables: pure functions over numpy arrays (in the manner of rliable), no
+torch, no data frames.
 
-The unit of replication is the seed: a run's test accuracy is one number per seed, and two
-rows of a table are paired by seed (same data order, shared initial weights). At the sample
-sizes we have (5 seeds) the percentile bootstrap is too narrow (it covers a normal mean about
-83% of the time at n = 5; see tests/test_stats.py), so intervals are Student t-intervals,
-with bootstrap-t and BCa available from n = 10 on.
-
-    t_interval            Student t-interval of the mean
-    mean_interval         the same, or bootstrap-t / BCa (n >= 10)
-    paired_test           mean of a - b and the two-sided paired t-test p-value
-    paired_comparison     everything a table row says about a - b: Δ, 95% CI, p, TOST, verdict
-    holm                  Holm's step-down adjustment of a family of p-values
-    tost                  two one-sided tests of equivalence within ±margin
-    paired_power, minimal_detectable_difference   the power of the paired t-test
-    factorial_effects     main effects and interactions of a 2^3 gate design, paired by seed
-    fidelity              rank agreement and distance to a reference table (the lecture)
+The unit of replication is the seed; two rows of a table are paired by seed (same data order,
+shared initial weights). At 5 seeds the percentile bootstrap covers a normal mean only about 83%
+of the time (tests/test_stats.py), so intervals are Student t-intervals, with bootstrap-t and BCa
+from 10 seeds on. Here: intervals, the paired t-test, Holm, TOST, power, the 2^3 factorial effects,
+fidelity to a reference table and the expected best of k trials (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -162,6 +152,27 @@ def paired_comparison(a, b, margin: float) -> dict:
     return {"diff": diff, "diff_ci_low": lo, "diff_ci_high": hi, "p_paired": p, "diff_std": sd,
             "tost_low": eq["low"], "tost_high": eq["high"], "p_tost": eq["p"], "equivalent": eq["equivalent"],
             "mdd": minimal_detectable_difference(len(d), sd), "n_pairs": len(d)}
+
+
+def two_source_interval(x, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The mean of x (n seeds, N test sentences) and its interval counting both sources of variance:
+    the seeds and the sampling of the test sentences. With x_si = μ + a_s + b_i + e_si (crossed random
+    effects), Var(mean) = σa²/n + σb²/N + σe²/(nN), estimated from the two-way ANOVA mean squares
+    (each component kept >= 0); the interval is mean ± t_{n-1} · √Var (n - 1 degrees of freedom: the
+    seeds are the scarce source). For a paired comparison x_si is the difference of two runs'
+    correctness (in points) on sentence i at seed s. Coverage: tests/test_stats.py."""
+    x = np.asarray(x, dtype=float)
+    n, N = x.shape
+    mean = float(x.mean())
+    if n < 2 or N < 2:
+        return mean, math.nan, math.nan
+    rows, cols = x.mean(axis=1), x.mean(axis=0)
+    resid = x - rows[:, None] - cols[None, :] + mean
+    ms_rows, ms_cols = N * rows.var(ddof=1), n * cols.var(ddof=1)
+    ms_e = float((resid**2).sum() / ((n - 1) * (N - 1)))
+    var = (max(ms_rows - ms_e, 0.0) / N / n + max(ms_cols - ms_e, 0.0) / n / N + ms_e / (n * N))
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * math.sqrt(var)
+    return mean, mean - half, mean + half
 
 
 # --- power ------------------------------------------------------------------------------------

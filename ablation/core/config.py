@@ -1,29 +1,10 @@
-"""Run configuration: frozen dataclasses, TOML experiment files, dotted overrides, grids.
+"""Run configuration: frozen dataclasses, TOML experiment files, dotted overrides, run ids.
 
-A run's config is three sections composed into `RunConfig`. The defaults are the lecture's
-protocol (AdaGrad, batch 10, 10 epochs, best-on-dev), so an experiment file lists only what
-it changes. An experiment file may also hold:
-
-    [grid]                      # axes, crossed: every combination is one run
-    "model.gates" = ["none", "output", ...]
-    "train.seed" = [1, 2, 3, 4, 5]
-
-    [reference]                 # numbers to compare against, by gate combination
-    source = "..."
-    values = { none = 80.6, ... }
-
-    [variants]                  # named points, each crossed with the grid axes; the
-    vanilla = {}                # first is the baseline the table compares the others with
-    NIG = { "model.gates" = "forget+output" }
-
-    [slurm]                     # job resources for `ablation grid --executor slurm`
-    partition = "gpu"           # (where runs train is not part of what they are)
-
-    [stats]                     # how the table judges its rows (not part of any run)
-    margin = 0.5                # equivalence margin in accuracy points (TOST)
-    interval = "t"              # "t", or "bootstrap-t" / "bca" for 10 seeds or more
-
-    [tune]                      # a hyperparameter search for `ablation tune` (tune.TuneSpec)
+A run's config is three sections (`DataConfig`, `ModelConfig`, `TrainConfig`) composed into
+`RunConfig`, whose defaults are the lecture's protocol, so an experiment file lists only what it
+changes. An experiment file's tables ([grid], [variants], [reference], [stats], [report], [slurm],
+[tune]) are read by `load_experiment`; docs/config.md explains each with an example and lists every
+key (`reference`). A run's identity is `RunConfig.run_id()`: a hash of `RUN_ID_KEYS`.
 """
 
 from __future__ import annotations

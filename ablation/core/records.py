@@ -1,26 +1,12 @@
-"""Run records: one directory per run, written atomically.
+"""Run records: one directory per run (config.json, metrics.jsonl, summary.json, predictions.csv,
+and optionally probes.json and checkpoint.pt; docs/reproducibility.md lists what each holds).
 
-    <out>/<run_id>/config.json       the fully resolved RunConfig
-                   metrics.jsonl     one line per epoch: train loss, dev accuracy, seconds
-                   summary.json      status, best epoch, dev/test accuracy, params, coverage,
-                                     seed, versions, device, wall time, and `machine`:
-                                     where and how it ran (numerics.describe)
-                   predictions.csv   test-set gold labels and predictions (for paired tests)
-                   probes.json       gradient norms by distance, gate statistics (probes.py);
-                                     absent from records older than the probes and from
-                                     diverged runs
-                   checkpoint.pt     the best-on-dev weights and the vocabulary (checkpoint.py);
-                                     optional like probes.json (absent from older records)
-
-The record is assembled in a hidden temporary directory beside its final place and moved
-there with one `os.rename`, so a run killed at any moment leaves a complete record or none.
-A temporary's name says who writes it (`.partial-<run_id>@<host>@<pid>@...`), so that
-`clean_partial` removes only those whose writer is gone. A record counts as complete only
-if `check_record` finds every file whole, every field of its type and range, and the record
-the run its folder names (config.json hashes to it); a damaged one is moved aside by `quarantine`.
-Records may hold further optional files (probes.json, ...); only `FILES` are required.
-The keys of summary.json and of a metrics.jsonl line are defined once, here: `Summary` and
-`EpochMetrics` (TypedDicts), `SUMMARY_KEYS` the part every record has.
+A record is assembled in a hidden temporary beside its final place and moved there with one
+`os.rename`, so a run killed at any moment leaves a whole record or none; a temporary's name says
+who writes it, so `clean_partial` removes only those whose writer is gone. `check_record` is the
+one definition of a valid record, for the grid and the table alike; `quarantine` moves a damaged
+one aside. The keys of summary.json and of a metrics line are defined once, here (`Summary`,
+`EpochMetrics`, `SUMMARY_CHECKS`).
 """
 
 from __future__ import annotations
@@ -50,7 +36,7 @@ TMP_PREFIX = ".partial-"
 
 # --- the schema: summary.json and a metrics.jsonl line --------------------------------------------------------
 # The writers (train.member_summary, job.train_and_record, write_record) build these; readers
-# (check_record, aggregate, tune, tb_export) read plain dicts, since older records lack newer keys.
+# (check_record, aggregate, tune, analysis/tensorboard) read plain dicts, since older records lack newer keys.
 # `SUMMARY_CHECKS` and `EPOCH_CHECKS` below give each key's type and range at run time.
 
 Status = Literal["complete", "diverged", "no_learning"]  # no_learning: selection.no_learning's rules
@@ -84,7 +70,7 @@ class MemberSummary(SummaryCore):
     device: str  # "cpu" or the CUDA device's name
     threads: int
     scan: str  # select.scan_name: 'fused-cpp', 'triton' or 'python'
-    cuda_graphs: bool  # the steps replayed as CUDA graphs (graphs.py); False on CPU
+    cuda_graphs: bool  # the steps replayed as CUDA graphs (kernels/cuda_graphs.py); False on CPU
     wall_seconds: float
     train_examples: int
 

@@ -2,9 +2,9 @@
 
 The names and their valid values (gate sets, peephole kinds, GRU reset positions, the LSTM
 variants of Greff et al. 2017; SST granularities, labelings and vocabulary sources) and
-`CellSpec`, what one member of a pack computes. The cell (`cell.py`), the config
-(`config.py`) and the analysis (`aggregate.py`, `plots.py`, `readings.py`) all read them
-from here, so reading records, tables and figures never loads torch; `cell.py` re-exports
+`CellSpec`, what one member of a pack computes. The cell (`models/cell.py`), the config
+(`core/config.py`) and the analysis (`analysis/`) all read them from here, so reading
+records, tables and figures never loads torch; `models/cell.py` re-exports
 the cell's names (`ablation.cell.GATES`, `ablation.cell.CellSpec`, ...).
 """
 
@@ -134,7 +134,7 @@ class CellSpec:
         return [float(g in self.gates and g != weightless) for g in CELL_GATES[self.kind]]
 
 
-# The data: which sentences, which labels, which words (see data.py).
+# The data: which sentences, which labels, which words (see tasks/sst.py).
 GRANULARITIES = ("sentences", "phrases")
 LABELINGS = ("binary", "fine")
 # Class names by label id: binary drops the neutral 2 (`binary_label`); fine keeps SST's five.

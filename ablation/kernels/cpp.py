@@ -1,17 +1,12 @@
 """The C++ kernels of a CPU training step (csrc/): building them once, loading them by path.
 
-csrc/lstm_scan.cpp registers the ops ``torch.ops.ablation_fused.*``: the LSTM scan's two time
-loops (forward, backward through time), a matmul summed in one fixed order (`fixed_order_bmm`)
-and AdaGrad's update. Which of them run is `select.py`'s decision; the autograd wrapper of the
-matmul is `matmul.py`'s.
-
-Built once per source version (`make setup`, or the first process that needs it) by
-`torch.utils.cpp_extension` into ``TORCH_EXTENSIONS_DIR`` (default ~/.cache/torch_extensions),
-in a folder named by a hash of the sources, flags, torch version and checkout path, then marked
-whole (`READY`). Every later process loads the library by path, with no lock: a process killed
-while loading leaves nothing behind. A build holds our own `flock` on the folder (the kernel drops
-it when its holder dies, however it dies), so a build that must wait says whose build it waits
-for, and a `lock` file of torch's left by a killed build is known stale and removed.
+csrc/lstm_scan.cpp registers ``torch.ops.ablation_fused.*``: the LSTM scan's two time loops, a matmul
+summed in one fixed order (`fixed_order_bmm`) and AdaGrad's update; `select.py` decides which run.
+They are built once per source version (`make setup`, or the first process that needs them) into
+``TORCH_EXTENSIONS_DIR``, marked whole (`READY`), and then loaded by path with no lock, so a process
+killed while loading leaves nothing behind. A build holds our own `flock` (released by the kernel
+however its holder dies): a build that must wait says whose it waits for, and a torch `lock` file
+left by a killed build is known stale and removed (docs/reproducibility.md).
 """
 
 from __future__ import annotations

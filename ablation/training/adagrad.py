@@ -26,7 +26,7 @@ class PackAdagrad:
     or one per member). The embedding table is updated only in the rows a batch used
     (`step(rows=...)`): a zero gradient leaves a row and its G untouched in the dense
     update too, so this is the same maths for a fraction of the work. `step(None, grad)`
-    takes the whole table's gradient instead (what a CUDA graph can hold: `graphs.py`).
+    takes the whole table's gradient instead (what a CUDA graph can hold: `kernels/cuda_graphs.py`).
     """
 
     def __init__(self, model: PackedClassifier, lr: float | Sequence[float], clip_norm: float = 0.0,

@@ -86,7 +86,7 @@ def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels, 
     the whole (M, V, E) table, zero outside them: the same numbers (a zero gradient leaves a
     row and its AdaGrad state as they were, and each row sums its contributions in the same
     order), at shapes that do not depend on which words the batch holds, as a CUDA graph
-    needs (`graphs.py`)."""
+    needs (`kernels/cuda_graphs.py`)."""
     table = model.embedding
     if whole_table:
         emb, inv, rows = table, ids, None
