@@ -86,7 +86,12 @@ fine:      ## the 8 gate sets on SST-5, 5 seeds (~1.5 core-hours)
 beyond: $(EXPERIMENTS)  ## all five above
 
 tuning: setup  ## random search per gate set, the best retrained on fresh seeds (~8 core-hours; resumes)
-	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture
+	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture \
+	  $(if $(wildcard results/tuned_paired/experiment.toml),--paired results/tuned_paired)
+
+.PHONY: tuned-paired
+tuned-paired: setup  ## each gate set's tuned configuration on the lecture's 20 seeds, for `make tuning` (~5 core-hours)
+	$(ABLATION) grid experiments/tuned_paired.toml --out results/tuned_paired
 
 notebook: setup  ## run notebooks/lecture_table.ipynb in place against results/lecture
 	cd notebooks && env -u MPLBACKEND ABLATION_RESULTS=$(CURDIR)/results/lecture \

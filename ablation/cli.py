@@ -179,7 +179,7 @@ def cmd_tune(args) -> int:
 
     out = Path(args.out or f"results/{Path(args.experiment).stem}")
     for path in run_tuning(args.experiment, out, untuned=args.untuned, workers=args.workers, device=args.device,
-                           threads=args.threads):
+                           threads=args.threads, paired=args.paired):
         print(path)
     return 0
 
@@ -323,6 +323,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--untuned", default="results/lecture",
                    help="results of the same table at default settings, for the tuned-vs-untuned table")
     p.add_argument("--workers", type=int, help="batches trained at once (default: one per core)")
+    p.add_argument("--paired", metavar="RESULTS_DIR",
+                   help="the selected configurations retrained on the untuned table's seeds (experiments/"
+                        "tuned_paired.toml): each gate set's change of its gap to the full cell, tested paired")
     _run_options(p)
     p.set_defaults(func=cmd_tune)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation.core.config import Experiment, RunConfig, apply, flatten, load_experiment
+from ablation.core.config import EXPERIMENT_COPY, Experiment, RunConfig, apply, flatten, load_experiment
 from ablation.core.errors import need
 from ablation.core.spec import GATES, gates_name, parse_gates
 
@@ -355,7 +355,7 @@ def trials_frame(study):
 
 def run_tuning(exp_path: str | os.PathLike, out: str | os.PathLike, *, untuned: str | os.PathLike | None = None,
                workers: int | None = None, device: str = "auto", threads: int = 1,
-               show_progress: bool | None = None) -> list[Path]:
+               show_progress: bool | None = None, paired: str | os.PathLike | None = None) -> list[Path]:
     """Search, select, retrain on fresh seeds, and write the tables, importance and figures
     into ``out``; ``untuned``: the results directory of the same gate table at its default
     settings (e.g. results/lecture), for the tuned-vs-untuned table. Returns the files written."""
@@ -375,7 +375,7 @@ def run_tuning(exp_path: str | os.PathLike, out: str | os.PathLike, *, untuned: 
     run_grid(selected, out / SELECTED, device=device, workers=workers, threads=threads, show_progress=show_progress)
     write_tables(out / SELECTED, experiment=sel_path)
     written = [sel_path, *(out / SELECTED / f"table.{ext}" for ext in ("md", "csv", "tex"))]
-    written += write_tuned_table(out, sel_path, untuned)
+    written += write_tuned_table(out, sel_path, untuned, paired)
     imp = importance(study, spec)
     (out / "importance.csv").write_text(_csv(imp, ["term", "share", "std"]), encoding="utf-8")
     trials = trials_frame(study)
@@ -396,7 +396,7 @@ def _csv(rows: list[dict], cols: list[str]) -> str:
     return pd.DataFrame(rows, columns=cols).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
-def tuned_table(selected: Path, sel_path: Path, untuned: Path | None):
+def tuned_table(selected: Path, sel_path: Path, untuned: Path | None, paired: Path | None = None):
     """Per gate set: the selected learning rate and forget bias, the test accuracy of the
     selection on fresh seeds (mean, t-interval, n, verdict against the full cell), and the
     untuned table's mean and interval beside it; and Kendall's τ between the two orderings."""
@@ -422,23 +422,37 @@ def tuned_table(selected: Path, sel_path: Path, untuned: Path | None):
         both = tuned.dropna(subset=["mean", "untuned_mean"])
         if len(both) >= 2:
             tau = float(stats.kendalltau(both["mean"], both["untuned_mean"]).statistic)
+        if paired is not None:  # the selections retrained on the untuned table's seeds: tuning, tested paired
+            from ablation.analysis.aggregate import load_runs, tuning_change
+
+            runs = load_runs(paired, load_experiment(paired / EXPERIMENT_COPY))
+            change = tuning_change(runs.runs.assign(gates=runs.runs["variant"]), load_runs(untuned).runs)
+            tuned = tuned.merge(change, on="gates", how="left")
     return tuned, tau
 
 
-def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | None) -> list[Path]:
+def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | None,
+                      paired: str | os.PathLike | None = None) -> list[Path]:
     from ablation.analysis.aggregate import SHORT
 
-    tuned, tau = tuned_table(out / SELECTED, sel_path, Path(untuned) if untuned else None)
+    tuned, tau = tuned_table(out / SELECTED, sel_path, Path(untuned) if untuned else None,
+                             Path(paired) if paired else None)
     csv_path, md_path = out / "tuned_table.csv", out / "tuned_table.md"
     csv_path.write_text(tuned.to_csv(index=False, float_format="%.4f", lineterminator="\n"), encoding="utf-8")
     head = ["gates", "lr", "forget bias", "tuned mean", "95% CI", "n", "verdict", "untuned mean", "95% CI"]
+    if "delta_change" in tuned:  # paired on the untuned seeds: the change of each gap to the full cell
+        head += ["gap change [95% CI]", "change"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, t in tuned.iterrows():
         untuned_cells = ([f"{t['untuned_mean']:.1f}", f"[{t['untuned_ci_low']:.1f}, {t['untuned_ci_high']:.1f}]"]
                          if "untuned_mean" in t and not _missing(t["untuned_mean"]) else ["–", "–"])
+        change = ([f"{t['delta_change']:+.2f} [{t['delta_change_ci_low']:+.2f}, {t['delta_change_ci_high']:+.2f}]",
+                   str(t["delta_change_verdict"])] if "delta_change" in t and not _missing(t["delta_change"])
+                  else ["–", "–"]) if "delta_change" in tuned else []
         lines.append("| " + " | ".join([SHORT.get(t["gates"], t["gates"]), f"{t['lr']:.3g}", f"{t['forget_bias']:.2f}",
                                          f"{t['mean']:.1f}", f"[{t['ci_low']:.1f}, {t['ci_high']:.1f}]",
-                                         str(int(t["n"])), str(t.get("verdict", "")), *untuned_cells]) + " |")
+                                         str(int(t["n"])), str(t.get("verdict", "")), *untuned_cells,
+                                         *change]) + " |")
     note = (f"Kendall's τ between the tuned and untuned orderings over {len(tuned)} gate sets: {tau:.2f}."
             if not math.isnan(tau) else "No untuned table to compare with.")
     md_path.write_text("\n".join(lines) + "\n\n" + note + "\n", encoding="utf-8")

@@ -262,3 +262,28 @@ def test_interactions_test_the_change_of_a_gap_directly(tmp_path):
     assert (row["gates"], row["a"], row["b"], row["n"]) == ("output", "full", "none", 3)
     assert row["change"] == pytest.approx(11 / 6)
     assert row["p_holm"] == row["p"] < 0.01
+
+
+def test_tuning_change_is_tested_paired_by_seed():
+    """Tuned and untuned runs on the same 4 seeds. `o`'s gap to the full cell is −2 untuned and −1 tuned on
+    every seed but one (−1.2): a change of +0.95, paired; `i`'s gap is the same ±0.05, so unchanged within ±0.5;
+    the full cell gains 0.1 over its default settings."""
+    import pandas as pd
+
+    from ablation.analysis.aggregate import tuning_change
+
+    seeds = [1, 2, 3, 4]
+    noise = [0.0, 0.3, -0.2, 0.1]
+    untuned = pd.DataFrame([{"gates": g, "seed": s, "test_acc": 80 + z + off} for g, off in
+                            (("input+forget+output", 0), ("output", -2), ("input", -1)) for s, z in zip(seeds, noise)])
+    tuned = untuned.copy()
+    tuned.loc[tuned["gates"] == "input+forget+output", "test_acc"] += 0.1
+    tuned.loc[tuned["gates"] == "output", "test_acc"] += [1.1, 1.1, 1.1, 0.9]
+    tuned.loc[tuned["gates"] == "input", "test_acc"] += [0.15, 0.05, 0.1, 0.1]
+    c = tuning_change(tuned, untuned).set_index("gates")
+    assert c.loc["output", "delta_change"] == pytest.approx(0.95)
+    assert c.loc["output", "delta_change_verdict"] == "changed"
+    assert c.loc["input", "delta_change"] == pytest.approx(0.0, abs=1e-9)
+    assert c.loc["input", "delta_change_verdict"] == "unchanged"
+    assert c.loc["input+forget+output", "vs_default"] == pytest.approx(0.1)
+    assert pd.isna(c.loc["input+forget+output", "delta_change"]) and (c["n_paired"] == 4).all()

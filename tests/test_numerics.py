@@ -123,7 +123,7 @@ def test_train_twice_in_fresh_processes_gives_the_same_record_byte_for_byte(tmp_
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
-                    reason="needs qemu-x86_64 (Debian's qemu-user: apt-get install qemu-user; .ci/run installs it) on an x86-64 host")
+                    reason="needs qemu-x86_64 (Debian's qemu-user; .ci/run installs it) on an x86-64 host")
 def test_an_emulated_intel_cpu_trains_the_same_record_byte_for_byte(tmp_path):
     """Another machine within reach of every run of the suite: the smoke config trained here and on QEMU's
     software x86-64 announcing an Intel Haswell (GenuineIntel, AVX2 and FMA, no AVX-512) gives the same

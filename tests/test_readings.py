@@ -213,3 +213,22 @@ def test_bench_reading_by_hand():
                          "`--fast-numerics`.")
     assert bench_reading([old]).endswith("(b) 3.0×. A step of the pack of 8 took 9.0 ms.")
     assert bench_reading([line("fast", 7.0)]) == ""
+
+
+def test_tuning_reading_tests_the_change_when_paired():
+    tuned = pd.DataFrame({"gates": ["none", "input", "input+forget+output"], "mean": [80.0, 84.0, 85.0],
+                          "ci_low": [79.0, 83.0, 84.5], "ci_high": [81.0, 85.0, 85.5], "n": 20,
+                          "verdict": ["worse", "inconclusive", "reference"], "untuned_mean": [79.0, 83.5, 84.7],
+                          "untuned_verdict": ["worse", "worse", "reference"], "n_paired": 20,
+                          "delta_change": [0.1, 0.8, math.nan], "delta_change_ci_low": [-0.2, 0.3, math.nan],
+                          "delta_change_ci_high": [0.4, 1.3, math.nan],
+                          "delta_change_verdict": ["unchanged", "changed", ""],
+                          "vs_default_verdict": ["inconclusive", "inconclusive", "inconclusive"]})
+    imp = pd.DataFrame({"term": ["gate set", "learning rate", "forget bias", "gate set x learning rate"],
+                        "share": [0.125, 0.5, 0.02, 0.1], "std": [0.03, 0.1, 0.01, 0.04]})
+    claims = tuning_reading(tuned, imp, 24, 190)
+    assert ("Paired on the untuned table's seeds (n = 20; Holm over the 2 gate sets): tuning changed the gap to the "
+            "full cell of i; left it unchanged within the margin (TOST) for none; inconclusive for no gate set (the "
+            "largest change, i, +0.80 points, 95% CI +0.30 to +1.30).") in claims
+    assert ("Against the default settings on the same seeds, tuning found a configuration detectably better for "
+            "no gate set (Holm over the 3 gate sets).") in claims

@@ -389,6 +389,46 @@ def interaction_table(r: Runs, col: str = "config.model.peephole") -> pd.DataFra
     return table
 
 
+CHANGE_WORDS = {"better": "changed", "worse": "changed", "equivalent": "unchanged"}  # of a gap under tuning
+
+
+def tuning_change(tuned: pd.DataFrame, untuned: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
+    """Did tuning change the gate table? Both frames: one row per run (gates, seed, test_acc), the tuned runs
+    on the untuned runs' seeds. Per gate set, paired by seed: the change of its gap to the full cell,
+    (tuned[g] - tuned[full]) - (untuned[g] - untuned[full]), with its 95% t-interval, Holm over the gate
+    sets and TOST within ±``margin`` (`delta_change*`); and tuned minus default settings, the defaults
+    being an arm of the comparison (`vs_default*`, Holm over every gate set)."""
+    a = tuned.set_index(["gates", "seed"])["test_acc"]
+    b = untuned.set_index(["gates", "seed"])["test_acc"]
+    rows = []
+    for g in gate_order(set(tuned["gates"]) & set(untuned["gates"])):
+        seeds = sorted(set(a.loc[g].index) & set(b.loc[g].index) & set(a.loc[FULL].index) & set(b.loc[FULL].index))
+        if len(seeds) < 2:
+            continue
+        va, vb = a.loc[g].loc[seeds].to_numpy(float), b.loc[g].loc[seeds].to_numpy(float)
+        fa, fb = a.loc[FULL].loc[seeds].to_numpy(float), b.loc[FULL].loc[seeds].to_numpy(float)
+        row = {"gates": g, "n_paired": len(seeds)}
+        for name, x, y in (("vs_default", va, vb), ("delta_change", va - fa, vb - fb)):
+            if name == "delta_change" and g == FULL:
+                continue
+            c = paired_comparison(x, y, margin)
+            row.update({name: c["diff"], f"{name}_ci_low": c["diff_ci_low"], f"{name}_ci_high": c["diff_ci_high"],
+                        f"{name}_p": c["p_paired"], f"{name}_equivalent": c["equivalent"]})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    for name in ("vs_default", "delta_change"):
+        if name not in out:
+            continue
+        out[f"{name}_p_holm"] = holm(out[f"{name}_p"])
+        words = CHANGE_WORDS if name == "delta_change" else {}
+        out[f"{name}_verdict"] = [
+            "" if math.isnan(d) else words.get(v, v) for d, v in
+            ((d, verdict(d, ph, bool(eq)) if not math.isnan(d) else "") for d, ph, eq in
+             zip(out[name], out[f"{name}_p_holm"], out[f"{name}_equivalent"].fillna(False)))]
+        out = out.drop(columns=f"{name}_equivalent")
+    return out
+
+
 def experiment_for(results: str | os.PathLike, experiment: str | os.PathLike | None = None) -> Experiment | None:
     """The experiment a results directory holds: ``experiment`` when given, else the copy the grid
     kept in it (`EXPERIMENT_COPY`); None for a folder without one (single runs)."""

@@ -362,6 +362,10 @@ def bench_reading(lines: list[dict]) -> str:
     return text + "."
 
 
+def _some(gates: list[str]) -> str:
+    return _gate_list(gates) if gates else "no gate set"
+
+
 def _gate_list(gates: list[str]) -> str:
     return ", ".join(SHORT.get(g, g) for g in gates) or "none"
 
@@ -382,6 +386,21 @@ def tuning_reading(tuned: pd.DataFrame, importance: pd.DataFrame, trials_per_set
         claims.append(f"Untuned, {len(worse_untuned)} of {len(names)} are worse ({_gate_list(worse_untuned)}). The "
                       "tuned runs have other seeds than the untuned table, so nothing here tests whether a gate "
                       "set's gap to the full cell changed under tuning; two verdicts side by side are not that test.")
+    if "delta_change" in t and t["delta_change"].notna().any():
+        n = int(t["n_paired"].min())
+        by = {v: [g for g in names if t.loc[g, "delta_change_verdict"] == v] for v in ("changed", "unchanged",
+                                                                                         "inconclusive")}
+        widest = max(names, key=lambda g: abs(t.loc[g, "delta_change"]))
+        claims.append(f"Paired on the untuned table's seeds (n = {n}; Holm over the {len(names)} gate sets): tuning "
+                      f"changed the gap to the full cell of {_some(by['changed'])}; left it unchanged within "
+                      f"the margin (TOST) for {_some(by['unchanged'])}; inconclusive for "
+                      f"{_some(by['inconclusive'])} (the largest change, {SHORT.get(widest, widest)}, "
+                      f"{signed(t.loc[widest, 'delta_change'], 2)} points, 95% CI "
+                      f"{signed(t.loc[widest, 'delta_change_ci_low'], 2)} to "
+                      f"{signed(t.loc[widest, 'delta_change_ci_high'], 2)}).")
+        better = [g for g in t.index if t.loc[g, "vs_default_verdict"] == "better"]
+        claims.append(f"Against the default settings on the same seeds, tuning found a configuration detectably "
+                      f"better for {_some(better)} (Holm over the {len(t)} gate sets).")
     share = importance.set_index("term")
 
     def pct(term: str) -> str:
