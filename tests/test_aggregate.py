@@ -244,7 +244,7 @@ def test_figures_name_groups_in_words_and_keep_legends_off_the_data(tmp_path):
     assert len(fig.axes) == 4  # 2 groups x output gate off/on
     assert {a.get_title() for a in fig.axes} >= {"diagonal peepholes\noutput gate on"}
     fig, ax = plot_learning_curves(r.curves)
-    assert "line: mean over seeds; band: ±1 std" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "line: mean over seeds\nband: ±1 std" in [t.get_text() for t in fig.legends[0].get_texts()]
     assert "interactions" in {p.stem for p in save_figures(tmp_path)}
 
 

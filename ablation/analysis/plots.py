@@ -114,7 +114,7 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str = "Dev accuracy by 
         ax.set_ylim(top=min(ax.get_ylim()[1], 100))
         ax.grid(alpha=0.3)
 
-    band = Patch(color="0.5", alpha=0.15, linewidth=0, label="line: mean over seeds; band: ±1 std")
+    band = Patch(color="0.5", alpha=0.15, linewidth=0, label="line: mean over seeds\nband: ±1 std")
     return _panel_figure(curves, title, "dev accuracy (%)", panel, extra=[band])
 
 

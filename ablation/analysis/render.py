@@ -270,10 +270,11 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         _write(Path(results) / PAGE, tuning_page(results))
         return ""
     check_results(results)
+    exp = experiment_for(results, experiment)
     r, table, source = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records ({counts_line(r)})")
-    if experiment_for(results, experiment) is None and len(table) > 1 and (table["n"] == 1).all():
+    if exp is None and len(table) > 1 and (table["n"] == 1).all():
         _write(Path(results) / PAGE, single_runs_page(results, r))
         return (f"{results}: {len(r.runs)} single runs of different configs, one seed each: nothing to tabulate "
                 f"(listed in {Path(results) / PAGE})\n")
@@ -287,7 +288,6 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         _write(path, format_csv(effects))
     elif path.exists():  # the grid lost a gate set: no stale effects
         path.unlink()
-    exp = experiment_for(results, experiment)
     if exp is not None and exp.report.get("reading") == "peepholes":  # its reading tests the interactions
         _write(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
     _write(Path(results) / PAGE, page(results, experiment))
