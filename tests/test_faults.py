@@ -352,7 +352,10 @@ def _start_grid(out: Path) -> subprocess.Popen:
     """A smoke grid of 2 workers, returned once training runs (its first epoch ended)."""
     args = [sys.executable, "-m", "ablation.cli", "grid", SMOKE, "--out", str(out), "--workers", "2",
             "--pack-size", "1", "--set", "train.epochs=40"]
-    proc = subprocess.Popen(args, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: SIGINT at its default, whatever this process inherited (a shell's
+    # background job starts with it ignored, and Python keeps an ignored SIGINT ignored)
+    proc = subprocess.Popen(args, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if "epoch" in line:
             return proc
