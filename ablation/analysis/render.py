@@ -290,7 +290,8 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         path.unlink()
     if exp is not None and exp.report.get("reading") == "peepholes":  # its reading tests the interactions
         _write(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
-    _write(Path(results) / PAGE, page(results, experiment))
+    claims, probes = _claims(results, exp, r, table, effects)  # the records as loaded above, not again
+    _write(Path(results) / PAGE, _page(results, exp, r, table, source, effects, claims, probes))
     return texts[fmt]
 
 
@@ -308,18 +309,23 @@ def bullets(claims: list[str]) -> str:
 def reading_claims(results: str | os.PathLike, experiment: str | os.PathLike | None = None):
     """(runs, table, reference source, effects, the reading's claims, the probes' claims) of a results
     directory, its reading the one its experiment's [report] names."""
-    exp = experiment_for(results, experiment)
     r, table, source = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records")
     effects = effects_table(r)
+    return (r, table, source, effects,
+            *_claims(results, experiment_for(results, experiment), r, table, effects))
+
+
+def _claims(results, exp, r: Runs, table: pd.DataFrame, effects: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The reading's claims and the probes' claims of loaded records (`reading_claims`)."""
     name = (exp.report.get("reading") if exp is not None else None) or "generic"
     claims = READINGS[name](table, effects, r.runs, table.attrs.get("margin", MARGIN))
     claims = claims if name == "lecture" else [SECONDARY, *claims]
     cost = cost_sentence(pd.concat([r.runs, r.diverged]))
     claims += shared_runs(results, r)
     probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
-    return r, table, source, effects, claims + ([cost] if cost else []), probes
+    return claims + ([cost] if cost else []), probes
 
 
 def shared_runs(results: str | os.PathLike, r: Runs) -> list[str]:
@@ -340,9 +346,12 @@ def page(results: str | os.PathLike, experiment: str | os.PathLike | None = None
     bullet), the table with its effects and notes, the probes and the figures."""
     if (Path(results) / TUNED_TABLE).exists():
         return tuning_page(results)
-    exp = experiment_for(results, experiment)
+    return _page(results, experiment_for(results, experiment), *reading_claims(results, experiment))
+
+
+def _page(results, exp, r: Runs, table: pd.DataFrame, source: str, effects: pd.DataFrame, claims: list[str],
+          probes: list[str]) -> str:
     report = exp.report if exp is not None else {}
-    r, table, source, effects, claims, probes = reading_claims(results, experiment)
     name = Path(results).resolve().name
     title = report.get("title") or name
     lines = [f"# {title}", ""]
