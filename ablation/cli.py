@@ -83,7 +83,11 @@ def cmd_train(args) -> int:
     if s["status"] != "complete":
         print(f"{s['status'].replace('_', ' ')}: {s.get('failure_reason')}; record: {path[0]}")
         return 1
-    print(f"test {s['test_acc']:.2f}%, dev {s['dev_acc']:.2f}% (best epoch {s['best_epoch']}); record: {path[0]}")
+    if s.get("metric", "accuracy") == "accuracy":
+        print(f"test {s['test_acc']:.2f}%, dev {s['dev_acc']:.2f}% (best epoch {s['best_epoch']}); record: {path[0]}")
+    else:
+        print(f"test {s['metric']} {s['test_metric']:.4g}, dev {s['dev_metric']:.4g} (best epoch {s['best_epoch']}; "
+              f"predicting the mean: {s['baseline_test']:.4g}); record: {path[0]}")
     return 0
 
 
@@ -185,9 +189,17 @@ def cmd_tune(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from ablation.analysis.aggregate import experiment_for
     from ablation.analysis.plots import save_figures
 
-    for path in save_figures(args.results, experiment=args.experiment):
+    exp = experiment_for(args.results, args.experiment)
+    if exp is not None and exp.report.get("reading") == "lag":  # a long-lag grid's figures: analysis/lag.py
+        from ablation.analysis.lag import save_lag_figures
+
+        paths = save_lag_figures(args.results, exp)
+    else:
+        paths = save_figures(args.results, experiment=args.experiment)
+    for path in paths:
         print(path)
     return 0
 

@@ -44,7 +44,8 @@ from ablation.core.spec import LECTURE_ORDER, split_gates  # noqa: E402
 from ablation.kernels import select, triton_scan  # noqa: E402
 from ablation.models.cell import CellSpec, ScanFlags, TritonScan, _Scan, gate_masks  # noqa: E402
 from ablation.tasks.sst import batch_order  # noqa: E402
-from ablation.training.trainer import PackAdagrad, build_pack, data_for, train_step  # noqa: E402
+from ablation.training.adagrad import PackAdagrad  # noqa: E402
+from ablation.training.trainer import build_pack, data_for, train_step  # noqa: E402
 
 COMBOS = [split_gates(g) for g in LECTURE_ORDER]  # the lecture's 8 gate sets
 

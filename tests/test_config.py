@@ -32,9 +32,9 @@ def test_overrides_parse_toml_literals():
 
 
 def test_unknown_key_lists_valid_keys():
-    with pytest.raises(ConfigError, match="valid train keys: seed, lr, batch_size"):
+    with pytest.raises(ConfigError, match="valid train keys: seed, lr, optimizer, batch_size"):
         apply(RunConfig(), {"train.learning_rate": 0.1})
-    with pytest.raises(ConfigError, match="valid: data, model, train"):
+    with pytest.raises(ConfigError, match="valid: task, data, model, train"):
         apply(RunConfig(), {"optim.lr": 0.1})
 
 
@@ -146,12 +146,12 @@ def test_run_ids_are_pinned():
 
 def test_every_config_key_is_classified_for_the_run_id():
     """A new key must say whether it changes a run's numbers, or ids would change (or fail to) silently."""
-    from ablation.core.config import NOT_IN_RUN_ID, RUN_ID_KEYS, flatten
+    from ablation.core.config import LATER_KEYS, NOT_IN_RUN_ID, RUN_ID_KEYS, flatten
 
     keys = set(flatten(RunConfig().to_dict()))
     assert len(RUN_ID_KEYS) == len(set(RUN_ID_KEYS))
-    assert not set(RUN_ID_KEYS) & set(NOT_IN_RUN_ID)
-    assert set(RUN_ID_KEYS) | set(NOT_IN_RUN_ID) == keys
+    assert not set(RUN_ID_KEYS) & set(NOT_IN_RUN_ID) and not set(LATER_KEYS) & (set(RUN_ID_KEYS) | set(NOT_IN_RUN_ID))
+    assert set(RUN_ID_KEYS) | set(NOT_IN_RUN_ID) | set(LATER_KEYS) == keys
     assert all(reason.strip() for reason in NOT_IN_RUN_ID.values())
 
 
@@ -171,8 +171,11 @@ def test_vocab_source_is_checked():
         apply(RunConfig(), {"data.vocab": "all"})
 
 
-# A value for each key other than its default, valid for the lecture's LSTM.
-OTHER = {"data.granularity": "sentences", "data.labels": "fine", "data.data_dir": "/x", "data.bucket": False,
+# A value for each key other than its default, valid for the lecture's LSTM (a task.* key other than
+# task.name and model.forget_init on a generated task: `ON_ADDING`).
+OTHER = {"task.name": "adding", "task.length": 30, "task.train_size": 50, "task.eval_size": 20, "task.data_seed": 1,
+         "model.forget_init": "chrono", "train.optimizer": "adam",
+         "data.granularity": "sentences", "data.labels": "fine", "data.data_dir": "/x", "data.bucket": False,
          "data.train_limit": 5, "data.vocab": "train-labelled", "model.gates": "i+f", "model.peephole": "full",
          "model.embedding_dim": 7, "model.hidden_size": 9, "model.embeddings": "random",
          "model.freeze_embeddings": True, "model.forget_bias": 1.0, "model.cell": "gru", "model.variant": "cifg",
@@ -180,15 +183,19 @@ OTHER = {"data.granularity": "sentences", "data.labels": "fine", "data.data_dir"
          "train.clip_norm": 1.0, "train.eval_batch_size": 16, "train.trial": 3}
 
 
+NEEDS_A_TASK = {"task.length", "task.train_size", "task.eval_size", "task.data_seed", "model.forget_init"}
+ON_ADDING = apply(RunConfig(), {"task.name": "adding"})
+
+
 def test_every_key_is_classified_per_member_or_shared_by_a_pack():
     """`pack_key` ignores exactly the PER_MEMBER_KEYS: every other key (in the run id or not, like where the
     data lie) is one a pack's members share."""
-    from ablation.core.config import PER_MEMBER_KEYS, RUN_ID_KEYS, flatten, pack_key
+    from ablation.core.config import LATER_KEYS, PER_MEMBER_KEYS, RUN_ID_KEYS, flatten, pack_key
 
     keys = list(flatten(RunConfig().to_dict()))
-    assert sorted(OTHER) == sorted(keys) and set(PER_MEMBER_KEYS) <= set(RUN_ID_KEYS)
-    base = RunConfig()
+    assert sorted(OTHER) == sorted(keys) and set(PER_MEMBER_KEYS) <= set(RUN_ID_KEYS) | set(LATER_KEYS)
     for key in keys:
+        base = ON_ADDING if key in NEEDS_A_TASK else RunConfig()
         changed = apply(base, {key: OTHER[key]})
         same_pack = pack_key(changed) == pack_key(base)
         assert same_pack == (key in PER_MEMBER_KEYS), key

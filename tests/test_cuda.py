@@ -15,7 +15,7 @@ from ablation.core.config import RunConfig, apply
 from ablation.kernels import select, triton_scan
 from ablation.models import cell
 from ablation.training.probes import probe_pack
-from ablation.training.trainer import build_pack, data_for, member_losses
+from ablation.training.trainer import build_pack, data_for
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -48,7 +48,7 @@ def test_pack_computes_on_cuda_what_it_computes_on_cpu(name, monkeypatch):
     ids, lengths, labels = data.train.batch(torch.arange(40))
     results = []
     for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
-        loss = member_losses(model(ids.to(dev), lengths.to(dev)), labels.to(dev))
+        loss = model.loss(model(ids.to(dev), lengths.to(dev)), labels.to(dev))
         loss.sum().backward()
         results.append((loss.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()},
                         probe_pack(model, data.dev.to(dev))))

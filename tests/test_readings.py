@@ -151,12 +151,16 @@ def test_committed_tables_are_honest():
     import pandas as pd
     from scipy import stats as sps
 
+    from ablation.analysis.aggregate import experiment_for
     from ablation.analysis.stats import holm
     from ablation.core.spec import LECTURE_ORDER
 
     tables = sorted(ROOT.glob("results/*/table.csv"))
     assert len(tables) >= 5
     for path in tables:
+        exp = experiment_for(path.parent)
+        if exp is not None and exp.report.get("reading") == "lag":  # solve rates: tests/test_lag_analysis.py
+            continue
         t = pd.read_csv(path)
         assert {"p_paired", "p_holm", "verdict"} <= set(t.columns) and not any("mcnemar" in c for c in t.columns)
         half = sps.t.ppf(0.975, t["n"] - 1) * t["std"] / np.sqrt(t["n"])

@@ -113,6 +113,9 @@ VALID = {
     "device": {"str"}, "scan": {"str"}, "cuda_graphs": {"bool"}, "wall_seconds": {"float", "int", "huge"},
     "embedding_coverage": {"object"}, "versions": {"object"}, "machine": {"object"},
     "num_classes": {"int"},  # 2: the binary task's
+    # a generated task's (an SST record has none: these hold only if present)
+    "task": set(), "dev_metric": {"float", "int", "huge", "null"}, "test_metric": {"float", "int", "huge", "null"},
+    "baseline_dev": {"float", "int", "huge"}, "baseline_test": {"float", "int", "huge"},
 }
 # A valid count of test examples that is not the file's: refused, by predictions.csv's row count.
 SIZE_MISMATCH = {("test_examples", kind): "predictions.csv has 6 rows; the test set has" for kind in ("int", "huge")}

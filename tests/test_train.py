@@ -12,7 +12,8 @@ from ablation.core.records import CHECKPOINT, FILES, PROBES
 from ablation.core.spec import LECTURE_ORDER
 from ablation.kernels import cuda_graphs, select
 from ablation.running.job import train_and_record
-from ablation.training.trainer import PackAdagrad, build_pack, data_for, train_pack, train_step
+from ablation.training.adagrad import PackAdagrad
+from ablation.training.trainer import build_pack, data_for, train_pack, train_step
 
 COMBOS = list(LECTURE_ORDER)
 

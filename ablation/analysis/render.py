@@ -271,6 +271,10 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         return ""
     check_results(results)
     exp = experiment_for(results, experiment)
+    if exp is not None and exp.report.get("reading") == "lag":  # solved or not, not a mean: analysis/lag.py
+        from ablation.analysis.lag import write_lag
+
+        return write_lag(results, exp, fmt=fmt)
     r, table, source = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records ({counts_line(r)})")
@@ -346,7 +350,12 @@ def page(results: str | os.PathLike, experiment: str | os.PathLike | None = None
     bullet), the table with its effects and notes, the probes and the figures."""
     if (Path(results) / TUNED_TABLE).exists():
         return tuning_page(results)
-    return _page(results, experiment_for(results, experiment), *reading_claims(results, experiment))
+    exp = experiment_for(results, experiment)
+    if exp is not None and exp.report.get("reading") == "lag":
+        from ablation.analysis.lag import lag_page
+
+        return lag_page(results, exp)
+    return _page(results, exp, *reading_claims(results, experiment))
 
 
 def _page(results, exp, r: Runs, table: pd.DataFrame, source: str, effects: pd.DataFrame, claims: list[str],

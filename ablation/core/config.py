@@ -1,8 +1,8 @@
 """Run configuration: frozen dataclasses, TOML experiment files, dotted overrides, run ids.
 
-A run's config is three sections (`DataConfig`, `ModelConfig`, `TrainConfig`) composed into
-`RunConfig`, whose defaults are the lecture's protocol, so an experiment file lists only what it
-changes. An experiment file's tables ([grid], [variants], [reference], [stats], [report], [slurm],
+A run's config is four sections (`TaskConfig`, `DataConfig`, `ModelConfig`, `TrainConfig`)
+composed into `RunConfig`, whose defaults are the lecture's protocol on SST, so an experiment file
+lists only what it changes. An experiment file's tables ([grid], [variants], [reference], [stats], [report], [slurm],
 [tune]) are read by `load_experiment`; docs/config.md explains each with an example and lists every
 key (`reference`). A run's identity is `RunConfig.run_id()`: a hash of `RUN_ID_KEYS`.
 """
@@ -25,10 +25,13 @@ from typing import Any
 from ablation.core.errors import ConfigError
 from ablation.core.spec import (
     CELL_GATES,
+    FORGET_INITS,
     GRANULARITIES,
     LABELINGS,
+    OPTIMIZERS,
     PEEPHOLES,
     RESETS,
+    TASKS,
     VARIANTS,
     VOCABS,
     CellSpec,
@@ -42,11 +45,39 @@ EVAL_BATCH = 256
 # The equivalence margin in points (TOST) where an experiment's [stats] sets none: half a point,
 # about the std of one run over seeds.
 MARGIN = 0.5
+# A generated task counts as solved below this fraction of its trivial baseline (an MSE 10% of
+# predicting the mean), unless an experiment's [stats] solve says otherwise.
+SOLVE = 0.1
 # How a table's intervals of the mean are computed ([stats] interval; analysis/stats.mean_interval).
 INTERVALS = ("t", "bootstrap-t", "bca")
 
 
 MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "sst"  # what is learned (core/spec.TASKS; tasks/registry.py): the lecture's SST by default
+    length: int = 100  # the sequence length T of a generated task (adding, temporal-order)
+    train_size: int = 10000  # generated training sequences
+    eval_size: int = 1000  # generated dev and test sequences, each
+    data_seed: int = 0  # the generator's seed: with the keys above it names the data, as SST's checksums do
+
+    def __post_init__(self):
+        _choice("task.name", self.name, tuple(TASKS))
+        if self.name == "sst":  # SST's data are its files: the generator's keys mean nothing for it
+            changed = [f"task.{k}" for k, v in dataclasses.asdict(self).items()
+                       if k != "name" and v != TASK_DEFAULTS[k]]
+            if changed:
+                raise ConfigError(f"{changed[0]}: applies to a generated task ("
+                                  f"{', '.join(t for t in TASKS if t != 'sst')}); task.name is 'sst'")
+        _at_least("task.length", self.length, 2)
+        _at_least("task.train_size", self.train_size, 1)
+        _at_least("task.eval_size", self.eval_size, 1)
+        _at_least("task.data_seed", self.data_seed, 0)
+        if self.name == "temporal-order" and self.length < 10:
+            raise ConfigError(f"task.length: temporal-order needs >= 10 (its X and Y lie in set windows), "
+                              f"got {self.length}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,8 @@ class ModelConfig:
     embeddings: str = "glove-6b-50d"  # "random", "glove-6b-50d" (PCA to embedding_dim) or a GloVe file
     freeze_embeddings: bool = False  # the lecture fine-tunes its vectors
     forget_bias: float = 0.0  # forget-gate bias at init (Jozefowicz et al. 2015 suggest 1)
+    forget_init: str = "constant"  # "constant" (forget_bias) or "chrono": b_f ~ log U(1, task.length - 1),
+    #                                b_i = -b_f (Tallec & Ollivier 2018, sec. 3)
     cell: str = "lstm"  # "lstm", "gru" or "rnn" (Elman, tanh)
     variant: str = "vanilla"  # an LSTM variant of Greff et al. 2017 (core/spec.VARIANTS)
     gru_reset: str = "before"  # where the GRU's reset gate applies: the lecture's "before", or "after"
@@ -98,6 +131,10 @@ class ModelConfig:
         _at_least("model.embedding_dim", self.embedding_dim, 1)
         _at_least("model.hidden_size", self.hidden_size, 1)
         _finite("model.forget_bias", self.forget_bias)
+        _choice("model.forget_init", self.forget_init, FORGET_INITS)
+        if self.forget_init == "chrono" and (self.cell != "lstm" or self.variant == "cifg"):
+            raise ConfigError("model.forget_init 'chrono' sets the LSTM's forget and input gate biases; "
+                              f"model.cell is {self.cell!r}, model.variant {self.variant!r}; valid: constant")
 
     def spec(self) -> CellSpec:
         """What one member of a pack computes (`spec.CellSpec`), from these settings."""
@@ -114,7 +151,8 @@ KIND_DEFAULTS = {kind: {"gates": gates, "peephole": "diagonal" if kind == "lstm"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 1  # fixes initial values and the order of batches
-    lr: float = 0.05  # AdaGrad step size
+    lr: float = 0.05  # the optimizer's step size
+    optimizer: str = "adagrad"  # "adagrad" (the lecture's), "adam" or "rmsprop" (long-lag tasks), per member
     batch_size: int = 10  # the lecture's mini-batch
     epochs: int = 10  # the lecture's 10 epochs; the best-on-dev epoch is kept
     clip_norm: float = 0.0  # max gradient norm per model; 0 = no clipping (the lecture's)
@@ -128,6 +166,7 @@ class TrainConfig:
         _finite("train.lr", self.lr)
         if not self.lr > 0:
             raise ConfigError(f"train.lr: must be a finite number > 0, got {self.lr!r}")
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _at_least("train.batch_size", self.batch_size, 1)
         _at_least("train.epochs", self.epochs, 1)
         _finite("train.clip_norm", self.clip_norm)
@@ -139,6 +178,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -146,23 +186,35 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def __post_init__(self):
+        t, m = self.task, self.model
+        if t.name == "sst" and m.forget_init == "chrono":
+            raise ConfigError("model.forget_init 'chrono' spans a generated task's lags (up to task.length); "
+                              "task.name is 'sst'; valid for it: constant")
+        if t.name != "sst" and (self.data != DataConfig() or m.embeddings != "glove-6b-50d" or m.freeze_embeddings):
+            raise ConfigError(f"task.name {t.name!r}: the data.* keys and model.embeddings/freeze_embeddings are "
+                              "SST's; a generated task's inputs are its own (leave them at their defaults)")
+
     def run_id(self) -> str:
-        """Readable prefix plus a hash of the keys that define a run (`RUN_ID_KEYS`, seed included)."""
+        """Readable prefix plus a hash of the keys that define a run (`RUN_ID_KEYS`, seed included;
+        a `LATER_KEYS` key only when it is not at its default, so older runs keep their ids)."""
         flat = flatten(self.to_dict())
         defining = {k: flat[k] for k in RUN_ID_KEYS}
+        defining.update({k: flat[k] for k in LATER_KEYS if not _same(flat[k], SECTION_DEFAULTS[k])})
         digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
         m = self.model
         short = "".join(g[0] for g in m.gates) or "none"
         kind = m.peephole[:4] if m.cell == "lstm" else m.cell + (f"-{m.gru_reset}" if m.cell == "gru" else "")
         variant = "" if m.variant == "vanilla" else f"-{m.variant}"
-        return f"{short}-{kind}{variant}-s{self.train.seed}-{digest}"
+        task = "" if self.task.name == "sst" else f"{self.task.name}{self.task.length}-"
+        return f"{task}{short}-{kind}{variant}-s{self.train.seed}-{digest}"
 
 
 # What a pack's members may differ in (each has its own; everything else the pack shares, so its
 # members see the same batches and start from the same shared weights). Every RUN_ID_KEYS key is
 # either here or shared (tests/test_config.py checks `pack_key` against this list).
-PER_MEMBER_KEYS = ("model.gates", "model.variant", "model.forget_bias", "model.embeddings", "train.lr",
-                   "train.trial")
+PER_MEMBER_KEYS = ("model.gates", "model.variant", "model.forget_bias", "model.forget_init", "model.embeddings",
+                   "train.lr", "train.trial")
 
 
 def pack_key(cfg: RunConfig) -> RunConfig:
@@ -171,7 +223,7 @@ def pack_key(cfg: RunConfig) -> RunConfig:
     per_section: dict[str, dict[str, Any]] = {}
     for key in PER_MEMBER_KEYS:
         section, name = key.split(".")
-        per_section.setdefault(section, {})[name] = SECTION_DEFAULTS[section][name]
+        per_section.setdefault(section, {})[name] = SECTION_DEFAULTS[key]
     return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in per_section.items()})
 
 
@@ -183,14 +235,21 @@ RUN_ID_KEYS = (
     "model.freeze_embeddings", "model.forget_bias", "model.cell", "model.variant", "model.gru_reset",
     "train.seed", "train.lr", "train.batch_size", "train.epochs", "train.clip_norm", "train.trial",
 )
+# Keys added after records were committed: in the hash only when set to something other than their
+# default, so every SST record keeps its id (tests/test_config.py pins them) and a run that uses one
+# gets an id of its own.
+LATER_KEYS = ("task.name", "task.length", "task.train_size", "task.eval_size", "task.data_seed",
+              "model.forget_init", "train.optimizer")
 NOT_IN_RUN_ID = {
     "data.data_dir": "where the trees lie: every copy is checked against the official SHA-256 sums",
     "train.eval_batch_size": "evaluation only: predictions are identical for any size (tests/test_train.py)",
 }
 
 
-SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-SECTION_DEFAULTS = {name: {f.name: f.default for f in dataclasses.fields(cls)} for name, cls in SECTION_TYPES.items()}
+SECTION_TYPES = {"task": TaskConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTION_DEFAULTS = {f"{name}.{f.name}": f.default
+                    for name, cls in SECTION_TYPES.items() for f in dataclasses.fields(cls)}
+TASK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TaskConfig)}
 
 
 def _choice(key: str, value: Any, valid: tuple) -> None:
@@ -211,15 +270,19 @@ def _finite(key: str, value: float) -> None:
 
 # Each key's valid values in words, for the reference (`reference`); the checks above enforce them.
 VALID = {
+    "task.name": " | ".join(TASKS), "task.length": ">= 2 (temporal-order: >= 10)", "task.train_size": ">= 1",
+    "task.eval_size": ">= 1", "task.data_seed": ">= 0",
     "data.granularity": " | ".join(GRANULARITIES), "data.labels": " | ".join(LABELINGS),
     "data.data_dir": "a folder holding train.txt, dev.txt, test.txt", "data.train_limit": ">= 0 (0: all)",
     "data.vocab": " | ".join(VOCABS),
     "model.gates": "any of the kind's gates joined by + (input+forget, or by initials i+f, ifo), or none",
     "model.peephole": " | ".join(PEEPHOLES) + " (LSTM only)", "model.embedding_dim": ">= 1",
     "model.hidden_size": ">= 1", "model.embeddings": "random | glove-6b-50d | a GloVe text file",
-    "model.forget_bias": "finite", "model.cell": " | ".join(CELL_GATES), "model.variant": " | ".join(VARIANTS),
+    "model.forget_bias": "finite", "model.forget_init": " | ".join(FORGET_INITS) + " (chrono: LSTM only)",
+    "model.cell": " | ".join(CELL_GATES), "model.variant": " | ".join(VARIANTS),
     "model.gru_reset": " | ".join(RESETS),
-    "train.seed": f"0 .. {MAX_SEED}", "train.lr": "> 0, finite", "train.batch_size": ">= 1", "train.epochs": ">= 1",
+    "train.seed": f"0 .. {MAX_SEED}", "train.lr": "> 0, finite", "train.optimizer": " | ".join(OPTIMIZERS),
+    "train.batch_size": ">= 1", "train.epochs": ">= 1",
     "train.clip_norm": ">= 0 (0: no clipping)", "train.eval_batch_size": ">= 1", "train.trial": ">= 0",
 }
 
@@ -340,6 +403,8 @@ class Experiment:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
     margin: float = MARGIN  # [stats] margin
     interval: str = "t"  # [stats] interval: Student t, the one that covers at 5 seeds
+    solve: float = SOLVE  # [stats] solve: a run solves a generated task when its test metric is below
+    #                       solve x the task's trivial baseline (declared before training)
     has_grid: bool = False  # the file has a [grid] or [variants] table (`ablation grid` needs one)
     tune: dict[str, Any] = field(default_factory=dict)  # the [tune] table, checked by tune.TuneSpec
     report: dict[str, str] = field(default_factory=dict)  # the [report] table (REPORT_KEYS), checked
@@ -397,7 +462,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
         if not isinstance(v, dict):
             raise ConfigError(f"{path}: variant {name!r} must be a table of overrides like "
                             f"{{ \"model.gates\" = \"none\" }} (or {{}}), got {type(v).__name__} {v!r}")
-    margin, interval = _stats_table(path, raw.pop("stats", {}))
+    margin, interval, solve = _stats_table(path, raw.pop("stats", {}))
     tune = raw.pop("tune", {})
     report = _report_table(path, raw.pop("report", {}))
     unknown = set(raw) - set(SECTION_TYPES)
@@ -424,17 +489,17 @@ def load_experiment(path: str | Path | None, overrides: list[str] = ()) -> Exper
     values = ref.get("values", {})
     reference = {k if variants else gates_name(parse_gates(k)): float(v) for k, v in values.items()}
     name = Path(path).stem if path is not None else "default"
-    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval,
+    return Experiment(name, base, axes, reference, ref.get("source", ""), slurm, variants, margin, interval, solve,
                       has_grid=bool(grid or variants), tune=tune, report=report,
                       path=str(path) if path is not None else None)
 
 
-STATS_KEYS = ("margin", "interval")
+STATS_KEYS = ("margin", "interval", "solve")
 EXPERIMENT_COPY = "experiment.toml"  # the grid's copy of its experiment file, beside the records
 # [report]: how `ablation table` presents a results directory. ``reading`` names the reading
 # (analysis/readings.READINGS); ``title`` heads its page; ``summary`` says in one line what varies.
 REPORT_KEYS = ("title", "summary", "reading")
-READINGS = ("gates", "lecture", "peepholes", "variants", "odyssey", "protocol", "generic")
+READINGS = ("gates", "lecture", "peepholes", "variants", "odyssey", "protocol", "generic", "lag")
 
 
 def _report_table(path, table: dict) -> dict[str, str]:
@@ -448,8 +513,8 @@ def _report_table(path, table: dict) -> dict[str, str]:
     return dict(table)
 
 
-def _stats_table(path, table: dict) -> tuple[float, str]:
-    """The [stats] table: (margin, interval), checked."""
+def _stats_table(path, table: dict) -> tuple[float, str, float]:
+    """The [stats] table: (margin, interval, solve), checked."""
     unknown = set(table) - set(STATS_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in [stats]; valid: {', '.join(STATS_KEYS)}")
@@ -458,4 +523,7 @@ def _stats_table(path, table: dict) -> tuple[float, str]:
         raise ConfigError(f"{path}: [stats] margin must be a number of accuracy points in (0, 100), got {margin!r}")
     interval = table.get("interval", Experiment.interval)
     _choice("[stats] interval", interval, INTERVALS)
-    return float(margin), interval
+    solve = table.get("solve", SOLVE)
+    if isinstance(solve, bool) or not isinstance(solve, int | float) or not 0 < solve < 1:
+        raise ConfigError(f"{path}: [stats] solve must be a fraction of the task's baseline in (0, 1), got {solve!r}")
+    return float(margin), interval, float(solve)

@@ -27,7 +27,7 @@ from typing import Literal, TypedDict, get_args
 import numpy as np
 
 from ablation.core.config import RunConfig, apply, flatten
-from ablation.core.spec import LABEL_NAMES, gates_name
+from ablation.core.spec import TASKS, gates_name
 
 FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv")
 PROBES = "probes.json"  # optional: see the module doc
@@ -73,6 +73,13 @@ class MemberSummary(SummaryCore):
     cuda_graphs: bool  # the steps replayed as CUDA graphs (kernels/cuda_graphs.py); False on CPU
     wall_seconds: float
     train_examples: int
+    # a generated task's (core/spec.TASKS; SST's records lack them: its metric is dev_acc/test_acc)
+    task: str
+    metric: str  # "accuracy" (%) or "mse"
+    dev_metric: float | None  # at the best epoch; None if diverged
+    test_metric: float | None  # of the best-on-dev weights
+    baseline_dev: float  # the trivial predictor's dev and test metric (the majority class, the mean)
+    baseline_test: float
 
 
 class Summary(MemberSummary):
@@ -91,8 +98,9 @@ class EpochMetrics(TypedDict):
 
     epoch: int
     train_loss: float  # mean over the epoch's training examples
-    dev_acc: float  # %
+    dev_acc: float  # %; a regression task's lines have dev_metric instead
     seconds: float  # the pack's epoch, training and dev evaluation
+    dev_metric: float  # a generated task's metric (`MemberSummary.metric`)
 
 
 SUMMARY_KEYS = tuple(SummaryCore.__annotations__)  # check_record requires these, in this order
@@ -153,7 +161,7 @@ SUMMARY_CHECKS: dict[str, Check] = {
     "peephole": _of_type(str),
     "variant": _of_type(str),
     "embedding_params": _integer(0),
-    "num_classes": _integer(2),
+    "num_classes": _integer(1),  # 1: a regression target
     "embedding_coverage": _of_type(dict),
     "pack_size": _integer(1),
     "steps": _integer(1),  # every epoch takes a step: the training split is never empty
@@ -163,6 +171,12 @@ SUMMARY_CHECKS: dict[str, Check] = {
     "cuda_graphs": _of_type(bool),
     "wall_seconds": _real(0),
     "train_examples": _integer(1),
+    "task": ((lambda v: type(v) is str and v in TASKS), f"one of {', '.join(TASKS)}"),
+    "metric": ((lambda v: type(v) is str and v in ("accuracy", "mse")), "accuracy or mse"),
+    "dev_metric": _or_null(_real(0)),
+    "test_metric": _or_null(_real(0)),
+    "baseline_dev": _real(0),
+    "baseline_test": _real(0),
     "run_id": _of_type(str),  # and the folder's name (`check_record`)
     "versions": _of_type(dict),
     "machine": _of_type(dict),
@@ -171,9 +185,10 @@ SUMMARY_CHECKS: dict[str, Check] = {
 # A metrics.jsonl line: every key but seconds required. A diverged run's lines may say what went wrong
 # (a loss of NaN or infinity, no dev accuracy); the trainer writes no line for the epoch it diverged in.
 EPOCH_CHECKS: dict[str, Check] = {"epoch": _integer(1), "train_loss": _real(-math.inf), "dev_acc": ACCURACY,
-                                  "seconds": _real(0)}
-DIVERGED_EPOCH_CHECKS = {**EPOCH_CHECKS, "train_loss": _number(), "dev_acc": _or_null(ACCURACY)}
-EPOCH_REQUIRED = ("epoch", "train_loss", "dev_acc")
+                                  "seconds": _real(0), "dev_metric": _real(0)}
+DIVERGED_EPOCH_CHECKS = {**EPOCH_CHECKS, "train_loss": _number(), "dev_acc": _or_null(ACCURACY),
+                         "dev_metric": _or_null(_number())}
+EPOCH_REQUIRED = ("epoch", "train_loss", "dev_acc")  # a regression task's: dev_metric for dev_acc (`_dev_key`)
 # summary.json keys that restate config.json: the value the config gives, from its RunConfig.
 AGREE: dict[str, tuple[str, Callable[[RunConfig], object]]] = {
     "gates": ("model.gates", lambda c: gates_name(c.model.gates)),
@@ -181,8 +196,18 @@ AGREE: dict[str, tuple[str, Callable[[RunConfig], object]]] = {
     "cell": ("model.cell", lambda c: c.model.cell),
     "peephole": ("model.peephole", lambda c: c.model.peephole),
     "variant": ("model.variant", lambda c: c.model.variant),
-    "num_classes": ("data.labels", lambda c: len(LABEL_NAMES[c.data.labels])),
+    "num_classes": ("data.labels", lambda c: TASKS[c.task.name].num_outputs(c.data.labels)),
+    "task": ("task.name", lambda c: c.task.name),
 }
+
+
+def _dev_key(cfg: RunConfig) -> str:
+    """The key of a metrics line's dev metric: dev_acc, or a regression task's dev_metric."""
+    return "dev_acc" if TASKS[cfg.task.name].metric == "accuracy" else "dev_metric"
+
+
+def regression(cfg: RunConfig) -> bool:
+    return TASKS[cfg.task.name].outputs == 1
 
 
 def check_record(run_dir: str | os.PathLike, *, identity: bool = True) -> str | None:
@@ -237,14 +262,14 @@ def check_record(run_dir: str | os.PathLike, *, identity: bool = True) -> str | 
             where = f"metrics.jsonl line {n}"
             if not isinstance(line, dict):
                 return f"{where} is not an object"
-            lacking = [k for k in EPOCH_REQUIRED if k not in line]
+            lacking = [k for k in (*EPOCH_REQUIRED[:2], _dev_key(cfg)) if k not in line]
             reason = (f"{where} lacks {', '.join(lacking)}" if lacking else
                       _check_fields(line, DIVERGED_EPOCH_CHECKS if diverged else EPOCH_CHECKS, where))
             if reason:
                 return reason
         name = "predictions.csv"
         expected = summary.get("test_examples", TEST_EXAMPLES.get(cfg.data.labels))
-        classes = summary.get("num_classes", len(LABEL_NAMES[cfg.data.labels]))
+        classes = summary.get("num_classes", TASKS[cfg.task.name].num_outputs(cfg.data.labels))
         return _check_predictions(d / name, expected, classes, diverged)
     except json.JSONDecodeError as e:
         return f"{name} does not parse: {e}"
@@ -283,7 +308,8 @@ def _check_fields(obj: dict, checks: dict[str, Check], where: str) -> str | None
 def _check_summary(summary: dict, cfg: RunConfig) -> str | None:
     """What the field table cannot say alone: a complete run's numbers, agreement with config.json."""
     if summary["status"] == "complete":
-        nulls = [k for k in ("dev_acc", "test_acc", "best_epoch") if summary[k] is None]
+        scores = ("dev_acc", "test_acc") if _dev_key(cfg) == "dev_acc" else ("dev_metric", "test_metric")
+        nulls = [k for k in (*scores, "best_epoch") if summary.get(k) is None]
         if nulls:
             return f"summary.json {', '.join(nulls)}: null, but the status is complete"
     for key in ("best_epoch", "diverged_epoch"):
@@ -307,11 +333,19 @@ def _first_line(e: BaseException) -> str:
 
 
 def _check_predictions(path: Path, expected: int | None, classes: int, diverged: bool) -> str | None:
+    """predictions.csv: ``classes`` classes, or for 1 a regression task's real targets and outputs."""
     text = path.read_text()
     lines = text.split("\n")
     if lines[0] != "index,label,prediction" or lines[-1] != "":  # a whole file ends with a newline
         return "predictions.csv is truncated or not index,label,prediction"
     rows = lines[1:-1]
+    if classes == 1:
+        for k, row in enumerate(rows):
+            parts = row.split(",")
+            if len(parts) != 3 or parts[0] != str(k) or not all(_is_float(p) for p in parts[1:]):
+                return f"predictions.csv row {k + 1} is not '{k},<target>,<output>'"
+        return None if expected is None or len(rows) == expected else \
+            f"predictions.csv has {len(rows)} rows; the test set has {expected}"
     valid = {str(c) for c in range(classes)}
     predicted = valid | {"-1"} if diverged else valid  # write_record gives a diverged run -1 for each
     for k, row in enumerate(rows):
@@ -325,6 +359,14 @@ def _check_predictions(path: Path, expected: int | None, classes: int, diverged:
     if expected is not None and len(rows) != expected:
         return f"predictions.csv has {len(rows)} rows; the test set has {expected}"
     return None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_complete(run_dir: str | os.PathLike) -> bool:
@@ -369,7 +411,11 @@ def write_record(out: str | os.PathLike, run_id: str, config: dict, metrics: lis
         record: Summary = {**summary, "test_examples": len(labels)}  # lets check_record see truncation
         _dump(tmp / "summary.json", record)
         preds = np.full(len(labels), -1) if predictions is None else predictions
-        rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
+        if np.issubdtype(np.asarray(labels).dtype, np.floating):  # a regression task's targets and outputs
+            preds = np.full(len(labels), np.nan) if predictions is None else predictions
+            rows = "".join(f"{k},{float(y)!r},{float(p)!r}\n" for k, (y, p) in enumerate(zip(labels, preds)))
+        else:
+            rows = "".join(f"{k},{int(y)},{int(p)}\n" for k, (y, p) in enumerate(zip(labels, preds)))
         (tmp / "predictions.csv").write_text("index,label,prediction\n" + rows)
         written = list(FILES)
         if probes is not None:

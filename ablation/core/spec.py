@@ -146,3 +146,40 @@ LABEL_NAMES = {"binary": ("negative", "positive"),
 VOCABS = ("train", "train-labelled")
 # Random word vectors, and the rows of words GloVe lacks, start from U(-0.05, 0.05).
 OOV_SCALE = 0.05
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task is, torch-free (the config checks it, the analysis reads its metric); its data and
+    batches are `module`'s (`tasks/registry.py` loads it). Adding a task: an entry of `TASKS`, its module
+    under ablation/tasks/ and its tests."""
+
+    description: str
+    module: str  # the module under ablation/tasks/ that builds its splits (`load(cfg)`)
+    inputs: str  # "tokens" (ids through the embedding) or "vectors" (real values straight into W_ih)
+    metric: str  # "accuracy" (%, higher is better) or "mse" (lower is better)
+    # the trivial baseline the no-learning rule and the readings use: the majority class's accuracy,
+    # or the MSE of predicting the training targets' mean
+    baseline: str = "majority"
+    outputs: int | None = None  # classes, or 1 for a real-valued target; None: SST's, by data.labels
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric == "accuracy"
+
+    def num_outputs(self, labels: str) -> int:
+        """The readout's outputs: the task's, or SST's classes under ``labels`` (data.labels)."""
+        return self.outputs or len(LABEL_NAMES[labels])
+
+
+TASKS = {
+    "sst": TaskInfo("the Stanford Sentiment Treebank (Socher et al. 2013): the lecture's task", "sst",
+                    "tokens", "accuracy"),
+    "adding": TaskInfo("the adding problem (Hochreiter & Schmidhuber 1997, exp. 4): T pairs (value, marker), "
+                       "the sum of the two marked values", "adding", "vectors", "mse", "mean", 1),
+    "temporal-order": TaskInfo("temporal order (Hochreiter & Schmidhuber 1997, exp. 6a): the order of two "
+                               "symbols X/Y among distractors, 4 classes", "temporal_order", "tokens", "accuracy",
+                               outputs=4),
+}
+OPTIMIZERS = ("adagrad", "adam", "rmsprop")  # training/optimizers.py
+FORGET_INITS = ("constant", "chrono")  # models/cell.py's init_lstm

@@ -49,7 +49,8 @@ def uniform(gen: torch.Generator, hidden_size: int):
 
 def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole: str,
               forget_bias: float, variant: str = "vanilla",
-              params: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> dict[str, torch.Tensor]:
+              params: Sequence[tuple[str, tuple[int, ...]]] | None = None,
+              chrono: int = 0) -> dict[str, torch.Tensor]:
     """Initial values of one member, drawn from ``gen`` in a fixed order.
 
     Weights ~ U(-1/√H, 1/√H) as `torch.nn.LSTM`; biases 0 except the forget gate's
@@ -58,7 +59,9 @@ def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole:
     with the same seed share every other initial value whatever their peephole kind, gates
     or variant. ``params``: the variant parameters the member's pack carries
     (`spec.pack_params`; default its own variant's); those of another variant than
-    ``variant`` are drawn and zeroed (0 adds exactly nothing).
+    ``variant`` are drawn and zeroed (0 adds exactly nothing). ``chrono`` > 0 replaces the constant
+    forget bias by chrono initialisation for lags up to ``chrono`` steps (Tallec & Ollivier 2018,
+    eq. 11: b_f ~ log U(1, chrono - 1), b_i = -b_f), drawn after everything else for the same reason.
     """
     H, u = hidden_size, uniform(gen, hidden_size)
     p = {"weight_ih": u(4 * H, input_size), "weight_hh": u(4 * H, H),
@@ -71,6 +74,9 @@ def init_lstm(gen: torch.Generator, input_size: int, hidden_size: int, peephole:
     own = dict(VARIANTS[variant].params)
     for name, units in VARIANTS[variant].params if params is None else params:
         p[name] = u(*(k * H for k in units)) * float(name in own)
+    if chrono:
+        b_f = torch.log(1 + torch.rand(H, generator=gen) * (chrono - 2))  # (H,): log U(1, chrono - 1)
+        p["bias_ih"][H : 2 * H], p["bias_ih"][:H] = b_f, -b_f
     return p
 
 

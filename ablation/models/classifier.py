@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablation.core.config import EVAL_BATCH
@@ -40,17 +41,19 @@ from ablation.models.rnn import active_gru_params, active_rnn_params, gru_scan, 
 class Kind:
     """What `PackedClassifier` does with one cell kind (the keys of `spec.CELL_GATES`)."""
 
-    # (pack, gen, spec, forget_bias) -> the member's cell parameters, drawn from gen after the classifier's
-    init: Callable[[PackedClassifier, torch.Generator, CellSpec, float], dict[str, torch.Tensor]]
+    # (pack, gen, spec, (forget_bias, chrono)) -> the member's cell parameters, drawn from gen after the
+    # classifier's (chrono: `cell.init_lstm`'s, 0 for the constant forget bias)
+    init: Callable[[PackedClassifier, torch.Generator, CellSpec, tuple[float, int]], dict[str, torch.Tensor]]
     # (pack, xw (T, M, B, G·H), probe) -> hs (T, M, B, H), {gate: activations (T, M, B, H)}
     scan: Callable[[PackedClassifier, torch.Tensor, torch.Tensor | None], tuple]
     active_params: Callable[[CellSpec, int, int], int]  # (spec, input size, hidden size) -> cell parameters
     joins_bias_hh: bool = True  # b_hh joins the input projection (the GRU's scan takes it apart: r multiplies it)
 
 
-def _lstm_init(pack, gen, spec, forget_bias):
+def _lstm_init(pack, gen, spec, forget):
+    forget_bias, chrono = forget
     return init_lstm(gen, pack.embedding_dim, pack.hidden_size, pack.peephole, forget_bias, spec.variant,
-                     pack.variant_params)
+                     pack.variant_params, chrono)
 
 
 def _lstm_scan(pack, xw, probe):
@@ -61,10 +64,10 @@ def _lstm_scan(pack, xw, probe):
 
 KINDS = {
     "lstm": Kind(_lstm_init, _lstm_scan, active_lstm_params),
-    "gru": Kind(lambda pack, gen, spec, fb: init_gru(gen, pack.embedding_dim, pack.hidden_size),
+    "gru": Kind(lambda pack, gen, spec, forget: init_gru(gen, pack.embedding_dim, pack.hidden_size),
                 lambda pack, xw, probe: gru_scan(xw, pack.weight_hh, pack.bias_hh, pack.on, pack.reset, probe),
                 active_gru_params, joins_bias_hh=False),
-    "rnn": Kind(lambda pack, gen, spec, fb: init_rnn(gen, pack.embedding_dim, pack.hidden_size),
+    "rnn": Kind(lambda pack, gen, spec, forget: init_rnn(gen, pack.embedding_dim, pack.hidden_size),
                 lambda pack, xw, probe: rnn_scan(xw, pack.weight_hh, probe), active_rnn_params),
 }
 
@@ -75,8 +78,12 @@ class PackedClassifier(nn.Module):
     def __init__(self, specs: Sequence[CellSpec], seeds: Sequence[int], *, vocab_size: int,
                  embedding_dim: int, hidden_size: int, num_classes: int = 2,
                  embeddings: Sequence[np.ndarray | None] | None = None,
-                 freeze_embeddings: bool = False, forget_bias: float | Sequence[float] = 0.0):
+                 freeze_embeddings: bool = False, forget_bias: float | Sequence[float] = 0.0,
+                 chrono: Sequence[int] | None = None, vectors: bool = False):
         super().__init__()
+        # vectors: the inputs are real vectors (B, T, embedding_dim) straight into W_ih (a generated task's,
+        # core/spec.TaskInfo.inputs); the table then holds only a frozen <pad> row (vocab_size 1)
+        self.vectors = vectors
         shared = {(s.kind, s.peephole, s.reset) for s in specs}
         if len(shared) != 1:
             raise ValueError(f"a pack shares one cell kind, peephole shape and reset position, got {sorted(shared)}")
@@ -89,10 +96,12 @@ class PackedClassifier(nn.Module):
                                                                                    hidden_size, num_classes)
         embeddings = embeddings or [None] * self.M
         biases = [forget_bias] * self.M if isinstance(forget_bias, int | float) else list(forget_bias)
-        members = [self._init_member(s, seed, emb, fb) for s, seed, emb, fb in zip(specs, seeds, embeddings, biases)]
+        chrono = list(chrono or [0] * self.M)
+        members = [self._init_member(s, seed, emb, (fb, ch))
+                   for s, seed, emb, fb, ch in zip(specs, seeds, embeddings, biases, chrono)]
         for name in members[0]:  # embedding (M, V, E), weight_ih (M, 4H, E), ...
             self.register_parameter(name, nn.Parameter(torch.stack([m[name] for m in members])))
-        self.embedding.requires_grad_(not freeze_embeddings)
+        self.embedding.requires_grad_(not (freeze_embeddings or vectors))
         self.register_buffer("on", gate_masks(self.specs), persistent=False)  # (M, gates)
         self._flags = ScanFlags(self.specs)  # variant masks, rebuilt when the pack moves device
 
@@ -102,7 +111,7 @@ class PackedClassifier(nn.Module):
             self._flags = ScanFlags(self.specs, self.on.device)
         return self._flags
 
-    def _init_member(self, spec: CellSpec, seed: int, emb: np.ndarray | None, forget_bias: float) -> dict:
+    def _init_member(self, spec: CellSpec, seed: int, emb: np.ndarray | None, forget: tuple[float, int]) -> dict:
         """One member's initial values: same seed -> same values for every shared weight."""
         gen = torch.Generator().manual_seed(seed)
         V, E, H, C = self.vocab_size, self.embedding_dim, self.hidden_size, self.num_classes
@@ -113,15 +122,21 @@ class PackedClassifier(nn.Module):
         p = {"embedding": table,
              "cls_weight": uniform(gen, H)(C, H),  # nn.Linear's U(-1/√H, 1/√H)
              "cls_bias": torch.zeros(C)}
-        p.update(self.cell.init(self, gen, spec, forget_bias))  # LSTM: peepholes and variant parameters last
+        p.update(self.cell.init(self, gen, spec, forget))  # LSTM: peepholes and variant parameters last
         return p
 
     def peepholes(self) -> list[torch.Tensor | None]:
         return [getattr(self, n, None) for n in PEEPHOLE_NAMES]
 
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) -> the members' inputs x (M, T, B, E); a vector task's inputs (B, T, E) pass as they are."""
+        if self.vectors:
+            return ids.transpose(0, 1).unsqueeze(0).expand(self.M, -1, -1, -1)
+        return self.embedding[:, ids.t()]
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids (B, T), lengths (B,) shared by the pack -> logits (M, B, C)."""
-        return self.logits(self.embedding[:, ids.t()], lengths)
+        """ids (B, T) (or a vector task's inputs (B, T, E)), lengths (B,) shared by the pack -> logits (M, B, C)."""
+        return self.logits(self.embed(ids), lengths)
 
     def hidden(self, x: torch.Tensor, probe: torch.Tensor | None = None):
         """Embedded inputs x (M, T, B, E) -> hidden states hs (T, M, B, H) and the gate
@@ -144,14 +159,32 @@ class PackedClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-        """Predicted classes (M, N) for N padded sequences, in length-sorted batches."""
+        """Predicted classes (M, N) for N padded sequences, in length-sorted batches (`regression`: the
+        output's values, float)."""
+        regression = self.regression
         order = torch.argsort(lengths, stable=True)
-        out = torch.empty(self.M, len(lengths), dtype=torch.long, device=ids.device)
+        out = torch.empty(self.M, len(lengths), dtype=torch.float if regression else torch.long, device=ids.device)
         for k in range(0, len(order), batch_size):
             sel = order[k : k + batch_size]
             n = int(lengths[sel].max())
-            out[:, sel] = self(ids[sel, :n], lengths[sel]).argmax(-1)
+            logits = self(ids[sel, :n], lengths[sel])
+            out[:, sel] = logits[..., 0] if regression else logits.argmax(-1)
         return out
+
+    @property
+    def regression(self) -> bool:
+        """One output: a real-valued target (the adding problem's sum), trained on squared error."""
+        return self.num_classes == 1
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """logits (M, B, C), targets (B,) -> each member's loss, (M,) (``reduction`` "sum": summed over
+        the batch): cross-entropy over classes, or the squared error of the single output."""
+        M, B, C = logits.shape
+        if self.regression:
+            err = (logits[..., 0] - targets).pow(2)  # (M, B)
+        else:
+            err = F.cross_entropy(logits.reshape(M * B, C), targets.repeat(M), reduction="none").view(M, B)
+        return err.sum(1) if reduction == "sum" else err.mean(1)
 
     def active_parameters(self, m: int) -> int:
         """Cell and classifier parameters that exist for member m (embeddings counted apart)."""

@@ -220,11 +220,12 @@ def check_options(exp: Experiment, *, seeds: int | None = None, pack_size: int =
 
 
 def check_data(runs: Sequence[RunConfig]) -> None:
-    """Every data folder the runs name holds the SST files (the error names the missing one),
+    """Every data folder the SST runs name holds the SST files (the error names the missing one),
     and every word-vector file they name exists."""
     from ablation.tasks.sst import find_sst_dir, verify_sst
     from ablation.tasks.vectors import NAMED
 
+    runs = [r for r in runs if r.task.name == "sst"]  # a generated task's data are drawn from its seed
     for data_dir in dict.fromkeys(r.data.data_dir for r in runs):
         verify_sst(find_sst_dir(data_dir))  # the checksums, here, not in a worker after the folder is made
     for source in dict.fromkeys(r.model.embeddings for r in runs):

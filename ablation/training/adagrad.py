@@ -18,6 +18,14 @@ from ablation.models.classifier import PackedClassifier
 CLIP_EPS = 1e-6  # keeps the clip scale finite for an all-zero gradient (torch.nn.utils.clip_grad_norm_'s)
 
 
+def clip_members(grads: list[torch.Tensor | None], clip: float) -> list[torch.Tensor | None]:
+    """Scale each member's gradients (each (M, ...); None: absent) so that their total norm is at most
+    ``clip``: `torch.nn.utils.clip_grad_norm_` per member."""
+    sq = sum(g.pow(2).flatten(1).sum(1) for g in grads if g is not None)
+    scale = (clip / (sq.sqrt() + CLIP_EPS)).clamp(max=1.0)  # (M,)
+    return [None if g is None else g * scale.view(-1, *[1] * (g.dim() - 1)) for g in grads]
+
+
 class PackAdagrad:
     """AdaGrad (Duchi et al. 2011) over stacked parameters, with per-member norm clipping.
 
@@ -44,14 +52,8 @@ class PackAdagrad:
         """Update every dense parameter, and the embedding rows ``rows`` (U,) by ``rows_grad`` (M, U, E)
         (``rows`` None: the whole table by (M, V, E))."""
         grads = [p.grad for p in self.dense]
-        if self.clip > 0:  # clip each member by its own total norm
-            sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)
-            if rows_grad is not None:
-                sq = sq + rows_grad.pow(2).flatten(1).sum(1)
-            scale = (self.clip / (sq.sqrt() + CLIP_EPS)).clamp(max=1.0)  # (M,)
-            grads = [g * scale.view(-1, *[1] * (g.dim() - 1)) for g in grads]
-            if rows_grad is not None:
-                rows_grad = rows_grad * scale.view(-1, 1, 1)
+        if self.clip > 0:
+            *grads, rows_grad = clip_members([*grads, rows_grad], self.clip)
         if select.wanted(self.neg_lr):  # one C++ pass a parameter, in the fixed order below
             step = torch.ops.ablation_fused.adagrad_
             for p, g, G in zip(self.dense, grads, self.state):

@@ -19,12 +19,16 @@ from ablation.tasks.splits import SSTData
 
 
 class BestOnDev:
-    """Each member's metrics, best dev accuracy, best epoch and weights, and the epoch it diverged in."""
+    """Each member's metrics, best dev score, best epoch and weights, and the epoch it diverged in.
 
-    def __init__(self, model: PackedClassifier):
+    The dev score is accuracy in % (higher is better) or, for a regression task (``model.regression``),
+    the MSE (lower is better), written to a metrics line under each of ``keys`` (records.EpochMetrics)."""
+
+    def __init__(self, model: PackedClassifier, keys: tuple[str, ...] = ("dev_acc",)):
         M = model.M
         self.best = {n: p.detach().clone() for n, p in model.named_parameters()}  # the best-on-dev weights
-        self.dev_acc = torch.full((M,), -1.0)
+        self.higher, self.keys = not model.regression, keys
+        self.dev_acc = torch.full((M,), -1.0 if self.higher else float("inf"))  # the best dev score
         self.epoch = [0] * M  # 0: no epoch finished
         self.diverged: list[int | None] = [None] * M
         self.metrics: list[list[EpochMetrics]] = [[] for _ in range(M)]
@@ -39,9 +43,9 @@ class BestOnDev:
             if not torch.isfinite(train_loss[m]):
                 self.diverged[m] = epoch
                 continue
-            self.metrics[m].append(EpochMetrics(epoch=epoch, train_loss=float(train_loss[m]),
-                                                dev_acc=float(dev_acc[m]), seconds=round(seconds, 3)))
-            if dev_acc[m] > self.dev_acc[m]:
+            line = {"epoch": epoch, "train_loss": float(train_loss[m]), **{k: float(dev_acc[m]) for k in self.keys}}
+            self.metrics[m].append(EpochMetrics(**line, seconds=round(seconds, 3)))
+            if dev_acc[m] > self.dev_acc[m] if self.higher else dev_acc[m] < self.dev_acc[m]:
                 self.dev_acc[m], self.epoch[m], improved[m] = dev_acc[m], epoch, True
         _keep_best(model, self.best, improved.to(model.embedding.device))
 
@@ -55,7 +59,7 @@ class BestOnDev:
     def outcome(self, m: int, baselines: tuple[float, float, float]) -> tuple[Status, str | None]:
         """Member ``m``'s status and, unless complete, why (``baselines``: `label_baselines`)."""
         ok = self.ok(m)
-        reason = no_learning(self.metrics[m], *baselines) if ok else (
+        reason = no_learning(self.metrics[m], *baselines, key=self.keys[0], higher=self.higher) if ok else (
             f"train loss not finite in epoch {self.diverged[m]}" if self.diverged[m] else "no epoch finished")
         return ("diverged" if not ok else "no_learning" if reason else "complete"), reason
 
@@ -80,23 +84,29 @@ def label_baselines(data: SSTData) -> tuple[float, float, float]:
 
 
 def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
-                tolerance: float = 0.0) -> str | None:
+                tolerance: float = 0.0, *, key: str = "dev_acc", higher: bool = True) -> str | None:
     """Why a run with finite losses learned nothing, or None if it learned.
 
     No learning: (1) its training loss never went below ``prior_loss``, what predicting the
     label frequencies costs; or (2) with two epochs or more, no later epoch's training loss
     went below the first epoch's; or (3) its dev accuracy was never above ``majority_acc``
-    (+ ``tolerance`` points), what always guessing the most frequent label scores.
+    (+ ``tolerance`` points), what always guessing the most frequent label scores. For a
+    regression task (``higher`` False, ``key`` dev_metric): ``prior_loss`` and ``majority_acc``
+    are the MSE of predicting the training targets' mean on train and dev, and (3) reads "its dev
+    MSE never fell below that of the mean (- ``tolerance``)".
     """
     if not metrics:
         return None
     losses = [m["train_loss"] for m in metrics]
-    best_dev = max(m["dev_acc"] for m in metrics)
+    best_dev = max(m[key] for m in metrics) if higher else min(m[key] for m in metrics)
+    trivial = "label frequencies" if higher else "training targets' mean"
     if min(losses) >= prior_loss:
-        return (f"train loss never fell below {prior_loss:.3f}, the loss of predicting the label frequencies "
+        return (f"train loss never fell below {prior_loss:.3f}, the loss of predicting the {trivial} "
                 f"(lowest {min(losses):.4g})")
     if len(losses) > 1 and min(losses[1:]) >= losses[0]:
         return f"train loss never fell below its first epoch's {losses[0]:.4g} (lowest later {min(losses[1:]):.4g})"
-    if best_dev <= majority_acc + tolerance:
+    if higher and best_dev <= majority_acc + tolerance:
         return f"dev accuracy never rose above the majority-class rate {majority_acc:.2f}% (best {best_dev:.2f}%)"
+    if not higher and best_dev >= majority_acc - tolerance:
+        return f"dev MSE never fell below {majority_acc:.4g}, that of predicting the mean (best {best_dev:.4g})"
     return None

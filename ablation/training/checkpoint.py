@@ -31,10 +31,11 @@ from ablation.tasks.sst import LABEL_NAMES, Vocab
 FORMAT = 1  # bumped when the layout above changes; `load_run` refuses other formats
 
 
-def member_checkpoint(model: PackedClassifier, m: int, vocab: Vocab) -> dict:
-    """Member m's current weights and the vocabulary, in the layout of the module doc."""
+def member_checkpoint(model: PackedClassifier, m: int, vocab: Vocab | None) -> dict:
+    """Member m's current weights and the vocabulary (None: a generated task's, whose symbols its module
+    names), in the layout of the module doc."""
     return {"format": FORMAT, "state": {n: t.cpu() for n, t in model.member_state(m).items()},
-            "vocab": list(vocab.itos)}
+            "vocab": list(vocab.itos) if vocab is not None else []}
 
 
 def config_from_dict(config: dict) -> RunConfig:

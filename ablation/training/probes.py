@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ablation.core.config import EVAL_BATCH
 from ablation.models.cell import last_step
@@ -51,12 +50,12 @@ def _sweep(model: PackedClassifier, test: Encoded, batch_size: int, gates: bool)
         T = int(lengths.max())
         ids, labels = test.ids[dev_sel, :T], test.labels[dev_sel]
         with torch.enable_grad():
-            x = model.embedding.detach()[:, ids.t()]  # (M, T, B, E)
+            x = model.embed(ids).detach()  # (M, T, B, E)
             probe = x.new_zeros(T, M, len(sel), model.hidden_size, requires_grad=True)
             hs, acts = model.hidden(x, probe)
             logits = model.classify(last_step(hs, lengths))  # (M, B, C)
             # summed over sentences, so ∂J/∂h_k of sentence b is that of its own J_b
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.repeat(M), reduction="sum")
+            loss = model.loss(logits, labels, reduction="sum").sum()
             (dh,) = torch.autograd.grad(loss, probe)  # (T, M, B, H)
         lengths = lengths.cpu()
         norm = dh.norm(dim=-1).double().cpu().clamp(min=FLOOR).log10()  # (T, M, B)

@@ -1,12 +1,15 @@
 """Training: the lecture's protocol for a pack of models that share data order.
 
 AdaGrad, mini-batches of 10, a fixed number of epochs, dev accuracy after each, the best-on-dev parameters
-evaluated once on test. A single run is a pack of one; the grid packs up to 8 runs of one seed that differ
-only in per-member settings (`core/config.py`'s `pack_key`), so every member sees the same batches from the
-same shared weights (paired comparisons), yet takes exactly the steps it would take alone: its loss,
-gradient norm (for clipping) and AdaGrad state are its own. Here: `train_step`, `train_epoch`, `evaluate`,
+evaluated once on test. A generated task (`tasks/registry.py`) runs the same loop on its own splits, with
+its loss (cross-entropy, or squared error for a real-valued target), dev metric (accuracy or MSE, best
+by its direction) and the optimizer the run names (`training/optimizers.py`). A single run is a pack of
+one; the grid packs up to 8 runs of one seed that differ only in per-member settings (`core/config.py`'s
+`pack_key`), so every member sees the same batches from the same shared weights (paired comparisons), yet
+takes exactly the steps it would take alone: its loss, gradient norm (for clipping) and optimizer state
+are its own. Here: `train_step`, `train_epoch`, `evaluate`,
 `train_pack` and `member_summary`. Elsewhere: what a pack trains on (`tasks/splits.py`), the optimizer
-(`training/adagrad.py`), best-on-dev selection and status (`training/best_on_dev.py`), the record's keys
+(`training/optimizers.py`), best-on-dev selection and status (`training/best_on_dev.py`), the record's keys
 (`core/records.py`).
 """
 
@@ -19,20 +22,22 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ablation.core.config import PER_MEMBER_KEYS, RunConfig, pack_key
 from ablation.core.errors import ConfigError, DeviceError
 from ablation.core.records import EpochMetrics, MemberSummary
+from ablation.core.spec import TASKS
 from ablation.kernels import cpp, cuda_graphs, select
 from ablation.models.cell import gates_name
 from ablation.models.classifier import PackedClassifier
-from ablation.tasks.splits import SSTData, data_for, initial_embeddings
+from ablation.tasks import registry
+from ablation.tasks.splits import SSTData, initial_embeddings
+from ablation.tasks.splits import data_for as sst_data
 from ablation.tasks.sst import LABEL_NAMES, Encoded, batch_order
-from ablation.training.adagrad import PackAdagrad
 from ablation.training.best_on_dev import BestOnDev, label_baselines
 from ablation.training.checkpoint import member_checkpoint
+from ablation.training.optimizers import make_optimizer, row_sparse
 from ablation.training.probes import probe_gradients, probe_pack
 from ablation.training.progress import EpochEnd, OnEpoch
 
@@ -58,11 +63,26 @@ class MemberResult:
     checkpoint: dict | None = None  # best-on-dev weights and vocabulary (checkpoint.member_checkpoint)
 
 
-def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifier, list[dict]]:
+def data_for(cfg: RunConfig) -> SSTData | registry.Splits:
+    """What ``cfg``'s pack trains on: SST's encoded splits, or a generated task's."""
+    return registry.load(cfg.task) if registry.generated(cfg) else sst_data(cfg)
+
+
+def build_pack(cfgs: Sequence[RunConfig], data: SSTData | registry.Splits) -> tuple[PackedClassifier, list[dict]]:
     keys = {pack_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ConfigError(f"a pack's runs may differ only in {', '.join(PER_MEMBER_KEYS)}")
     m = cfgs[0].model
+    # chrono initialisation spans the task's lags (Tallec & Ollivier 2018): up to its length
+    chrono = [c.task.length if c.model.forget_init == "chrono" else 0 for c in cfgs]
+    if registry.generated(cfgs[0]):
+        vectors = TASKS[cfgs[0].task.name].inputs == "vectors"
+        model = PackedClassifier(
+            [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs], vocab_size=data.vocab_size,
+            embedding_dim=data.input_size if vectors else m.embedding_dim, hidden_size=m.hidden_size,
+            num_classes=data.num_outputs, forget_bias=[c.model.forget_bias for c in cfgs], chrono=chrono,
+            vectors=vectors)
+        return model, [{"source": "inputs" if vectors else "random"}] * len(cfgs)
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
         [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs],
@@ -72,15 +92,10 @@ def build_pack(cfgs: Sequence[RunConfig], data: SSTData) -> tuple[PackedClassifi
     return model, list(coverage)
 
 
-def member_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits (M, B, C), labels (B,) -> mean cross-entropy of each member, (M,)."""
-    M, B, C = logits.shape
-    return F.cross_entropy(logits.reshape(M * B, C), labels.repeat(M), reduction="none").view(M, B).mean(1)
-
-
-def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels, *,
+def train_step(model: PackedClassifier, opt, ids, lengths, labels, *,
                whole_table: bool = False) -> torch.Tensor:
-    """One AdaGrad step for every member on a shared batch; returns the (M,) losses.
+    """One optimizer step (``opt``: `optimizers.make_optimizer`'s) for every member on a shared batch;
+    returns the (M,) losses.
 
     The embedding gradient covers the U distinct tokens of the batch, or with ``whole_table``
     the whole (M, V, E) table, zero outside them: the same numbers (a zero gradient leaves a
@@ -88,13 +103,16 @@ def train_step(model: PackedClassifier, opt: PackAdagrad, ids, lengths, labels, 
     order), at shapes that do not depend on which words the batch holds, as a CUDA graph
     needs (`kernels/cuda_graphs.py`)."""
     table = model.embedding
-    if whole_table:
-        emb, inv, rows = table, ids, None
+    if model.vectors:  # a vector task's inputs (B, T, E) go straight in; the table is a frozen <pad>
+        emb, rows, x = table, None, model.embed(ids)
     else:
-        rows, inv = torch.unique(ids, return_inverse=True)  # the U distinct tokens of the batch
-        emb = table.detach().index_select(1, rows).requires_grad_(table.requires_grad)  # (M, U, E)
-    x = emb.index_select(1, inv.t().flatten()).view(model.M, *inv.t().shape, model.embedding_dim)  # (M, T, B, E)
-    losses = member_losses(model.logits(x, lengths), labels)
+        if whole_table:
+            emb, inv, rows = table, ids, None
+        else:
+            rows, inv = torch.unique(ids, return_inverse=True)  # the U distinct tokens of the batch
+            emb = table.detach().index_select(1, rows).requires_grad_(table.requires_grad)  # (M, U, E)
+        x = emb.index_select(1, inv.t().flatten()).view(model.M, *inv.t().shape, model.embedding_dim)  # (M, T, B, E)
+    losses = model.loss(model.logits(x, lengths), labels)
     opt.zero_grad()
     losses.sum().backward()  # members are independent: the sum gives each its own gradient
     opt.step(rows, emb.grad) if emb.requires_grad else opt.step()
@@ -121,9 +139,11 @@ def train_epoch(step: cuda_graphs.Step, train: Encoded, order: Sequence, *, memb
 
 
 def evaluate(model: PackedClassifier, split: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every member's predictions on ``split``, (M, N) where the model is, and its accuracy in %, (M,) on the CPU."""
+    """Every member's predictions on ``split``, (M, N) where the model is, and its accuracy in %, (M,) on
+    the CPU (a regression task's: its outputs and MSE)."""
     pred = model.predict(split.ids, split.lengths, batch_size)
-    return pred, accuracy(pred, split.labels).cpu()
+    score = (pred - split.labels).pow(2).mean(-1) if model.regression else accuracy(pred, split.labels)
+    return pred, score.cpu()
 
 
 def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
@@ -144,12 +164,13 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     data = data_for(cfg)
     model, coverage = build_pack(cfgs, data)
     model.to(device)
-    opt = PackAdagrad(model, [c.train.lr for c in cfgs], t.clip_norm)
+    opt = make_optimizer(t.optimizer, model, [c.train.lr for c in cfgs], t.clip_norm)
     dev, test = (e.to(device) for e in (data.dev, data.test))
     graphed = cuda_graphs.wanted(device, t.clip_norm)
     step = (cuda_graphs.GraphedSteps(partial(train_step, model, opt, whole_table=True), device) if graphed
-            else partial(train_step, model, opt))
-    best = BestOnDev(model)
+            else partial(train_step, model, opt, whole_table=not row_sparse(t.optimizer)))
+    generated = registry.generated(cfg)
+    best = BestOnDev(model, (("dev_acc",) if not model.regression else ()) + (("dev_metric",) if generated else ()))
     early_probes = {"init": probe_gradients(model, test)}  # probes.CHECKPOINTS
     steps = 0
     for epoch in range(1, t.epochs + 1):
@@ -164,22 +185,33 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         if epoch == 1:
             early_probes["epoch1"] = probe_gradients(model, test)
         if on_epoch is not None:
-            on_epoch(EpochEnd(epoch, model.M, len(order), t.epochs, float(train_loss.mean()), float(dev_acc.max()),
-                              time.time() - t0))
+            on_epoch(EpochEnd(epoch, model.M, len(order), t.epochs, float(train_loss.mean()),
+                              float(dev_acc.min() if model.regression else dev_acc.max()), time.time() - t0,
+                              TASKS[cfg.task.name].metric))
         if (max_steps is not None and steps >= max_steps) or best.all_diverged():
             break
     final = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.load_state_dict(best.best, strict=False)
     test_pred, test_acc = evaluate(model, test, t.eval_batch_size)
     probes = probe_pack(model, test, earlier=early_probes)  # fixed batches: not train.eval_batch_size's
-    checkpoints = [member_checkpoint(model, m, data.vocab) for m in range(model.M)]
+    checkpoints = [member_checkpoint(model, m, getattr(data, "vocab", None)) for m in range(model.M)]
     wall = time.time() - start
-    baselines = label_baselines(data)
+    if generated:  # (train loss, dev, test) of the trivial predictor; the no-learning rule takes no tolerance
+        train_base, dev_base, test_base = data.baselines()
+        baselines = (train_base, dev_base, 0.0)
+    else:
+        baselines = label_baselines(data)
     results = []
     for m, c in enumerate(cfgs):
         ok = best.ok(m)
         summary = member_summary(c, m, model, best, baselines, test_acc, coverage[m], steps=steps, device=device,
                                  wall=wall, train_examples=len(data.train), graphed=graphed)
+        if generated:
+            metric = TASKS[c.task.name].metric
+            summary.update(task=c.task.name, metric=metric, dev_metric=summary["dev_acc"],
+                           test_metric=summary["test_acc"], baseline_dev=dev_base, baseline_test=test_base)
+            if metric != "accuracy":
+                summary.update(dev_acc=None, test_acc=None)
         preds = test_pred[m].cpu().numpy() if ok else None
         results.append(MemberResult(c, best.metrics[m], summary, data.test.labels.numpy(), preds,
                                     probes[m] if ok else None, checkpoints[m] if ok else None))

@@ -1,0 +1,730 @@
+"""The long-lag grid (experiments/lag.toml): which gate sets solve a generated long-lag task, such as
+the adding problem (Hochreiter & Schmidhuber 1997, exp. 4), as the lag grows, and how soon.
+
+A run on such a task either stays on the plateau of the trivial baseline (predicting the training
+targets' mean) or escapes it to near zero, at an epoch that varies by seed, so a mean with a
+t-interval is the wrong summary. What counts is declared in the experiment file before training
+([stats] solve, `Experiment.solve`):
+
+- solved: the test metric of the best-on-dev weights beats solve x the test baseline (an MSE below
+  it; for an accuracy in %, at least 100 - solve x (100 - baseline), the same fraction of the
+  baseline's error rate). A diverged or stuck (no_learning) run is unsolved and stays in every
+  denominator;
+- time to solve: the first epoch whose dev metric beats solve x the dev baseline; a run that never
+  gets there is right-censored at its last epoch, or at its epoch budget if it stopped early
+  (diverged: it is known not to solve within the budget).
+
+Per (length, gate set): the solve rate with its exact Clopper-Pearson interval, the Kaplan-Meier
+median time to solve, the median test metric with its quartiles; against the full cell at the same
+length, Fisher's exact test on the solve counts (the primary test) and the log-rank test on the
+times, each Holm-adjusted over the 7 comparisons of a length. Per length, the main effect of each
+gate (the 2^3 design, as `aggregate.effects_table`): on the solve rate a difference of pooled
+proportions with Newcombe's hybrid-score interval, on log10 test MSE a contrast paired by seed
+with a t-interval. Pure functions over one frame of runs (`load_lag`), then the page (`write_lag`)
+and figures (`save_lag_figures`) that `ablation table` and `ablation plot` write for an experiment
+whose [report] reading is "lag". No torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ablation.analysis.aggregate import FULL, _presence, experiment_for, gate_order
+from ablation.analysis.plots import LEGEND, _empty, save, short
+from ablation.analysis.readings import MINUS, _capital, cost_sentence, p_text, signed
+from ablation.analysis.stats import ALPHA, CONFIDENCE, FACTORS, holm, t_interval
+from ablation.core.config import SOLVE, Experiment
+from ablation.core.records import TMP_PREFIX, check_record
+from ablation.core.spec import TASKS
+
+RECORD_FILES = ("config.json", "summary.json", "metrics.jsonl")  # what this reading reads of a record
+STRATA = ["forget_init", "length"]  # a comparison never crosses these: one Holm family per stratum
+METRIC_WORDS = {"mse": "MSE", "accuracy": "accuracy (%)"}
+LOG_METRICS = ("mse",)  # spans decades between the plateau and a solution: summarised on log10
+RATE = "solve rate"  # the outcome of the effects' proportion rows
+PAGE = "README.md"
+FIGURES = ("effects", "solve_rate")  # the page's figures, headline first
+APART = ("diverged", "no_learning")  # statuses listed apart on the page (and counted unsolved)
+
+
+# --- statistics of proportions and times to an event -------------------------------------------
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact (Clopper & Pearson 1934) interval of a binomial proportion k/n: the Beta quantiles
+    B((1-c)/2; k, n-k+1) and B((1+c)/2; k+1, n-k), 0 and 1 at the ends; (nan, nan) for n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's (1927) score interval of k/n: the p whose score test |p̂ - p| / √(p(1-p)/n) <= z,
+    (p̂ + z²/2n ± z√(p̂(1-p̂)/n + z²/4n²)) / (1 + z²/n); (nan, nan) for n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    z = stats.norm.ppf((1 + confidence) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """p1 - p2 of two independent proportions with Newcombe's (1998) hybrid score interval, his
+    method 10: from the Wilson intervals (l1, u1) and (l2, u2), d - √((p1-l1)² + (u2-p2)²) to
+    d + √((u1-p1)² + (p2-l2)²). It keeps its coverage near nominal at the small counts and the
+    0s and 1s of solve rates, where the Wald interval collapses."""
+    if n1 == 0 or n2 == 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def km_median(times, observed) -> float:
+    """The Kaplan-Meier (1958) median time to the event: S(t) = Π_{t_i <= t} (1 - d_i / n_i) over the
+    distinct event times t_i (d_i events among the n_i still at risk; a run censored at t_i is still
+    at risk there), the median the first t at which S falls to 0.5 or below; nan when it never does
+    (fewer than half the runs seen to solve)."""
+    t, e = np.asarray(times, float), np.asarray(observed, bool)
+    s = 1.0
+    for u in np.unique(t[e]):
+        s *= 1 - np.sum((t == u) & e) / np.sum(t >= u)
+        if s <= 0.5 + 1e-12:
+            return float(u)
+    return math.nan
+
+
+def logrank(t1, e1, t2, e2) -> tuple[float, float]:
+    """The log-rank test (Mantel 1966) of two samples of times to an event (scipy.stats.logrank, on
+    right-censored data): (z, two-sided p), z > 0 when the first sample has more events than
+    expected, i.e. reaches it sooner. A degenerate comparison (no event in either sample, or every
+    event at one time in both) shows no difference: (0, 1); an empty sample: (nan, nan)."""
+    t1, t2 = np.asarray(t1, float), np.asarray(t2, float)
+    e1, e2 = np.asarray(e1, bool), np.asarray(e2, bool)
+    if not len(t1) or not len(t2):
+        return math.nan, math.nan
+    if not (e1.any() or e2.any()):
+        return 0.0, 1.0
+    x = stats.CensoredData(uncensored=t1[e1], right=t1[~e1])
+    y = stats.CensoredData(uncensored=t2[e2], right=t2[~e2])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # a zero variance warns before giving nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = stats.logrank(x, y)
+    if not math.isfinite(r.pvalue):
+        return 0.0, 1.0
+    return float(r.statistic), float(r.pvalue)
+
+
+# --- reading records -------------------------------------------------------------------------------
+
+def threshold(baseline: float, solve: float, higher: bool) -> float:
+    """The metric a run must beat to count as solved: solve x the baseline where lower is better (the
+    adding problem: 0.1 x the MSE of predicting the mean, about 0.167); for an accuracy (%), where
+    higher is better, 100 - solve x (100 - baseline): the same fraction of the baseline's error rate."""
+    return 100 - solve * (100 - baseline) if higher else solve * baseline
+
+
+def beats(value, bound: float, higher: bool) -> bool:
+    """Whether ``value`` counts as solved against ``bound`` (`threshold`): >= for a higher-is-better
+    metric, < for a lower-is-better one; never for a missing or non-finite value."""
+    if value is None or not math.isfinite(value):
+        return False
+    return value >= bound if higher else value < bound
+
+
+COLUMNS = ["run_id", "gates", "seed", "length", "forget_init", "task", "metric", "status", "failure_reason",
+           "test_metric", "dev_metric", "baseline_dev", "baseline_test", "threshold_test", "solved",
+           "epochs_to_solve", "observed", "censored_at", "last_epoch", "best_epoch", "wall_seconds", "pack_size",
+           "threads", "device", "cpu_model"]
+
+
+def load_lag(results: str | os.PathLike, experiment: Experiment | None = None) -> pd.DataFrame:
+    """One row per run record under ``results`` (`COLUMNS`): its gate set, seed, length (config
+    task.length), forget init, status, test and dev metric, baselines, ``solved``, the time to solve
+    (``epochs_to_solve``, nan when not seen; ``observed``; ``censored_at``) and its cost. ``solve``
+    and the epoch budget come from ``experiment`` (None: the copy in ``results``, `experiment_for`).
+    A record `records.check_record` rejects, a temporary, or a record of no generated task is
+    skipped, each listed with its reason in ``attrs["skipped"]``; ``attrs["solve"]`` is the factor."""
+    root = Path(results)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such results directory")
+    exp = experiment if experiment is not None else experiment_for(root)
+    solve = float(getattr(exp, "solve", SOLVE)) if exp is not None else SOLVE
+    budget = exp.base.train.epochs if exp is not None else None
+    rows, skipped = [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if d.name.startswith(TMP_PREFIX):
+            skipped.append(f"{d.name} (an unfinished temporary)")
+            continue
+        if d.name.startswith(".") or not any((d / f).exists() for f in RECORD_FILES):
+            continue  # figures/, .broken/, .slurm/: not records
+        reason = check_record(d)
+        row = _run(d, solve, budget) if reason is None else reason
+        if isinstance(row, str):
+            skipped.append(f"{d.name} ({row})")
+            continue
+        rows.append(row)
+    runs = pd.DataFrame(rows, columns=COLUMNS)
+    if len(set(runs["metric"])) > 1:
+        raise ValueError(f"{results}: records of different metrics ({', '.join(sorted(set(runs['metric'])))}); "
+                         "one results directory is one task")
+    runs.attrs.update(skipped=skipped, solve=solve)
+    return runs
+
+
+def _finite(x) -> float:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else math.nan
+
+
+def _run(d: Path, solve: float, budget: int | None) -> dict | str:
+    """A record as a row of `load_lag`, or why it is not one of a generated task."""
+    cfg = json.loads((d / "config.json").read_text())
+    summary = json.loads((d / "summary.json").read_text())
+    lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    task = summary.get("task")
+    length = cfg.get("task", {}).get("length")
+    if task not in TASKS or task == "sst" or not isinstance(length, int):
+        return "not a generated task's record (summary.json task, config.json task.length)"
+    base_dev, base_test = _finite(summary.get("baseline_dev")), _finite(summary.get("baseline_test"))
+    if math.isnan(base_dev) or math.isnan(base_test):
+        return "summary.json lacks a finite baseline_dev or baseline_test"
+    higher = TASKS[task].higher_is_better
+    status = summary["status"]
+    test = _finite(summary.get("test_metric"))
+    bound_dev, bound_test = threshold(base_dev, solve, higher), threshold(base_test, solve, higher)
+    first = next((x["epoch"] for x in lines if beats(_finite(x.get("dev_metric", x.get("dev_acc"))), bound_dev,
+                                                      higher)), None)
+    last = max((x["epoch"] for x in lines), default=0)
+    given = cfg.get("train", {}).get("epochs", budget)  # the epochs it was given
+    stopped = status != "complete" or not last  # diverged or stuck: known not to solve in its budget
+    return {"run_id": d.name, "gates": summary["gates"], "seed": summary["seed"], "length": length,
+            "forget_init": cfg.get("model", {}).get("forget_init", "constant"), "task": task,
+            "metric": summary.get("metric", TASKS[task].metric), "status": status,
+            "failure_reason": summary.get("failure_reason"), "test_metric": test,
+            "dev_metric": _finite(summary.get("dev_metric")), "baseline_dev": base_dev, "baseline_test": base_test,
+            "threshold_test": bound_test, "solved": status == "complete" and beats(test, bound_test, higher),
+            "epochs_to_solve": math.nan if first is None else float(first), "observed": first is not None,
+            "censored_at": float((given or last) if stopped else last), "last_epoch": last,
+            "best_epoch": summary.get("best_epoch"), "wall_seconds": summary.get("wall_seconds"),
+            "pack_size": summary.get("pack_size"), "threads": summary.get("threads"),
+            "device": summary.get("device"), "cpu_model": summary.get("machine", {}).get("cpu_model")}
+
+
+def survival(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(time, event) of each run: the epoch it solved at when seen, else the epoch it is censored at."""
+    event = runs["observed"].to_numpy(bool)
+    return np.where(event, runs["epochs_to_solve"], runs["censored_at"]).astype(float), event
+
+
+def _higher(metric: str) -> bool:
+    """Whether a larger ``metric`` is better, as the task registry says of the tasks that report it."""
+    return next((t.higher_is_better for t in TASKS.values() if t.metric == metric), False)
+
+
+def _bar(metric: str) -> str:
+    """Which side of the solve bar counts as solved, in words."""
+    return "at or above" if _higher(metric) else "below"
+
+
+def _strata(runs: pd.DataFrame):
+    return [(k if isinstance(k, tuple) else (k,), g) for k, g in runs.groupby(STRATA, sort=True)]
+
+
+def _factorial(gates: str) -> bool:
+    return gates == "none" or set(gates.split("+")) <= set(FACTORS)
+
+
+# --- the tables ----------------------------------------------------------------------------------
+
+def solve_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (forget init, length, gate set): n runs, solved, the solve rate with its 95%
+    Clopper-Pearson interval, the Kaplan-Meier median epochs to solve (nan: not reached), the
+    median test metric and its quartiles (over the runs that have one: not the diverged), and
+    against the full cell at the same length the difference of solve rates (Newcombe interval),
+    Fisher's exact p (two-sided) and the log-rank z and p, each Holm over the comparisons of the
+    length; the verdict follows Fisher's Holm p, then the log-rank's ("no difference shown" when
+    neither is below α: there is no equivalence test here)."""
+    rows = []
+    for key, stratum in _strata(runs):
+        full = stratum[stratum["gates"] == FULL]
+        for gates in gate_order(stratum["gates"].unique()):
+            g = stratum[stratum["gates"] == gates].sort_values("seed")
+            rows.append({**dict(zip(STRATA, key)), "gates": gates, **_cell(g),
+                         **_versus_full(g, full, gates == FULL)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    for test in ("fisher", "logrank"):
+        adjusted = table.groupby(STRATA, sort=False)[f"p_{test}"].transform(lambda p: holm(p.to_numpy(float)))
+        table.insert(table.columns.get_loc(f"p_{test}") + 1, f"p_{test}_holm", adjusted)
+    table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
+    return table
+
+
+def _cell(g: pd.DataFrame) -> dict:
+    n, k = len(g), int(g["solved"].sum())
+    lo, hi = clopper_pearson(k, n)
+    values = g["test_metric"].dropna().to_numpy(float)
+    q1, med, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (math.nan,) * 3
+    time, event = survival(g)
+    return {"metric": g["metric"].iloc[0], "n": n, "solved": k, "rate": k / n, "rate_low": lo, "rate_high": hi,
+            "seen_solving": int(event.sum()), "median_epochs": km_median(time, event),
+            "metric_median": float(med), "metric_q1": float(q1), "metric_q3": float(q3), "n_metric": len(values),
+            "diverged": int((g["status"] == "diverged").sum()),
+            "no_learning": int((g["status"] == "no_learning").sum()),
+            "baseline_test": float(g["baseline_test"].median()), "threshold_test": float(g["threshold_test"].median()),
+            "seeds": " ".join(map(str, g["seed"]))}
+
+
+def _versus_full(g: pd.DataFrame, full: pd.DataFrame, is_full: bool) -> dict:
+    out = dict.fromkeys(("diff_vs_full", "diff_ci_low", "diff_ci_high", "p_fisher", "z_logrank", "p_logrank"),
+                        math.nan)
+    if is_full or full.empty:
+        return out
+    k, n, kf, nf = int(g["solved"].sum()), len(g), int(full["solved"].sum()), len(full)
+    out["diff_vs_full"], out["diff_ci_low"], out["diff_ci_high"] = newcombe(k, n, kf, nf)
+    out["p_fisher"] = float(stats.fisher_exact([[k, n - k], [kf, nf - kf]]).pvalue)
+    out["z_logrank"], out["p_logrank"] = logrank(*survival(g), *survival(full))
+    return out
+
+
+def _verdict(row) -> str:
+    if row["gates"] == FULL:
+        return "reference"
+    if math.isnan(row["p_fisher"]):
+        return "no reference at this length"
+    if row["p_fisher_holm"] < ALPHA:
+        return "solves less often" if row["diff_vs_full"] < 0 else "solves more often"
+    if row["p_logrank_holm"] < ALPHA:
+        return "solves later" if row["z_logrank"] < 0 else "solves sooner"
+    return "no difference shown"
+
+
+def lag_effects(runs: pd.DataFrame) -> pd.DataFrame:
+    """The main effect of each gate per (forget init, length), where all 8 gate sets of the 2^3 design
+    ran: on the solve rate, the rate with the gate minus without (each side pooled over its 4 gate
+    sets x seeds) with Newcombe's hybrid-score 95% interval; on the test metric (log10 for an MSE), per
+    seed the mean over the gate sets with the gate minus the mean over those without (Montgomery,
+    Design and Analysis of Experiments, §6.2), then its mean and 95% t-interval over the seeds where
+    all 8 have a test metric (a diverged run drops its seed). Columns ``with``/``without``: each
+    side's rate, or mean; ``n_with``/``n_without``: its runs, or the seeds."""
+    rows = []
+    for key, stratum in _strata(runs):
+        s = stratum[stratum["gates"].map(_factorial)]
+        has = {g: _presence(g) for g in s["gates"].unique()}
+        if len(set(has.values())) < 8:
+            continue
+        where = dict(zip(STRATA, key))
+        metric = s["metric"].iloc[0]
+        log = metric in LOG_METRICS
+        value = s["test_metric"].where(s["test_metric"] > 0) if log else s["test_metric"]
+        y = (s.assign(value=np.log10(value) if log else value)
+             .pivot_table(index="seed", columns="gates", values="value", aggfunc="first", dropna=False)
+             .reindex(columns=sorted(has)).dropna())  # (seeds, 8 gate sets)
+        outcome = f"{'log10 ' if log else ''}test {METRIC_WORDS.get(metric, metric)}"
+        for j, gate in enumerate(FACTORS):
+            on = np.array([has[g][j] for g in s["gates"]], dtype=bool)
+            k1, n1, k2, n2 = int(s["solved"][on].sum()), int(on.sum()), int(s["solved"][~on].sum()), int((~on).sum())
+            d, lo, hi = newcombe(k1, n1, k2, n2)
+            rows.append({**where, "gate": gate, "outcome": RATE, "effect": d, "ci_low": lo, "ci_high": hi,
+                         "with": k1 / n1, "without": k2 / n2, "n_with": n1, "n_without": n2})
+            with_, without = (y[[g for g in y.columns if has[g][j] == side]].mean(axis=1) for side in (True, False))
+            contrast = (with_ - without).to_numpy(float)  # (seeds,)
+            lo, hi = t_interval(contrast)
+            rows.append({**where, "gate": gate, "outcome": outcome,
+                         "effect": float(contrast.mean()) if len(contrast) else math.nan, "ci_low": lo, "ci_high": hi,
+                         "with": float(with_.mean()) if len(y) else math.nan,
+                         "without": float(without.mean()) if len(y) else math.nan,
+                         "n_with": len(y), "n_without": len(y)})
+    cols = [*STRATA, "gate", "outcome", "effect", "ci_low", "ci_high", "with", "without", "n_with", "n_without"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def longest_solved(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (forget init, gate set): the longest length it solves in a majority (more than half) of its
+    runs, with how many (``text``: "200 (4/5)"; "no length" when none)."""
+    rows = []
+    for init, t in table.groupby("forget_init", sort=True):
+        for gates in gate_order(t["gates"].unique()):
+            c = t[(t["gates"] == gates) & (2 * t["solved"] > t["n"])]
+            if c.empty:
+                rows.append({"forget_init": init, "gates": gates, "length": math.nan, "solved": math.nan,
+                             "n": math.nan, "text": "no length"})
+                continue
+            r = c.loc[c["length"].idxmax()]
+            rows.append({"forget_init": init, "gates": gates, "length": int(r["length"]), "solved": int(r["solved"]),
+                         "n": int(r["n"]), "text": f"{int(r['length'])} ({int(r['solved'])}/{int(r['n'])})"})
+    return pd.DataFrame(rows, columns=["forget_init", "gates", "length", "solved", "n", "text"])
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+def _g(x, digits: int = 3) -> str:
+    """A metric, to ``digits`` significant digits ("–" for nan)."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}g}".replace("-", MINUS)
+
+
+def _f(x, digits: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}".replace("-", MINUS)
+
+
+def _p(p: float) -> str:
+    return "–" if not math.isfinite(p) else p_text(p).removeprefix("p = ").removeprefix("p ")
+
+
+def _varies(frame: pd.DataFrame) -> list[str]:
+    """The strata other than length that vary (forget init, when the grid crosses it)."""
+    return [c for c in STRATA if c != "length" and frame[c].nunique() > 1]
+
+
+def _where(row, cols: list[str]) -> str:
+    return "".join(f"{c.replace('_', ' ')} {row[c]}, " for c in cols)
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """The per-length gate table as Markdown (one row per length x gate set)."""
+    cols = _varies(table)
+    word = METRIC_WORDS.get(table["metric"].iloc[0], "metric")
+    head = [*[c.replace("_", " ") for c in cols], "length", "gates", "solved", "solve rate [95% CI]",
+            "median epochs to solve", f"median test {word} [quartiles]", f"Δ rate vs {short(FULL)} [95% CI]",
+            "p Fisher (Holm)", "p log-rank (Holm)", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, t in table.iterrows():
+        diff = "–" if math.isnan(t["diff_vs_full"]) else \
+            f"{signed(t['diff_vs_full'], 2)} [{signed(t['diff_ci_low'], 2)}, {signed(t['diff_ci_high'], 2)}]"
+        cells = [*[str(t[c]) for c in cols], str(t["length"]), short(t["gates"]), f"{t['solved']}/{t['n']}",
+                 f"{_f(t['rate'])} [{_f(t['rate_low'])}, {_f(t['rate_high'])}]",
+                 "not reached" if math.isnan(t["median_epochs"]) else f"{t['median_epochs']:.0f}",
+                 f"{_g(t['metric_median'])} [{_g(t['metric_q1'])}, {_g(t['metric_q3'])}]", diff,
+                 "–" if math.isnan(t["p_fisher"]) else f"{_p(t['p_fisher'])} ({_p(t['p_fisher_holm'])})",
+                 "–" if math.isnan(t["p_logrank"]) else f"{_p(t['p_logrank'])} ({_p(t['p_logrank_holm'])})",
+                 t["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def method_text(table: pd.DataFrame, solve: float) -> str:
+    """What the table's columns are and how its verdicts are reached."""
+    metric = table["metric"].iloc[0]
+    word, bar = METRIC_WORDS.get(metric, "metric"), _bar(metric)
+    family = int(table.groupby(STRATA)["p_fisher"].count().max())
+    return (f"Solved: test {word} of the best-on-dev weights {bar} the bar {solve:g} x its trivial baseline "
+            "sets (declared before training); a diverged or stuck run counts as unsolved and stays in n. Solve "
+            "rate: solved / n with its exact 95% Clopper-Pearson interval. Median epochs to solve: Kaplan-Meier, "
+            f"the first epoch whose dev {word} is {bar} the bar of the dev baseline, a run that never gets there "
+            "censored at its last epoch (at its epoch budget if it stopped early); \"not reached\" when fewer than "
+            f"half are seen to solve. Median test {word} and quartiles: over the runs that have one (not the "
+            f"diverged). Against {short(FULL)} at the same length: Δ of solve rates with Newcombe's hybrid-score 95% "
+            "interval, Fisher's exact test on the solve counts (two-sided; the primary test) and the log-rank test "
+            f"on the times to solve, each Holm-adjusted over the {family} comparisons of a length. Verdict: solves "
+            f"less (more) often when Fisher's Holm p < {ALPHA}; else solves later (sooner) when the log-rank's is; "
+            "else no difference shown, which means these runs cannot tell, not that the cells are alike.")
+
+
+def effects_markdown(effects: pd.DataFrame) -> str:
+    """The gates' main effects per length as Markdown ("" when no length has all 8 gate sets)."""
+    if effects.empty:
+        return ""
+    cols = _varies(effects)
+    head = [*[c.replace("_", " ") for c in cols], "length", "gate", "outcome", "with", "without",
+            "effect (with − without)", "95% CI", "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, e in effects.iterrows():
+        rate = e["outcome"] == RATE
+        n = f"{e['n_with']} / {e['n_without']} runs" if rate else f"{e['n_with']} seeds"
+        cells = [*[str(e[c]) for c in cols], str(e["length"]), e["gate"], e["outcome"], _f(e["with"]),
+                 _f(e["without"]), signed(e["effect"], 2), f"[{signed(e['ci_low'], 2)}, {signed(e['ci_high'], 2)}]", n]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def apart_markdown(runs: pd.DataFrame) -> str:
+    """The runs that diverged or did not learn, one a line, with the trainer's reason ("" if none)."""
+    apart = runs[runs["status"].isin(APART)].sort_values(["length", "gates", "seed"])
+    if apart.empty:
+        return ""
+    head = ["run", "length", "gates", "seed", "status", "last epoch", "reason"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in apart.iterrows():
+        lines.append("| " + " | ".join([f"`{r['run_id']}`", str(r["length"]), short(r["gates"]), str(r["seed"]),
+                                        r["status"].replace("_", " "), str(r["last_epoch"]),
+                                        r["failure_reason"] or "–"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def lag_reading(table: pd.DataFrame, effects: pd.DataFrame, longest: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """The page's claims, one a bullet, every number from the tables."""
+    family = int(table.groupby(STRATA)["p_fisher"].count().max())
+    claims = [f"Primary tests: at each length, the {family} comparisons of a gate set's "
+              f"solve count with the full cell's (Fisher's exact test, Holm within the length). The log-rank "
+              "tests of the time to solve and the gates' main effects are secondary."]
+    cols = _varies(table)
+    for _, s in table.groupby(STRATA, sort=True):
+        ref = s[s["gates"] == FULL]
+        where = _capital(_where(s.iloc[0], cols)) + ("length" if cols else "Length")
+        text = f"{where} {s['length'].iloc[0]}: "
+        if len(ref):
+            r = ref.iloc[0]
+            text += (f"the full cell solves {r['solved']}/{r['n']} ({_f(r['rate'])}, 95% CI {_f(r['rate_low'])} to "
+                     f"{_f(r['rate_high'])})")
+        else:
+            text += "no full cell ran"
+        for verdict, test in (("solves less often", "fisher"), ("solves more often", "fisher"),
+                              ("solves later", "logrank"), ("solves sooner", "logrank")):
+            hit = s[s["verdict"] == verdict]
+            if len(hit):
+                test_name = "Fisher's exact test" if test == "fisher" else "log-rank test"
+                listed = ", ".join(f"{short(r['gates'])} {r['solved']}/{r['n']} (Holm {p_text(r[f'p_{test}_holm'])})"
+                                   for _, r in hit.iterrows())
+                text += f"; {verdict.replace('solves', 'solving')} than it ({test_name}): {listed}"
+        rest = s[s["verdict"] == "no difference shown"]
+        if len(rest):
+            text += f"; no difference shown for {', '.join(short(g) for g in rest['gates'])}"
+        claims.append(text + ".")
+    if not effects.empty:
+        for gate in FACTORS:
+            for outcome in dict.fromkeys(effects["outcome"]):
+                e = effects[(effects["gate"] == gate) & (effects["outcome"] == outcome)]
+                digits = 2
+                parts = [f"{signed(r['effect'], digits)} at {_where(r, cols)}length {r['length']} (95% CI "
+                         f"{signed(r['ci_low'], digits)} to {signed(r['ci_high'], digits)})" for _, r in e.iterrows()]
+                how = ("pooled over its 4 gate sets and seeds each side, Newcombe intervals" if outcome == RATE else
+                       "paired by seed, t-intervals")
+                claims.append(f"Adding the {gate} gate changes the {outcome} by {'; '.join(parts)} ({how}).")
+    claims.append("Longest length solved in a majority of a gate set's runs: " + "; ".join(
+        f"{_where(r, _varies(longest))}{short(r['gates'])} {r['text']}" for _, r in longest.iterrows()) + ".")
+    apart = runs[runs["status"].isin(APART)]
+    if len(apart):
+        n_div, n_stuck = int((apart["status"] == "diverged").sum()), int((apart["status"] == "no_learning").sum())
+        claims.append(f"{n_div} run{'s' if n_div != 1 else ''} diverged and {n_stuck} did not learn: each counts as "
+                      "unsolved, in its cell's n (listed below).")
+    cost = cost_sentence(runs)
+    return claims + ([cost] if cost else [])
+
+
+def lag_page(results: str | os.PathLike, experiment: Experiment | None = None) -> str:
+    """The generated page of a lag results directory (what `write_lag` writes as README.md)."""
+    exp = experiment if experiment is not None else experiment_for(results)
+    runs = _loaded(results, exp)
+    table = solve_table(runs)
+    return _page(results, exp, runs, table, lag_effects(runs), longest_solved(table))
+
+
+def _loaded(results, exp: Experiment | None) -> pd.DataFrame:
+    runs = load_lag(results, exp)
+    if runs.empty:
+        skipped = runs.attrs["skipped"]
+        raise ValueError(f"{results}: no run records of a generated task"
+                         + (f" ({len(skipped)} skipped: {'; '.join(skipped)})" if skipped else ""))
+    return runs
+
+
+def _page(results, exp: Experiment | None, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.DataFrame,
+          longest: pd.DataFrame) -> str:
+    report = exp.report if exp is not None else {}
+    name = Path(results).resolve().name
+    solve = runs.attrs["solve"]
+    higher = TASKS[runs["task"].iloc[0]].higher_is_better
+    word = METRIC_WORDS.get(runs["metric"].iloc[0], "metric")
+    base = runs["baseline_test"]
+    spread = (f"the test baseline is {_g(base.min())}" if _g(base.min()) == _g(base.max()) else
+              f"the test baselines run from {_g(base.min())} to {_g(base.max())}")
+    if higher:
+        rule = (f"at least 100 − {solve:g} x (100 − its test baseline), the accuracy of the majority class: the "
+                f"same fraction of the baseline's error rate")
+    else:
+        rule = f"below {solve:g} x its test baseline, the {word} of predicting the training targets' mean"
+    lines = [f"# {report.get('title') or name}", ""]
+    if report.get("summary"):
+        lines += [f"{_capital(report['summary'])}.", ""]
+    lines += [f"Generated by `ablation table` from the {len(runs)} run records in this folder (do not edit); "
+              f"`ablation grid results/{name}/experiment.toml --out results/{name}` retrains what is missing.", "",
+              "## What \"solved\" means", "",
+              f"Declared in the experiment file before training (`[stats] solve = {solve:g}`): a run is solved when "
+              f"the test {word} of its best-on-dev weights is {rule} (here {spread}, so the bar lies "
+              f"near {_g(float(runs['threshold_test'].median()))}). Its time to solve is the first epoch whose dev "
+              f"{word} clears the same bar set by the dev baseline. A run that diverged or did not learn is "
+              "unsolved: it stays in its cell's n.", "",
+              "## Reading", "", "".join(f"- {c}\n" for c in lag_reading(table, effects, longest, runs)).rstrip("\n"),
+              "", "## Table", "", table_markdown(table).rstrip("\n"), "", method_text(table, solve), ""]
+    if runs.attrs["skipped"]:
+        lines += [f"Skipped {len(runs.attrs['skipped'])} records: {'; '.join(runs.attrs['skipped'])}.", ""]
+    if not effects.empty:
+        lines += ["## Main effects of the gates", "",
+                  "The 8 gate sets as a 2^3 design at each length (effects.csv): a gate's main effect is the outcome "
+                  "with the gate minus without it. On the solve rate, each side pools its 4 gate sets and their seeds "
+                  "(95% hybrid-score interval of a difference of proportions, Newcombe 1998); on the test metric, per "
+                  "seed the mean over the 4 gate sets with the gate minus the 4 without, then the mean and 95% "
+                  "t-interval over the seeds where all 8 have a test metric.", "",
+                  effects_markdown(effects).rstrip("\n"), ""]
+    lines += ["## Longest length solved", "", "In a majority (more than half) of a gate set's runs, with how many:", "",
+              *[f"- {_where(r, _varies(longest))}{short(r['gates'])}: {r['text']}" for _, r in longest.iterrows()], ""]
+    apart = apart_markdown(runs)
+    if apart:
+        lines += ["## Runs listed apart", "", "Diverged or did not learn: unsolved, and counted in their cells' n.", "",
+                  apart.rstrip("\n"), ""]
+    shown = [f for f in FIGURES if (Path(results) / "figures" / f"{f}.png").is_file()]
+    if shown:
+        lines += ["## Figures", "", *[f"![{f.replace('_', ' ')}](figures/{f}.png)" for f in shown], ""]
+    return "\n".join(lines)
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` unless the file already holds it (as `render._write`)."""
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        path.write_text(text, encoding="utf-8")
+
+
+def write_lag(results: str | os.PathLike, experiment: Experiment | None = None, *, fmt: str = "md") -> str:
+    """Write RESULTS/table.{md,csv}, effects.csv, the figures (`save_lag_figures`) and the page
+    RESULTS/README.md of a lag grid; returns the ``fmt`` table ("md" or "csv")."""
+    root = Path(results)
+    exp = experiment if experiment is not None else experiment_for(root)
+    runs = _loaded(root, exp)
+    table, effects = solve_table(runs), lag_effects(runs)
+    longest = longest_solved(table)
+    texts = {"md": table_markdown(table) + "\n" + method_text(table, runs.attrs["solve"]) + "\n",
+             "csv": _csv(table)}
+    if fmt not in texts:
+        raise ValueError(f"--format {fmt}: a lag table is written as {' or '.join(texts)}")
+    for ext, text in texts.items():
+        _write(root / f"table.{ext}", text)
+    _write(root / "effects.csv", _csv(effects))
+    _figures(root, table, effects)
+    _write(root / PAGE, _page(root, exp, runs, table, effects, longest))
+    return texts[fmt]
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+LEGEND_WIDTH = 1.8  # inches right of the panels for the legend
+
+
+def _legend(fig, handles, labels, **kw) -> None:
+    """The legend in a margin right of the panels (off the data), the panels laid out left of it."""
+    right = 1 - LEGEND_WIDTH / fig.get_figwidth()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(right, 0.92), **kw, **LEGEND)
+    fig.tight_layout(rect=(0, 0, right, 1))
+
+
+def _dodge(k: int, n: int) -> float:
+    """A factor that moves series k of n apart on a log x axis, so their error bars do not overlap."""
+    return 10 ** (0.012 * (k - (n - 1) / 2))
+
+
+def _lengths_axis(ax, lengths) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(lengths, [str(int(x)) for x in lengths])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("sequence length T (the lag)")
+    ax.grid(alpha=0.3)
+
+
+def plot_solve_rate(table: pd.DataFrame, *, title: str = "Solved runs and test metric against the lag"):
+    """Per gate set against the length: the solve rate with its 95% Clopper-Pearson interval (left)
+    and the median test metric with its quartiles, log y for an MSE, the trivial baseline and the
+    solve bar drawn across (right); one row of panels per forget init. Returns (fig, first axes)."""
+    if table.empty:
+        return _empty(f"{title}: no runs")
+    inits = sorted(table["forget_init"].unique())
+    names = gate_order(table["gates"].unique())
+    lengths = sorted(table["length"].unique())
+    metric = table["metric"].iloc[0]
+    word = METRIC_WORDS.get(metric, metric)
+    fig, axes = plt.subplots(len(inits), 2, figsize=(11 + LEGEND_WIDTH, 4.4 * len(inits)), squeeze=False)
+    for row, init in zip(axes, inits):
+        t = table[table["forget_init"] == init]
+        for k, g in enumerate(names):
+            c = t[t["gates"] == g].sort_values("length")
+            if c.empty:
+                continue
+            x = c["length"].to_numpy(float) * _dodge(k, len(names))
+            style = {"color": f"C{k % 10}", "marker": "o", "capsize": 3, "linestyle": "-" if k < 10 else "--"}
+            row[0].errorbar(x, c["rate"], yerr=np.nan_to_num([c["rate"] - c["rate_low"], c["rate_high"] - c["rate"]]),
+                            label=short(g), **style)
+            row[1].errorbar(x, c["metric_median"], yerr=np.nan_to_num(
+                [c["metric_median"] - c["metric_q1"], c["metric_q3"] - c["metric_median"]]), **style)
+        row[1].axhline(t["baseline_test"].median(), color="0.35", linestyle="--", linewidth=1,
+                       label="trivial baseline\n(median over runs)")
+        row[1].axhline(t["threshold_test"].median(), color="0.35", linestyle=":", linewidth=1.2,
+                       label=f"solve bar ({_bar(metric)}:\nsolved)")
+        if metric in LOG_METRICS:
+            row[1].set_yscale("log")
+        for ax in row:
+            _lengths_axis(ax, lengths)
+        row[0].set_ylim(-0.04, 1.04)
+        row[0].set_ylabel("solve rate (solved / runs)")
+        row[1].set_ylabel(f"test {word}")
+        where = f" (forget init: {init})" if len(inits) > 1 else ""
+        row[0].set_title(f"Solve rate, 95% Clopper-Pearson interval{where}", fontsize=10)
+        row[1].set_title(f"Median test {word}, bars from the 1st to the 3rd quartile{where}", fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    lines, words = axes[0][1].get_legend_handles_labels()
+    fig.suptitle(title)
+    _legend(fig, [*handles, *lines], [*labels, *words], title="gate set")
+    return fig, axes[0][0]
+
+
+def plot_lag_effects(effects: pd.DataFrame, *, title: str = "Each gate's main effect against the lag"):
+    """The headline: each gate's main effect against the length, with its 95% interval and 0 drawn
+    across, on the solve rate (Newcombe) and on the test metric (paired by seed, t-interval); one row
+    of panels per forget init. Returns (fig, first axes)."""
+    if effects.empty:
+        return _empty(f"{title}: no length with all 8 gate sets")
+    inits = sorted(effects["forget_init"].unique())
+    outcomes = list(dict.fromkeys(effects["outcome"]))
+    lengths = sorted(effects["length"].unique())
+    fig, axes = plt.subplots(len(inits), len(outcomes), figsize=(6 * len(outcomes) + LEGEND_WIDTH, 4.4 * len(inits)),
+                             squeeze=False)
+    for row, init in zip(axes, inits):
+        for ax, outcome in zip(row, outcomes):
+            for k, gate in enumerate(FACTORS):
+                e = effects[(effects["forget_init"] == init) & (effects["outcome"] == outcome)
+                            & (effects["gate"] == gate)].sort_values("length")
+                x = e["length"].to_numpy(float) * _dodge(k, len(FACTORS))
+                ax.errorbar(x, e["effect"], yerr=np.nan_to_num([e["effect"] - e["ci_low"], e["ci_high"] - e["effect"]]),
+                            color=f"C{k}", marker="o", capsize=3, label=f"{gate} gate")
+            ax.axhline(0, color="0.3", linewidth=0.8)
+            _lengths_axis(ax, lengths)
+            how = "pooled runs, 95% Newcombe interval" if outcome == RATE else "paired by seed, 95% t-interval"
+            where = f"\nforget init: {init}" if len(inits) > 1 else ""
+            ax.set_title(f"{_capital(outcome)}: with the gate − without ({how}){where}", fontsize=10)
+            ax.set_ylabel(f"Δ {outcome}")
+    fig.suptitle(title)
+    _legend(fig, *axes[0][-1].get_legend_handles_labels())
+    return fig, axes[0][0]
+
+
+def _figures(root: Path, table: pd.DataFrame, effects: pd.DataFrame) -> list[Path]:
+    figs = root / "figures"
+    paths = save(plot_solve_rate(table)[0], figs / "solve_rate")
+    if not effects.empty:
+        paths += save(plot_lag_effects(effects)[0], figs / "effects")
+    else:  # the grid lost a gate set: no stale headline
+        for ext in (".png", ".pdf"):
+            (figs / "effects").with_suffix(ext).unlink(missing_ok=True)
+    return paths
+
+
+def save_lag_figures(results: str | os.PathLike, experiment: Experiment | None = None) -> list[Path]:
+    """The lag grid's figures, into RESULTS/figures/: solve_rate and effects (PNG and PDF)."""
+    root = Path(results)
+    exp = experiment if experiment is not None else experiment_for(root)
+    runs = _loaded(root, exp)
+    return _figures(root, solve_table(runs), lag_effects(runs))

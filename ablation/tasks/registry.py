@@ -1,0 +1,73 @@
+"""The task registry's loader: a run's task (`core/spec.TASKS`) -> its splits.
+
+A task's entry in `spec.TASKS` names its module under ablation/tasks/; the module's `load(task)`
+gives a `Splits` from the `[task]` config section. SST keeps its own loader (`tasks/splits.py`:
+files with checksums, a vocabulary, word vectors); a generated task's splits are drawn from
+``task.data_seed``, so a run id (which hashes the task's keys) names its data as SST's checksums do.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ablation.core.config import RunConfig, TaskConfig
+from ablation.core.spec import TASKS
+from ablation.tasks.sst import Encoded
+
+SPLIT_CODES = {"train": 0, "dev": 1, "test": 2}  # each split's stream of the generator (numpy SeedSequence)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A generated task's data: the three splits (`sst.Encoded`: ``ids`` holds token ids (N, T), or
+    for a vector task the inputs (N, T, D) float; ``labels`` classes (N,) or targets (N,) float)."""
+
+    train: Encoded
+    dev: Encoded
+    test: Encoded
+    vocab_size: int  # tokens: the symbols, <pad> = 0 included; vectors: 1 (a frozen <pad> row, unused)
+    input_size: int  # vectors: D, what W_ih reads; tokens: 0 (model.embedding_dim)
+    num_outputs: int  # classes, or 1 for a regression target
+
+    def baselines(self) -> tuple[float, float, float]:
+        """(training loss of a model that learned nothing, dev and test metric of the trivial predictor):
+        regression: the training targets' variance and the MSE of predicting their mean; classes: their
+        entropy in nats and the majority class's accuracy in %."""
+        y = self.train.labels
+        if self.num_outputs == 1:
+            mean = y.double().mean()
+            mse = [float(((s.labels.double() - mean) ** 2).mean()) for s in (self.dev, self.test)]
+            return float(((y.double() - mean) ** 2).mean()), *mse
+        p = torch.bincount(y, minlength=self.num_outputs).double() / len(y)
+        top = int(p.argmax())
+        acc = [float((s.labels == top).double().mean() * 100) for s in (self.dev, self.test)]
+        p = p[p > 0]
+        return float(-(p * p.log()).sum()), *acc
+
+
+def module(name: str):
+    """The module of task ``name`` (its `spec.TASKS` entry's)."""
+    return importlib.import_module(f"ablation.tasks.{TASKS[name].module}")
+
+
+@functools.lru_cache(maxsize=8)
+def load(task: TaskConfig) -> Splits:
+    """A generated task's splits, from its config alone (cached: a worker's packs share them)."""
+    if task.name == "sst":
+        raise ValueError("SST's splits are tasks/splits.data_for's")
+    return module(task.name).load(task)
+
+
+def generated(cfg: RunConfig) -> bool:
+    return cfg.task.name != "sst"
+
+
+def rng(task: TaskConfig, split: str):
+    """The generator of one split: seeded by (data_seed, split, length), so the splits of one task
+    are independent, and every length has its own data."""
+    return np.random.default_rng([task.data_seed, SPLIT_CODES[split], task.length])

@@ -1,0 +1,236 @@
+"""The task layer: generated tasks (adding, temporal order), their config, the optimizers long-lag
+tasks need, chrono initialisation, and records of a regression task."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablation.core.config import RunConfig, apply
+from ablation.core.errors import ConfigError
+from ablation.core.records import check_record
+from ablation.core.spec import TASKS
+from ablation.models.cell import init_lstm
+from ablation.tasks import adding, registry, temporal_order
+from ablation.training.best_on_dev import no_learning
+from ablation.training.optimizers import PackAdam, PackRMSprop
+from ablation.training.trainer import build_pack, train_pack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def task(name="adding", **keys):
+    return apply(RunConfig(), {"task.name": name, **{f"task.{k}": v for k, v in keys.items()}})
+
+
+def small(name="adding", gates="input+forget+output", **train):
+    """A quick run of a generated task: T = 10, 2,000 training sequences, Adam, batches of 10."""
+    return apply(task(name, length=10, train_size=2000, eval_size=400),
+                 {"model.gates": gates, "model.hidden_size": 16, "train.optimizer": "adam", "train.lr": 0.01,
+                  "train.batch_size": 10, "train.clip_norm": 1.0, "train.epochs": 4,
+                  **{f"train.{k}": v for k, v in train.items()}})
+
+
+# --- generators ------------------------------------------------------------------------------------
+
+def test_adding_sequences_by_hand():
+    split = adding.generate(500, 20, np.random.default_rng(0))
+    x, lengths, y = split.ids, split.lengths, split.labels
+    assert x.shape == (500, 20, 2) and x.dtype == torch.float32 and (lengths == 20).all()
+    markers = x[..., 1]
+    assert (markers.sum(1) == 2).all()  # two markers, one in each half
+    assert (markers[:, :10].sum(1) == 1).all() and (markers[:, 10:].sum(1) == 1).all()
+    assert ((x[..., 0] >= 0) & (x[..., 0] < 1)).all()
+    assert torch.equal(y, (x[..., 0] * markers).sum(1))  # the sum of the two marked values
+
+
+def test_adding_baseline_is_the_variance_of_two_uniforms():
+    """Predicting the mean of u1 + u2 costs Var(u1 + u2) = 2/12 ≈ 0.167 (the issue's 'predicting 1.0')."""
+    s = registry.load(task(length=50, train_size=20000, eval_size=20000).task)
+    train_loss, dev, test = s.baselines()
+    mean = s.train.labels.double().mean()
+    assert dev == pytest.approx(float(((s.dev.labels.double() - mean) ** 2).mean()))
+    for v in (train_loss, dev, test):
+        assert v == pytest.approx(1 / 6, abs=0.005)
+
+
+def test_generated_splits_are_fixed_by_the_task_config():
+    a, b = (registry.load(task(length=30, train_size=100, eval_size=50).task) for _ in range(2))
+    assert torch.equal(a.train.ids, b.train.ids)
+    registry.load.cache_clear()
+    c = registry.load(task(length=30, train_size=100, eval_size=50).task)
+    assert torch.equal(a.test.labels, c.test.labels)  # a new process draws the same data
+    other = registry.load(task(length=30, train_size=100, eval_size=50, data_seed=1).task)
+    assert not torch.equal(a.train.ids, other.train.ids)
+    assert not torch.equal(a.train.ids, a.dev.ids[:50].expand_as(a.train.ids[:50]).clone().resize_(a.train.ids.shape))
+
+
+def test_temporal_order_sequences_by_hand():
+    T = 100
+    split = temporal_order.generate(400, T, np.random.default_rng(1))
+    ids, y = split.ids, split.labels
+    sym = {s: k for k, s in enumerate(temporal_order.SYMBOLS)}
+    assert ids.shape == (400, T) and (ids[:, 0] == sym["B"]).all() and (ids[:, -1] == sym["E"]).all()
+    relevant = (ids == sym["X"]) | (ids == sym["Y"])
+    assert (relevant.sum(1) == 2).all()
+    (a, b), (c, d) = temporal_order.windows(T)
+    assert (a, b, c, d) == (10, 20, 50, 60)  # the paper's windows at T = 100
+    for row, label in zip(ids, y):
+        t1, t2 = torch.nonzero((row == sym["X"]) | (row == sym["Y"])).flatten().tolist()
+        assert a <= t1 <= b and c <= t2 <= d
+        order = temporal_order.CLASSES[int(label)]
+        assert temporal_order.SYMBOLS[row[t1]] + temporal_order.SYMBOLS[row[t2]] == order
+    assert set(y.tolist()) == {0, 1, 2, 3}
+
+
+# --- config ----------------------------------------------------------------------------------------
+
+def test_sst_ids_ignore_the_task_layer_and_a_task_names_its_run():
+    base = RunConfig()
+    assert base.task.name == "sst" and base.run_id() == "ifo-diag-s1-4183bfa4b0"  # pinned in test_config
+    run = task(length=100)
+    assert run.run_id().startswith("adding100-ifo-diag-s1-")
+    assert task(length=30).run_id() != run.run_id()
+    assert apply(run, {"train.optimizer": "adam"}).run_id() != run.run_id()
+    assert apply(run, {"model.forget_init": "chrono"}).run_id() != run.run_id()
+
+
+@pytest.mark.parametrize("updates,message", [
+    ({"task.length": 30}, "task.length: applies to a generated task"),
+    ({"task.name": "mnist"}, "task.name: unknown value 'mnist'; valid: sst, adding, temporal-order"),
+    ({"task.name": "adding", "task.length": 1}, "task.length: must be an integer >= 2"),
+    ({"task.name": "temporal-order", "task.length": 5}, "temporal-order needs >= 10"),
+    ({"train.optimizer": "sgd"}, "train.optimizer: unknown value 'sgd'; valid: adagrad, adam, rmsprop"),
+    ({"model.forget_init": "chrono"}, "task.name is 'sst'"),
+    ({"task.name": "adding", "model.forget_init": "chrono", "model.cell": "gru"}, "model.cell is 'gru'"),
+    ({"task.name": "adding", "data.granularity": "sentences"}, "the data.* keys"),
+])
+def test_bad_task_settings_are_refused_by_name(updates, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        apply(RunConfig(), updates)
+
+
+# --- initialisation and optimizers ----------------------------------------------------------------
+
+def test_chrono_initialisation():
+    """Tallec & Ollivier 2018: b_f ~ log U(1, T - 1), b_i = -b_f; every other value as with a constant bias."""
+    T, H = 50, 64
+    p = init_lstm(torch.Generator().manual_seed(3), 4, H, "diagonal", 0.0, chrono=T)
+    q = init_lstm(torch.Generator().manual_seed(3), 4, H, "diagonal", 0.0)
+    b_f, b_i = p["bias_ih"][H : 2 * H], p["bias_ih"][:H]
+    assert (b_f >= 0).all() and (b_f <= np.log(T - 1)).all() and b_f.std() > 0.5
+    assert torch.equal(b_i, -b_f) and (p["bias_ih"][2 * H :] == 0).all()
+    for name in q:  # drawn last: the weights and peepholes are the constant-bias member's
+        if name != "bias_ih":
+            assert torch.equal(p[name], q[name]), name
+
+
+@pytest.mark.parametrize("ours,theirs,kwargs", [(PackAdam, torch.optim.Adam, {}),
+                                                (PackRMSprop, torch.optim.RMSprop, {"alpha": 0.99})])
+def test_pack_optimizers_match_torch(ours, theirs, kwargs):
+    """A member's Adam / RMSprop steps are torch.optim's (float32 rounding apart), clipping included."""
+    cfg = small()
+    model, _ = build_pack([cfg], registry.load(cfg.task))
+    ref = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in model.named_parameters()}
+    opt = ours(model, 0.01, clip_norm=0.5)
+    torch_opt = theirs([p for p in ref.values() if p.requires_grad], lr=0.01, eps=1e-8, **kwargs)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grads = {n: torch.randn(p.shape, generator=gen) for n, p in model.named_parameters() if p.requires_grad}
+        for n, p in model.named_parameters():
+            p.grad = grads.get(n)
+        opt.step()
+        for n, g in grads.items():
+            ref[n].grad = g.clone()
+        torch.nn.utils.clip_grad_norm_([p for p in ref.values() if p.requires_grad], 0.5)
+        torch_opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), ref[n].detach(), rtol=1e-5, atol=1e-6)
+
+
+def _numbers(result):
+    return ([(m["train_loss"], m["dev_metric"]) for m in result.metrics], result.summary["test_metric"],
+            result.test_predictions.tolist())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_a_member_takes_the_same_steps_alone_and_in_a_pack(optimizer):
+    """Per-member state, step size and clipping: bit for bit, whatever else is in the pack."""
+    cfgs = [apply(small(gates=g, epochs=2), {"train.optimizer": optimizer, "train.lr": lr,
+                                             "model.forget_init": init})
+            for g, lr, init in (("input+forget+output", 0.01, "constant"), ("none", 0.003, "chrono"),
+                                ("forget", 0.02, "chrono"))]
+    pack, _ = train_pack(cfgs, max_steps=60)
+    for c, in_pack in zip(cfgs, pack):
+        (alone,), _ = train_pack([c], max_steps=60)
+        assert _numbers(alone) == _numbers(in_pack)
+
+
+def test_the_full_cell_solves_a_short_adding_problem():
+    """T = 10: the full cell leaves the 0.167 plateau within 4 epochs of 2,000 sequences (~3 s)."""
+    (r,), _ = train_pack([small()])
+    s = r.summary
+    assert s["status"] == "complete" and s["metric"] == "mse" and s["dev_acc"] is None
+    assert s["baseline_test"] == pytest.approx(1 / 6, abs=0.03)
+    assert s["test_metric"] < 0.1 * s["baseline_test"], s
+
+
+def test_temporal_order_trains_as_a_classifier():
+    (r,), _ = train_pack([small("temporal-order", epochs=1)])
+    s = r.summary
+    assert s["metric"] == "accuracy" and s["test_acc"] == s["test_metric"] and s["num_classes"] == 4
+    assert 0 <= s["test_acc"] <= 100 and s["baseline_test"] == pytest.approx(25, abs=6)
+
+
+# --- the no-learning rule and records --------------------------------------------------------------
+
+def _lines(*pairs):
+    return [{"epoch": k, "train_loss": loss, "dev_metric": dev} for k, (loss, dev) in enumerate(pairs, 1)]
+
+
+def test_no_learning_with_a_regression_metric():
+    prior, mean_mse = 0.167, 0.165
+    rule = {"key": "dev_metric", "higher": False}
+    assert no_learning(_lines((0.17, 0.17), (0.169, 0.168)), prior, mean_mse, **rule).startswith(
+        "train loss never fell below 0.167, the loss of predicting the training targets' mean")
+    assert "dev MSE never fell below 0.165" in no_learning(_lines((0.16, 0.17), (0.15, 0.166)), prior, mean_mse, **rule)
+    assert no_learning(_lines((0.16, 0.17), (0.01, 0.004)), prior, mean_mse, **rule) is None
+
+
+def test_a_regression_record_is_valid_and_its_predictions_are_real(tmp_path):
+    from ablation.running.job import train_and_record
+
+    (path,) = train_and_record([small(epochs=1)], tmp_path, "cpu")
+    assert check_record(path) is None
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["task"] == "adding" and summary["num_classes"] == 1
+    rows = (path / "predictions.csv").read_text().splitlines()[1:]
+    target, output = map(float, rows[0].split(",")[1:])
+    assert 0 <= target < 2 and output == output  # a float, not a class
+    line = json.loads((path / "metrics.jsonl").read_text().splitlines()[0])
+    assert "dev_metric" in line and "dev_acc" not in line
+    summary["test_metric"] = -1.0  # an MSE is never negative
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert "test_metric: expected a finite number >= 0 or null" in check_record(path)
+
+
+def test_every_task_has_a_module_with_a_loader():
+    for name in TASKS:
+        if name != "sst":
+            assert callable(registry.module(name).load), name
+
+
+@pytest.mark.slow
+def test_the_cli_trains_one_adding_model(tmp_path):
+    sets = ["task.name=adding", "task.length=10", "task.train_size=2000", "task.eval_size=400", "model.hidden_size=16",
+            "train.optimizer=adam", "train.lr=0.01", "train.epochs=3", "train.batch_size=10", "train.clip_norm=1.0"]
+    r = subprocess.run([sys.executable, "-m", "ablation", "train", *[a for s in sets for a in ("--set", s)],
+                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "dev mse" in r.stderr and "test mse" in r.stdout and "predicting the mean: 0.1" in r.stdout
+    (run,) = tmp_path.iterdir()
+    assert run.name.startswith("adding10-ifo-diag-s1-") and check_record(run) is None
