@@ -20,7 +20,7 @@ setup: $(STAMP)  ## the .venv: CPU torch, the package and its extras, the C++ ke
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tensorboard,triton,tune]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,glove,slurm,tasks,tensorboard,triton,tune]'
 	$(BIN)/python -m ablation.kernels.cpp  # build the C++ kernels now (~40 s); without a compiler: a notice
 	touch $(STAMP)
 
@@ -48,7 +48,7 @@ data: setup  ## verify the SST trees (downloading them if none are found) and pr
 	$(BIN)/ablation data
 
 # Every committed results directory with a table (results/single holds single runs of different configs).
-TABLES := lecture peepholes odyssey cells protocol fine
+TABLES := lecture peepholes odyssey cells protocol fine lag
 
 # make reproduce: retrains the lecture grid into runs/lecture (not results/, which stays the reference),
 # resumably; SEEDS=N keeps the first N seeds. It prints the cost first, from the committed records.
@@ -65,10 +65,11 @@ tables: setup  ## rewrite every committed table, page, figure and generated bloc
 	set -e; for d in $(TABLES) tuning; do $(ABLATION) plot results/$$d > /dev/null 2>&1 || true; done
 	$(ABLATION) table $(addprefix results/,$(TABLES) tuning) --readme README.md > /dev/null
 	$(ABLATION) table results/single > /dev/null
+	$(BIN)/python -c "from ablation.analysis.render import write_secondary; write_secondary('results')"
 	$(BIN)/python -c "from ablation.analysis.render import update_docs; update_docs()"
 
 # Beyond the lecture: each experiment's grid (5 seeds) into results/<name>/, then its tables, page and figures.
-EXPERIMENTS := peepholes odyssey cells protocol fine
+EXPERIMENTS := peepholes odyssey cells protocol fine lag
 .PHONY: beyond $(EXPERIMENTS) tuning
 
 $(EXPERIMENTS): setup
@@ -82,8 +83,9 @@ odyssey:   ## Greff et al.'s variants, 5 seeds (~2 core-hours)
 cells:     ## Elman RNN, GRU, forget bias 1 against the LSTM, 5 seeds (~2 core-hours)
 protocol:  ## phrases or sentences x GloVe or random vectors, 5 seeds (~1 core-hour)
 fine:      ## the 8 gate sets on SST-5, 5 seeds (~1.5 core-hours)
+lag:       ## the 8 gate sets x 4 sequence lengths on the adding problem, 5 seeds (~2.5 core-hours)
 
-beyond: $(EXPERIMENTS)  ## all five above
+beyond: $(EXPERIMENTS)  ## all six above
 
 tuning: setup  ## random search per gate set, the best retrained on fresh seeds (~8 core-hours; resumes)
 	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture \

@@ -1,6 +1,8 @@
 """Config: defaults, TOML files, overrides, errors that name the valid keys, grids."""
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -173,7 +175,8 @@ def test_vocab_source_is_checked():
 
 # A value for each key other than its default, valid for the lecture's LSTM (a task.* key other than
 # task.name and model.forget_init on a generated task: `ON_ADDING`).
-OTHER = {"task.name": "adding", "task.length": 30, "task.train_size": 50, "task.eval_size": 20, "task.data_seed": 1,
+OTHER = {"task.name": "adding", "task.path": "(a second TSV folder: `_tsv_folder`)", "task.checksum": "0" * 64,
+         "task.length": 30, "task.train_size": 50, "task.eval_size": 20, "task.data_seed": 1,
          "model.forget_init": "chrono", "train.optimizer": "adam",
          "data.granularity": "sentences", "data.labels": "fine", "data.data_dir": "/x", "data.bucket": False,
          "data.train_limit": 5, "data.vocab": "train-labelled", "model.gates": "i+f", "model.peephole": "full",
@@ -183,8 +186,16 @@ OTHER = {"task.name": "adding", "task.length": 30, "task.train_size": 50, "task.
          "train.clip_norm": 1.0, "train.eval_batch_size": 16, "train.trial": 3}
 
 
+def _tsv_folder() -> str:
+    root = Path(tempfile.mkdtemp())
+    for name in ("train", "dev", "test"):
+        (root / f"{name}.tsv").write_text("a good film\tpos\na dull film\tneg\n")
+    return str(root)
+
+
 NEEDS_A_TASK = {"task.length", "task.train_size", "task.eval_size", "task.data_seed", "model.forget_init"}
 ON_ADDING = apply(RunConfig(), {"task.name": "adding"})
+ON_TSV = {"task.path", "task.checksum"}
 
 
 def test_every_key_is_classified_per_member_or_shared_by_a_pack():
@@ -196,7 +207,11 @@ def test_every_key_is_classified_per_member_or_shared_by_a_pack():
     assert sorted(OTHER) == sorted(keys) and set(PER_MEMBER_KEYS) <= set(RUN_ID_KEYS) | set(LATER_KEYS)
     for key in keys:
         base = ON_ADDING if key in NEEDS_A_TASK else RunConfig()
-        changed = apply(base, {key: OTHER[key]})
+        value = OTHER[key]
+        if key in ON_TSV:
+            base = apply(RunConfig(), {"task.name": "tsv", "task.path": _tsv_folder()})
+            value = _tsv_folder() if key == "task.path" else value
+        changed = apply(base, {key: value})
         same_pack = pack_key(changed) == pack_key(base)
         assert same_pack == (key in PER_MEMBER_KEYS), key
 

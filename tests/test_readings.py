@@ -7,8 +7,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ablation.analysis.readings import compare, cost_sentence, tuning_reading
-from ablation.analysis.render import docs_blocks, fill_blocks, index_block, page, read_blocks, readme_blocks
+from ablation.analysis.family import secondary_family
+from ablation.analysis.readings import SECONDARY, compare, cost_sentence, tuning_reading
+from ablation.analysis.render import (
+    docs_blocks,
+    fill_blocks,
+    format_csv,
+    index_block,
+    page,
+    read_blocks,
+    readme_blocks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,10 +119,15 @@ def test_readme_pages_and_docs_hold_what_the_records_generate(tmp_path, monkeypa
         page_file = ROOT / "results" / d / "README.md"
         assert page_file.read_text(encoding="utf-8") == page(ROOT / "results" / d), \
             f"results/{d}/README.md is stale: run `make tables`"
-    for name, generated in docs_blocks(ROOT / "results").items():
+    for name, generated in docs_blocks(ROOT / "results").items():  # docs/statistics.md's counts the family
         held = read_blocks((ROOT / "docs" / name).read_text(encoding="utf-8"))
         for (kind, key), content in generated.items():
             assert held[(kind, key)] == content, f"docs/{name} block {key} is stale: run `make tables`"
+    family = secondary_family(ROOT / "results")
+    assert (ROOT / "results/secondary.csv").read_text(encoding="utf-8") == format_csv(family), \
+        "results/secondary.csv is stale: run `make tables`"
+    assert not {"results/lecture", "results/lag"} & set(family["table"])
+    assert set(family["table"]) >= {f"results/{d}" for d in TABLES if d != "lecture"}
 
 
 def test_readme_is_a_front_page():
@@ -224,13 +238,15 @@ def test_tuning_reading_tests_the_change_when_paired():
                           "ci_low": [79.0, 83.0, 84.5], "ci_high": [81.0, 85.0, 85.5], "n": 20,
                           "verdict": ["worse", "inconclusive", "reference"], "untuned_mean": [79.0, 83.5, 84.7],
                           "untuned_verdict": ["worse", "worse", "reference"], "n_paired": 20,
-                          "delta_change": [0.1, 0.8, math.nan], "delta_change_ci_low": [-0.2, 0.3, math.nan],
+                          "delta_change": [0.1, 0.8, math.nan], "delta_change_p": [0.4, 0.001, math.nan],
+                          "delta_change_ci_low": [-0.2, 0.3, math.nan],
                           "delta_change_ci_high": [0.4, 1.3, math.nan],
                           "delta_change_verdict": ["unchanged", "changed", ""],
                           "vs_default_verdict": ["inconclusive", "inconclusive", "inconclusive"]})
     imp = pd.DataFrame({"term": ["gate set", "learning rate", "forget bias", "gate set x learning rate"],
                         "share": [0.125, 0.5, 0.02, 0.1], "std": [0.03, 0.1, 0.01, 0.04]})
     claims = tuning_reading(tuned, imp, 24, 190)
+    assert claims[0] == SECONDARY  # paired, its tests join the secondary family; unpaired, they had no raw p
     assert ("Paired on the untuned table's seeds (n = 20; Holm over the 2 gate sets): tuning changed the gap to the "
             "full cell of i; left it unchanged within the margin (TOST) for none; inconclusive for no gate set (the "
             "largest change, i, +0.80 points, 95% CI +0.30 to +1.30).") in claims

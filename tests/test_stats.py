@@ -55,6 +55,33 @@ def test_holm_step_down_monotone_capped():
     assert len(stats.holm([])) == 0
 
 
+def test_benjamini_hochberg_step_up_hand_computed():
+    # m = 5 (the NaN does not count); sorted 0.005, 0.01, 0.03, 0.04, 0.5 times m/rank:
+    # 0.025, 0.025, 0.05, 0.05, 0.5, each the min of itself and those above it
+    q = stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005, math.nan, 0.5])
+    assert q[[0, 1, 2, 3, 5]] == pytest.approx([0.025, 0.05, 0.05, 0.025, 0.5]) and math.isnan(q[4])
+    # step-up: 0.01·3/1 = 0.03 and 0.02·3/2 = 0.03 fall to the largest's 0.021·3/3 (Holm keeps 0.03)
+    assert stats.benjamini_hochberg([0.01, 0.02, 0.021]) == pytest.approx([0.021] * 3)
+    assert list(stats.benjamini_hochberg([0.2])) == [0.2]  # one test: unchanged
+    assert list(stats.benjamini_hochberg([0.7, 0.7])) == [0.7, 0.7]  # ties share their q
+    assert len(stats.benjamini_hochberg([])) == 0 and all(map(math.isnan, stats.benjamini_hochberg([math.nan])))
+
+
+def test_benjamini_hochberg_agrees_with_scipy():
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 7, 93):
+        p = np.concatenate([rng.uniform(0, 1, m), rng.uniform(0, 0.01, m // 3)])
+        q = stats.benjamini_hochberg(p)
+        assert q == pytest.approx(sps.false_discovery_control(p, method="bh"), abs=1e-12)
+        assert (q >= p).all() and (q <= 1).all()
+        order = np.argsort(p)
+        assert (np.diff(q[order]) >= -1e-15).all()  # monotone in p
+        assert (q <= stats.holm(p) + 1e-15).all()  # never stricter than Holm
+    with_nan = np.array([0.04, math.nan, 0.001, 0.3])
+    q = stats.benjamini_hochberg(with_nan)
+    assert q[[0, 2, 3]] == pytest.approx(sps.false_discovery_control(with_nan[[0, 2, 3]])) and math.isnan(q[1])
+
+
 def test_tost_hand_computed():
     # differences -0.1, 0, 0.1: mean 0, sd 0.1; 90% interval 0 ± 2.92·0.1/√3 = ±0.1686
     d = [-0.1, 0.0, 0.1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ablation.core.config import RunConfig, apply
-from ablation.core.errors import ConfigError
+from ablation.core.errors import ConfigError, DataError
 from ablation.core.records import check_record
 from ablation.core.spec import TASKS
 from ablation.models.cell import init_lstm
@@ -100,8 +100,11 @@ def test_sst_ids_ignore_the_task_layer_and_a_task_names_its_run():
 
 
 @pytest.mark.parametrize("updates,message", [
-    ({"task.length": 30}, "task.length: applies to a generated task"),
-    ({"task.name": "mnist"}, "task.name: unknown value 'mnist'; valid: sst, adding, temporal-order"),
+    ({"task.length": 30}, "task.length: applies to adding, temporal-order; task.name is 'sst'"),
+    ({"task.name": "mnist1d", "task.train_size": 9}, "task.train_size: applies to adding, temporal-order; "
+                                                     "task.name is 'mnist1d'"),
+    ({"task.name": "mnist"}, "task.name: unknown value 'mnist'; valid: sst, tsv, adding, temporal-order, lm, mnist1d"),
+    ({"task.name": "adding", "model.embeddings": "random"}, "model.embeddings and model.freeze_embeddings are for"),
     ({"task.name": "adding", "task.length": 1}, "task.length: must be an integer >= 2"),
     ({"task.name": "temporal-order", "task.length": 5}, "temporal-order needs >= 10"),
     ({"train.optimizer": "sgd"}, "train.optimizer: unknown value 'sgd'; valid: adagrad, adam, rmsprop"),
@@ -194,10 +197,11 @@ def _lines(*pairs):
 
 def test_no_learning_with_a_regression_metric():
     prior, mean_mse = 0.167, 0.165
-    rule = {"key": "dev_metric", "higher": False}
+    rule = {"key": "dev_metric", "higher": False, "baseline": "mean"}
     assert no_learning(_lines((0.17, 0.17), (0.169, 0.168)), prior, mean_mse, **rule).startswith(
         "train loss never fell below 0.167, the loss of predicting the training targets' mean")
-    assert "dev MSE never fell below 0.165" in no_learning(_lines((0.16, 0.17), (0.15, 0.166)), prior, mean_mse, **rule)
+    stuck = no_learning(_lines((0.16, 0.17), (0.15, 0.166)), prior, mean_mse, **rule)
+    assert "dev MSE never fell below 0.165, that of predicting the training targets' mean" in stuck
     assert no_learning(_lines((0.16, 0.17), (0.01, 0.004)), prior, mean_mse, **rule) is None
 
 
@@ -234,3 +238,135 @@ def test_the_cli_trains_one_adding_model(tmp_path):
     assert "dev mse" in r.stderr and "test mse" in r.stdout and "predicting the mean: 0.1" in r.stdout
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("adding10-ifo-diag-s1-") and check_record(run) is None
+
+
+# --- the user's own sentences (tsv) and MNIST-1D -------------------------------------------------
+
+POSITIVE, NEGATIVE = "good great superb lovely excellent".split(), "bad awful poor dull terrible".split()
+FILLER = "the a film movie story of and it was is with plot actors scene this that".split()
+
+
+def write_tsv(root: Path, n_train=3000, n_eval=400, noise=0.1, seed=0) -> Path:
+    """Sentiment words among filler words; a ``noise`` share of labels flipped, so ~90% is what the data allow."""
+    import random
+
+    r = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("dev", n_eval), ("test", n_eval)):
+        lines = []
+        for _ in range(n):
+            y = r.choice(["pos", "neg"])
+            words = [r.choice(FILLER) for _ in range(r.randint(4, 12))]
+            words.insert(r.randrange(len(words) + 1), r.choice(POSITIVE if y == "pos" else NEGATIVE))
+            flipped = {"pos": "neg", "neg": "pos"}[y] if r.random() < noise else y
+            lines.append(" ".join(words) + "\t" + flipped)
+        (root / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_tsv_dataset_trains_to_what_its_labels_allow(tmp_path):
+    root = write_tsv(tmp_path / "data")
+    cfg = apply(RunConfig(), {"task.name": "tsv", "task.path": str(root), "model.embeddings": "random",
+                              "train.epochs": 2})
+    assert cfg.run_id().startswith("tsv-ifo-diag-s1-") and len(cfg.task.checksum) == 64
+    (r,), _ = train_pack([cfg])
+    s = r.summary
+    assert s["label_names"] == ["neg", "pos"] and s["num_classes"] == 2 and s["task"] == "tsv"
+    assert 84 <= s["test_acc"] <= 96, s["test_acc"]  # 10% of labels flipped: ~90% is the ceiling
+
+
+def test_tsv_files_name_the_run(tmp_path):
+    root = write_tsv(tmp_path / "a", n_train=20, n_eval=5)
+    a = apply(RunConfig(), {"task.name": "tsv", "task.path": str(root)})
+    moved = write_tsv(tmp_path / "b", n_train=20, n_eval=5)  # the same bytes elsewhere: the same run
+    assert apply(a, {"task.path": str(moved)}).run_id() == a.run_id()
+    other = write_tsv(tmp_path / "c", n_train=20, n_eval=5, seed=1)
+    assert apply(a, {"task.path": str(other)}).run_id() != a.run_id()
+    with (root / "dev.tsv").open("a") as f:
+        f.write("one more line\tpos\n")
+    with pytest.raises(DataError, match="changed since this run's config was made"):
+        registry.load(a.task)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("no tab here", "train.tsv: line 3: no tab between the text and its label"),
+    ("\tpos", "train.tsv: line 3: an empty text"),
+    ("good film\t ", "train.tsv: line 3: an empty label"),
+])
+def test_a_malformed_tsv_line_is_refused_naming_file_and_line(tmp_path, line, message):
+    root = write_tsv(tmp_path, n_train=2, n_eval=2)
+    with (root / "train.tsv").open("a") as f:
+        f.write(line + "\n")
+    with pytest.raises(DataError, match=message):
+        registry.load(apply(RunConfig(), {"task.name": "tsv", "task.path": str(root)}).task)
+
+
+def test_tsv_refuses_unseen_labels_empty_splits_and_missing_files(tmp_path):
+    root = write_tsv(tmp_path, n_train=5, n_eval=2)
+    (root / "test.tsv").write_text("good film\tpos\ndull film\tmeh\n")
+    with pytest.raises(DataError, match=r"test.tsv: line 2: label 'meh' is not among train.tsv's \('neg', 'pos'\)"):
+        registry.load(apply(RunConfig(), {"task.name": "tsv", "task.path": str(root)}).task)
+    (root / "dev.tsv").write_text("\n")
+    with pytest.raises(DataError, match="dev.tsv: no examples"):
+        registry.load(apply(RunConfig(), {"task.name": "tsv", "task.path": str(root)}).task)
+    (root / "dev.tsv").unlink()
+    with pytest.raises(DataError, match="no dev.tsv"):
+        apply(RunConfig(), {"task.name": "tsv", "task.path": str(root)})
+    with pytest.raises(ConfigError, match="task.path: task 'tsv' needs the folder"):
+        apply(RunConfig(), {"task.name": "tsv"})
+
+
+def test_mnist1d_is_the_packages_dataset_split_for_dev():
+    pytest.importorskip("mnist1d")
+    s = registry.load(apply(RunConfig(), {"task.name": "mnist1d"}).task)
+    assert (len(s.train), len(s.dev), len(s.test)) == (3500, 500, 1000)
+    assert s.train.ids.shape == (3500, 40, 1) and s.num_outputs == 10 and set(s.test.labels.tolist()) == set(range(10))
+    state = np.random.get_state()[1].copy()
+    registry.load.cache_clear()
+    again = registry.load(apply(RunConfig(), {"task.name": "mnist1d"}).task)
+    assert torch.equal(again.test.ids, s.test.ids)  # the package's seed: the same signals every time
+    assert (np.random.get_state()[1] == state).all()  # and numpy's global generator left as it was
+
+
+# --- language modelling --------------------------------------------------------------------------
+
+def test_every_step_loss_counts_real_tokens_only():
+    """Next-token cross-entropy by hand: two sequences of 2 and 1 real tokens, padding ignored."""
+    from ablation.core.spec import CellSpec
+    from ablation.models.classifier import PackedClassifier
+
+    model = PackedClassifier([CellSpec()], [1], vocab_size=5, embedding_dim=3, hidden_size=4, num_classes=5,
+                             every_step=True)
+    logits = torch.randn(1, 2, 2, 5, generator=torch.Generator().manual_seed(0))  # (M, T, B, C)
+    targets = torch.tensor([[3, 4], [2, 0]])  # (B, T): the second sequence has one real token
+    logp = logits.log_softmax(-1)
+    by_hand = -(logp[0, 0, 0, 3] + logp[0, 1, 0, 4] + logp[0, 0, 1, 2])
+    torch.testing.assert_close(model.loss(logits, targets, reduction="sum"), by_hand.view(1))
+    torch.testing.assert_close(model.loss(logits, targets), (by_hand / 3).view(1))
+
+
+def test_the_unigram_baseline_by_hand():
+    train = torch.tensor([[4, 4, 5, 0], [5, 4, 0, 0]])  # next tokens; 0 is padding: 4 x3, 5 x2
+    dev = torch.tensor([[4, 5, 0]])
+    entropy, dev_ppl, _ = registry.baselines(train, dev, dev, 6)
+    p4, p5 = 3 / 5, 2 / 5
+    assert entropy == pytest.approx(-(p4 * np.log(p4) + p5 * np.log(p5)))
+    assert dev_ppl == pytest.approx(np.exp(-(np.log(p4) + np.log(p5)) / 2))
+
+
+@pytest.mark.slow
+def test_a_language_model_record_holds_perplexity(tmp_path):
+    """A few steps on SST's sentences: perplexity below the unigram model's is not asked of 20 steps,
+    only a valid record whose metric, baseline and per-sentence NLL agree."""
+    from ablation.running.job import train_and_record
+
+    cfg = apply(RunConfig(), {"task.name": "lm", "model.hidden_size": 8, "train.optimizer": "adam",
+                              "train.lr": 0.01, "train.batch_size": 20, "train.epochs": 1})
+    (r,), _ = train_pack([cfg], max_steps=20)
+    s = r.summary
+    assert s["metric"] == "perplexity" and s["dev_acc"] is None and s["num_classes"] == s["embedding_params"] // 25
+    nll, tokens = r.test_predictions, r.test_labels
+    assert s["test_metric"] == pytest.approx(float(np.exp(nll.astype(float).sum() / tokens.sum())), rel=1e-5)
+    assert 100 < s["baseline_test"] < 1000 and r.probes is None
+    (path,) = train_and_record([cfg], tmp_path, "cpu")
+    assert check_record(path) is None

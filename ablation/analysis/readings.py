@@ -154,9 +154,12 @@ def _capital(text: str) -> str:
 
 # Which claims are primary, declared before looking (the README and each page say so).
 PRIMARY = ("Primary tests, declared before looking: the 7 comparisons of a gate set with the full cell and the "
-           "7 factorial effects, each family Holm-adjusted. Every other table's comparisons are secondary, "
-           "adjusted within their own table only.")
-SECONDARY = "Secondary to the lecture table's primary tests: Holm within this table only, not across tables."
+           "7 factorial effects, each family Holm-adjusted. Every other table's tests are secondary: Holm within "
+           "their own table, and Benjamini-Hochberg over all of them together (results/secondary.csv).")
+# Every secondary page's family, in words without numbers (the counts are docs/statistics.md's, from `family`).
+SECONDARY = ("Secondary to the lecture table's primary tests: Holm within this table, and Benjamini-Hochberg over "
+             "every secondary table's tests together (q-values in results/secondary.csv, counted in "
+             "docs/statistics.md).")
 
 
 def lecture_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> list[str]:
@@ -386,6 +389,8 @@ def tuning_reading(tuned: pd.DataFrame, importance: pd.DataFrame, trials_per_set
         claims.append(f"Untuned, {len(worse_untuned)} of {len(names)} are worse ({_gate_list(worse_untuned)}). The "
                       "tuned runs have other seeds than the untuned table, so nothing here tests whether a gate "
                       "set's gap to the full cell changed under tuning; two verdicts side by side are not that test.")
+    if "delta_change_p" in t:  # paired: its tests join the secondary family (`family`)
+        claims.insert(0, SECONDARY)
     if "delta_change" in t and t["delta_change"].notna().any():
         n = int(t["n_paired"].min())
         by = {v: [g for g in names if t.loc[g, "delta_change_verdict"] == v] for v in ("changed", "unchanged",

@@ -1,6 +1,7 @@
 """The tables and readings as text and files: Markdown, CSV and LaTeX renderers, the files
-`ablation table` writes (`write_tables`: the tables and each results directory's page) and the
-README's generated blocks (`update_readme`: the headline table, its reading, the index).
+`ablation table` writes (`write_tables`: the tables and each results directory's page), the README's
+generated blocks (`update_readme`: the headline table, its reading, the index), the secondary family's
+file (`write_secondary`) and the docs pages' blocks (`update_docs`).
 
 The numbers come from `aggregate.py` (records -> tables, pure), the prose from `readings.py`;
 this module only lays them out and writes them, so no page can drift from the records
@@ -35,6 +36,7 @@ from ablation.analysis.aggregate import (
     row_key,
     varying_columns,
 )
+from ablation.analysis.family import family_markdown, secondary_family
 from ablation.analysis.readings import (
     MINUS,
     READINGS,
@@ -533,15 +535,29 @@ def update_readme(readme: str | os.PathLike, results: str | os.PathLike | list,
     _write(Path(readme), fill_blocks(text, blocks, str(readme)))
 
 
+SECONDARY_CSV = "secondary.csv"  # under the results root: every secondary test with its q-value (`family`)
+
+
+def write_secondary(results_root: str | os.PathLike = "results") -> pd.DataFrame:
+    """Write RESULTS_ROOT/secondary.csv, the secondary family (`family.secondary_family`) read from
+    the tables' CSV files, so run it after they are written (`make tables` does); returns the frame."""
+    frame = secondary_family(results_root)
+    _write(Path(results_root) / SECONDARY_CSV, format_csv(frame))
+    return frame
+
+
 def docs_blocks(results_root: str | os.PathLike = "results") -> dict[str, dict[tuple[str, str], str]]:
-    """The generated blocks of the docs pages, by page: the config keys (docs/config.md) and the
-    timings of results/gpu and results/bench (docs/performance.md)."""
+    """The generated blocks of the docs pages, by page: the config keys (docs/config.md), the
+    timings of results/gpu and results/bench (docs/performance.md) and the secondary family's
+    counts and discoveries (docs/statistics.md, from the tables' CSV files as secondary.csv is)."""
     from ablation.core.config import reference_markdown
 
     perf = {}
     for name in ("gpu", "bench"):  # keyed results/<name> as the page's markers, wherever results_root is
         perf.update({(kind, f"results/{name}"): v for (kind, _), v in readme_blocks(Path(results_root) / name).items()})
-    return {"config.md": {("table", "config"): reference_markdown()}, "performance.md": perf}
+    family = {("reading", f"results/{SECONDARY_CSV}"): family_markdown(secondary_family(results_root))}
+    return {"config.md": {("table", "config"): reference_markdown()}, "performance.md": perf,
+            "statistics.md": family}
 
 
 def update_docs(docs: str | os.PathLike = "docs", results_root: str | os.PathLike = "results") -> None:

@@ -4,8 +4,8 @@ torch, no data frames.
 The unit of replication is the seed; two rows of a table are paired by seed (same data order,
 shared initial weights). At 5 seeds the percentile bootstrap covers a normal mean only about 83%
 of the time (tests/test_stats.py), so intervals are Student t-intervals, with bootstrap-t and BCa
-from 10 seeds on. Here: intervals, the paired t-test, Holm, TOST, power, the 2^3 factorial effects,
-fidelity to a reference table and the expected best of k trials (docs/statistics.md).
+from 10 seeds on. Here: intervals, the paired t-test, Holm, Benjamini-Hochberg, TOST, power, the 2^3
+factorial effects, fidelity to a reference table and the expected best of k trials (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -110,6 +110,24 @@ def holm(pvalues) -> np.ndarray:
     order = idx[np.argsort(p[idx], kind="stable")]
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     out[order] = adjusted
+    return out
+
+
+def benjamini_hochberg(pvalues) -> np.ndarray:
+    """Benjamini & Hochberg's (1995, J. R. Stat. Soc. B 57:289) step-up adjustment: the k-th smallest
+    of m p-values becomes the q-value min_{j>=k} min(1, m p_(j) / j). Rejecting where q < α keeps the
+    false discovery rate (the expected share of false ones among the rejections) at most α for
+    independent or positively dependent tests (Benjamini & Yekutieli 2001). NaNs stay NaN and do not
+    count in m."""
+    p = _array(pvalues)
+    out = np.full_like(p, math.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    scaled = m * p[order] / np.arange(1, m + 1)
+    out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
     return out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablation.core.errors import ConfigError
+from ablation.core.errors import ConfigError, DataError
 from ablation.core.spec import (
     CELL_GATES,
     FORGET_INITS,
@@ -32,6 +32,7 @@ from ablation.core.spec import (
     PEEPHOLES,
     RESETS,
     TASKS,
+    TSV_FILES,
     VARIANTS,
     VOCABS,
     CellSpec,
@@ -55,6 +56,17 @@ INTERVALS = ("t", "bootstrap-t", "bca")
 MAX_SEED = 2**63 - 1
 
 
+def tsv_checksum(path: str) -> str:
+    """SHA-256 over the SHA-256s of a TSV task's three files, in `TSV_FILES` order (a missing one is named)."""
+    digests = []
+    for name in TSV_FILES:
+        f = Path(path) / name
+        if not f.is_file():
+            raise DataError(f"task.path {path}: no {name} (a TSV task needs {', '.join(TSV_FILES)})")
+        digests.append(hashlib.sha256(f.read_bytes()).hexdigest())
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "sst"  # what is learned (core/spec.TASKS; tasks/registry.py): the lecture's SST by default
@@ -62,15 +74,21 @@ class TaskConfig:
     train_size: int = 10000  # generated training sequences
     eval_size: int = 1000  # generated dev and test sequences, each
     data_seed: int = 0  # the generator's seed: with the keys above it names the data, as SST's checksums do
+    path: str = ""  # tsv: the folder holding train.tsv, dev.tsv and test.tsv (text, a tab, a label per line)
+    checksum: str = ""  # tsv: SHA-256 over the three files, filled in from task.path: the run id's name for them
 
     def __post_init__(self):
         _choice("task.name", self.name, tuple(TASKS))
-        if self.name == "sst":  # SST's data are its files: the generator's keys mean nothing for it
-            changed = [f"task.{k}" for k, v in dataclasses.asdict(self).items()
-                       if k != "name" and v != TASK_DEFAULTS[k]]
-            if changed:
-                raise ConfigError(f"{changed[0]}: applies to a generated task ("
-                                  f"{', '.join(t for t in TASKS if t != 'sst')}); task.name is 'sst'")
+        if self.name == "tsv":
+            if not self.path:
+                raise ConfigError(f"task.path: task 'tsv' needs the folder holding {', '.join(TSV_FILES)}")
+            if not self.checksum:
+                object.__setattr__(self, "checksum", tsv_checksum(self.path))
+        # a key only some tasks read (`TaskInfo.keys`) stays at its default for the others
+        for key, value in dataclasses.asdict(self).items():
+            if key != "name" and value != TASK_DEFAULTS[key] and key not in TASKS[self.name].keys:
+                users = ", ".join(t for t, info in TASKS.items() if key in info.keys)
+                raise ConfigError(f"task.{key}: applies to {users}; task.name is {self.name!r}")
         _at_least("task.length", self.length, 2)
         _at_least("task.train_size", self.train_size, 1)
         _at_least("task.eval_size", self.eval_size, 1)
@@ -191,9 +209,11 @@ class RunConfig:
         if t.name == "sst" and m.forget_init == "chrono":
             raise ConfigError("model.forget_init 'chrono' spans a generated task's lags (up to task.length); "
                               "task.name is 'sst'; valid for it: constant")
-        if t.name != "sst" and (self.data != DataConfig() or m.embeddings != "glove-6b-50d" or m.freeze_embeddings):
-            raise ConfigError(f"task.name {t.name!r}: the data.* keys and model.embeddings/freeze_embeddings are "
-                              "SST's; a generated task's inputs are its own (leave them at their defaults)")
+        if t.name != "sst" and self.data != DataConfig():
+            raise ConfigError(f"task.name {t.name!r}: the data.* keys are SST's (leave them at their defaults)")
+        if not TASKS[t.name].words and (m.embeddings != "glove-6b-50d" or m.freeze_embeddings):
+            raise ConfigError(f"task.name {t.name!r}: model.embeddings and model.freeze_embeddings are for word "
+                              "tasks (sst, tsv); a generated task's inputs are its own (leave them at their defaults)")
 
     def run_id(self) -> str:
         """Readable prefix plus a hash of the keys that define a run (`RUN_ID_KEYS`, seed included;
@@ -206,7 +226,8 @@ class RunConfig:
         short = "".join(g[0] for g in m.gates) or "none"
         kind = m.peephole[:4] if m.cell == "lstm" else m.cell + (f"-{m.gru_reset}" if m.cell == "gru" else "")
         variant = "" if m.variant == "vanilla" else f"-{m.variant}"
-        task = "" if self.task.name == "sst" else f"{self.task.name}{self.task.length}-"
+        t = self.task
+        task = "" if t.name == "sst" else f"{t.name}{t.length if 'length' in TASKS[t.name].keys else ''}-"
         return f"{task}{short}-{kind}{variant}-s{self.train.seed}-{digest}"
 
 
@@ -238,9 +259,10 @@ RUN_ID_KEYS = (
 # Keys added after records were committed: in the hash only when set to something other than their
 # default, so every SST record keeps its id (tests/test_config.py pins them) and a run that uses one
 # gets an id of its own.
-LATER_KEYS = ("task.name", "task.length", "task.train_size", "task.eval_size", "task.data_seed",
+LATER_KEYS = ("task.name", "task.length", "task.train_size", "task.eval_size", "task.data_seed", "task.checksum",
               "model.forget_init", "train.optimizer")
 NOT_IN_RUN_ID = {
+    "task.path": "where a TSV task's files lie: task.checksum, in the id, names their content",
     "data.data_dir": "where the trees lie: every copy is checked against the official SHA-256 sums",
     "train.eval_batch_size": "evaluation only: predictions are identical for any size (tests/test_train.py)",
 }
@@ -271,7 +293,8 @@ def _finite(key: str, value: float) -> None:
 # Each key's valid values in words, for the reference (`reference`); the checks above enforce them.
 VALID = {
     "task.name": " | ".join(TASKS), "task.length": ">= 2 (temporal-order: >= 10)", "task.train_size": ">= 1",
-    "task.eval_size": ">= 1", "task.data_seed": ">= 0",
+    "task.eval_size": ">= 1", "task.data_seed": ">= 0", "task.path": "a folder holding " + ", ".join(TSV_FILES),
+    "task.checksum": "64 hex digits, or empty (computed from task.path)",
     "data.granularity": " | ".join(GRANULARITIES), "data.labels": " | ".join(LABELINGS),
     "data.data_dir": "a folder holding train.txt, dev.txt, test.txt", "data.train_limit": ">= 0 (0: all)",
     "data.vocab": " | ".join(VOCABS),
@@ -359,6 +382,8 @@ def apply(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
         if key not in types_:
             raise ConfigError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(types_)}")
         sections[section][key] = _coerce(dotted, value, types_[key])
+    if "task.path" in updates and "task.checksum" not in updates:  # other files: their checksum, not the old
+        sections["task"]["checksum"] = ""
     model, old = sections["model"], cfg.model
     if model["cell"] != old.cell:  # another kind: keys still at the old kind's defaults take the new kind's
         for key, default in KIND_DEFAULTS[old.cell].items():

@@ -75,11 +75,12 @@ class MemberSummary(SummaryCore):
     train_examples: int
     # a generated task's (core/spec.TASKS; SST's records lack them: its metric is dev_acc/test_acc)
     task: str
-    metric: str  # "accuracy" (%) or "mse"
+    metric: str  # "accuracy" (%), "mse" or "perplexity"
     dev_metric: float | None  # at the best epoch; None if diverged
     test_metric: float | None  # of the best-on-dev weights
     baseline_dev: float  # the trivial predictor's dev and test metric (the majority class, the mean)
     baseline_test: float
+    label_names: list  # a TSV task's labels, in the order of their ids (sorted)
 
 
 class Summary(MemberSummary):
@@ -145,6 +146,7 @@ def _or_null(check: Check) -> Check:
     return (lambda v: v is None or test(v)), f"{wants} or null"
 
 
+METRICS = ("accuracy", "mse", "perplexity")  # core/spec.TaskInfo.metric
 STATUSES = get_args(Status)  # complete, diverged, no_learning
 ACCURACY = _real(0, 100)  # %
 SUMMARY_CHECKS: dict[str, Check] = {
@@ -172,11 +174,12 @@ SUMMARY_CHECKS: dict[str, Check] = {
     "wall_seconds": _real(0),
     "train_examples": _integer(1),
     "task": ((lambda v: type(v) is str and v in TASKS), f"one of {', '.join(TASKS)}"),
-    "metric": ((lambda v: type(v) is str and v in ("accuracy", "mse")), "accuracy or mse"),
+    "metric": ((lambda v: type(v) is str and v in METRICS), " or ".join(METRICS)),
     "dev_metric": _or_null(_real(0)),
     "test_metric": _or_null(_real(0)),
     "baseline_dev": _real(0),
     "baseline_test": _real(0),
+    "label_names": ((lambda v: type(v) is list and all(type(x) is str for x in v)), "a list of strings"),
     "run_id": _of_type(str),  # and the folder's name (`check_record`)
     "versions": _of_type(dict),
     "machine": _of_type(dict),
@@ -206,8 +209,10 @@ def _dev_key(cfg: RunConfig) -> str:
     return "dev_acc" if TASKS[cfg.task.name].metric == "accuracy" else "dev_metric"
 
 
-def regression(cfg: RunConfig) -> bool:
-    return TASKS[cfg.task.name].outputs == 1
+def real_predictions(cfg: RunConfig) -> bool:
+    """predictions.csv holds real numbers: a regression's targets and outputs, or a language model's
+    tokens and summed negative log-likelihood per sentence."""
+    return TASKS[cfg.task.name].metric != "accuracy"
 
 
 def check_record(run_dir: str | os.PathLike, *, identity: bool = True) -> str | None:
@@ -269,8 +274,8 @@ def check_record(run_dir: str | os.PathLike, *, identity: bool = True) -> str | 
                 return reason
         name = "predictions.csv"
         expected = summary.get("test_examples", TEST_EXAMPLES.get(cfg.data.labels))
-        classes = summary.get("num_classes", TASKS[cfg.task.name].num_outputs(cfg.data.labels))
-        return _check_predictions(d / name, expected, classes, diverged)
+        classes = summary.get("num_classes") or TASKS[cfg.task.name].num_outputs(cfg.data.labels)
+        return _check_predictions(d / name, expected, 1 if real_predictions(cfg) else classes, diverged)
     except json.JSONDecodeError as e:
         return f"{name} does not parse: {e}"
     except (OSError, UnicodeDecodeError) as e:
@@ -317,7 +322,7 @@ def _check_summary(summary: dict, cfg: RunConfig) -> str | None:
             return (f"summary.json {key} {summary[key]} is after the last epoch "
                     f"(config.json's train.epochs {cfg.train.epochs})")
     for key, (config_key, of) in AGREE.items():
-        if key in summary and summary[key] != of(cfg):
+        if key in summary and of(cfg) is not None and summary[key] != of(cfg):
             return (f"summary.json {key} {_show(summary[key])} disagrees with config.json's {config_key} "
                     f"(which gives {_show(of(cfg))})")
     return None
@@ -333,7 +338,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _check_predictions(path: Path, expected: int | None, classes: int, diverged: bool) -> str | None:
-    """predictions.csv: ``classes`` classes, or for 1 a regression task's real targets and outputs."""
+    """predictions.csv: ``classes`` classes, or for 1 real numbers (`real_predictions`)."""
     text = path.read_text()
     lines = text.split("\n")
     if lines[0] != "index,label,prediction" or lines[-1] != "":  # a whole file ends with a newline

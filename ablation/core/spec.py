@@ -157,29 +157,43 @@ class TaskInfo:
     description: str
     module: str  # the module under ablation/tasks/ that builds its splits (`load(cfg)`)
     inputs: str  # "tokens" (ids through the embedding) or "vectors" (real values straight into W_ih)
-    metric: str  # "accuracy" (%, higher is better) or "mse" (lower is better)
+    metric: str  # "accuracy" (%, higher is better), "mse" or "perplexity" (lower is better)
     # the trivial baseline the no-learning rule and the readings use: the majority class's accuracy,
     # or the MSE of predicting the training targets' mean
     baseline: str = "majority"
-    outputs: int | None = None  # classes, or 1 for a real-valued target; None: SST's, by data.labels
+    outputs: int | None = None  # classes, or 1 for a real-valued target; None: SST's, by data.labels; 0: the
+    #                             labels its files hold (tsv)
+    keys: tuple[str, ...] = ()  # the task.* keys it reads (the others must stay at their defaults)
+    words: bool = False  # sentences of words: a vocabulary and word vectors (model.embeddings) apply
+    readout: str = "final"  # "final": the last hidden state to the output; "every": each step's, to the next token
 
     @property
     def higher_is_better(self) -> bool:
         return self.metric == "accuracy"
 
-    def num_outputs(self, labels: str) -> int:
-        """The readout's outputs: the task's, or SST's classes under ``labels`` (data.labels)."""
-        return self.outputs or len(LABEL_NAMES[labels])
+    def num_outputs(self, labels: str) -> int | None:
+        """The readout's outputs: the task's, SST's classes under ``labels`` (data.labels), or None where
+        its data say (tsv's labels, lm's vocabulary)."""
+        return None if self.outputs == 0 else self.outputs or len(LABEL_NAMES[labels])
 
 
+GENERATED = ("length", "train_size", "eval_size", "data_seed")  # a generator's keys
 TASKS = {
     "sst": TaskInfo("the Stanford Sentiment Treebank (Socher et al. 2013): the lecture's task", "sst",
-                    "tokens", "accuracy"),
+                    "tokens", "accuracy", words=True),
+    "tsv": TaskInfo("the user's own sentences: train.tsv, dev.tsv, test.tsv in task.path, a text, a tab and a "
+                    "label per line", "tsv", "tokens", "accuracy", outputs=0, keys=("path", "checksum"), words=True),
     "adding": TaskInfo("the adding problem (Hochreiter & Schmidhuber 1997, exp. 4): T pairs (value, marker), "
-                       "the sum of the two marked values", "adding", "vectors", "mse", "mean", 1),
+                       "the sum of the two marked values", "adding", "vectors", "mse", "mean", 1, GENERATED),
     "temporal-order": TaskInfo("temporal order (Hochreiter & Schmidhuber 1997, exp. 6a): the order of two "
                                "symbols X/Y among distractors, 4 classes", "temporal_order", "tokens", "accuracy",
-                               outputs=4),
+                               outputs=4, keys=GENERATED),
+    "lm": TaskInfo("word-level language modelling of SST's sentences (lowercased, rare words <unk>), "
+                   "perplexity", "lm", "tokens", "perplexity", "unigram", outputs=0, readout="every"),
+    "mnist1d": TaskInfo("MNIST-1D (Greydanus 2020): 40-step 1-d signals of the 10 digits' templates, "
+                        "transformed; 4,000 train (the last 500 held out as dev) and 1,000 test", "mnist1d",
+                        "vectors", "accuracy", outputs=10, keys=("data_seed",)),
 }
+TSV_FILES = ("train.tsv", "dev.tsv", "test.tsv")  # a TSV task's folder (task.path)
 OPTIMIZERS = ("adagrad", "adam", "rmsprop")  # training/optimizers.py
 FORGET_INITS = ("constant", "chrono")  # models/cell.py's init_lstm

@@ -79,8 +79,11 @@ class PackedClassifier(nn.Module):
                  embedding_dim: int, hidden_size: int, num_classes: int = 2,
                  embeddings: Sequence[np.ndarray | None] | None = None,
                  freeze_embeddings: bool = False, forget_bias: float | Sequence[float] = 0.0,
-                 chrono: Sequence[int] | None = None, vectors: bool = False):
+                 chrono: Sequence[int] | None = None, vectors: bool = False, every_step: bool = False):
         super().__init__()
+        # every_step: each step's hidden state to the output, as a language model reads the next token
+        # (core/spec.TaskInfo.readout "every"); else the final one's, as the lecture's classifier does
+        self.every_step = every_step
         # vectors: the inputs are real vectors (B, T, embedding_dim) straight into W_ih (a generated task's,
         # core/spec.TaskInfo.inputs); the table then holds only a frozen <pad> row (vocab_size 1)
         self.vectors = vectors
@@ -153,8 +156,11 @@ class PackedClassifier(nn.Module):
         return matmul.bmm(h, self.cls_weight.transpose(1, 2), self.cls_bias)
 
     def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Embedded inputs x (M, T, B, E) -> logits (M, B, C)."""
+        """Embedded inputs x (M, T, B, E) -> logits (M, B, C), or with `every_step` (M, T, B, C)."""
         hs, _ = self.hidden(x)
+        if self.every_step:
+            T, M, B, H = hs.shape
+            return self.classify(hs.transpose(0, 1).reshape(M, T * B, H)).view(M, T, B, -1)
         return self.classify(last_step(hs, lengths))  # the final hidden vector of each sentence
 
     @torch.no_grad()
@@ -178,13 +184,40 @@ class PackedClassifier(nn.Module):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """logits (M, B, C), targets (B,) -> each member's loss, (M,) (``reduction`` "sum": summed over
-        the batch): cross-entropy over classes, or the squared error of the single output."""
+        the batch): cross-entropy over classes, or the squared error of the single output. With
+        `every_step`, logits (M, T, B, C) and next tokens (B, T) (0: padding, not counted): the
+        cross-entropy per token, averaged (or summed) over the batch's tokens."""
+        if self.every_step:
+            M, T, B, C = logits.shape
+            nll = self.token_nll(logits, targets)  # (M, T, B)
+            total = nll.sum((1, 2))
+            return total if reduction == "sum" else total / (targets != 0).sum()
         M, B, C = logits.shape
         if self.regression:
             err = (logits[..., 0] - targets).pow(2)  # (M, B)
         else:
             err = F.cross_entropy(logits.reshape(M * B, C), targets.repeat(M), reduction="none").view(M, B)
         return err.sum(1) if reduction == "sum" else err.mean(1)
+
+    @staticmethod
+    def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (M, T, B, C), next tokens (B, T) -> each token's negative log-likelihood (M, T, B), 0 at padding."""
+        M, T, B, C = logits.shape
+        tgt = targets.t().reshape(-1)  # (T·B,)
+        nll = F.cross_entropy(logits.reshape(M * T * B, C), tgt.repeat(M), reduction="none").view(M, T, B)
+        return nll * (targets.t() != 0)
+
+    @torch.no_grad()
+    def sequence_nll(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                     batch_size: int = EVAL_BATCH) -> torch.Tensor:
+        """Each sequence's summed next-token negative log-likelihood in nats, (M, N), in length-sorted batches."""
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(self.M, len(lengths), device=ids.device)
+        for k in range(0, len(order), batch_size):
+            sel = order[k : k + batch_size]
+            n = int(lengths[sel].max())
+            out[:, sel] = self.token_nll(self(ids[sel, :n], lengths[sel]), targets[sel, :n]).sum(1)
+        return out
 
     def active_parameters(self, m: int) -> int:
         """Cell and classifier parameters that exist for member m (embeddings counted apart)."""

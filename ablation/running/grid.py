@@ -220,15 +220,18 @@ def check_options(exp: Experiment, *, seeds: int | None = None, pack_size: int =
 
 
 def check_data(runs: Sequence[RunConfig]) -> None:
-    """Every data folder the SST runs name holds the SST files (the error names the missing one),
-    and every word-vector file they name exists."""
+    """Every data folder the SST runs name holds the SST files (the error names the missing one), a TSV
+    task's files read without error and match their checksum, and every word-vector file named exists."""
+    from ablation.core.spec import TASKS
+    from ablation.tasks import registry
     from ablation.tasks.sst import find_sst_dir, verify_sst
     from ablation.tasks.vectors import NAMED
 
-    runs = [r for r in runs if r.task.name == "sst"]  # a generated task's data are drawn from its seed
-    for data_dir in dict.fromkeys(r.data.data_dir for r in runs):
+    for data_dir in dict.fromkeys(r.data.data_dir for r in runs if r.task.name == "sst"):
         verify_sst(find_sst_dir(data_dir))  # the checksums, here, not in a worker after the folder is made
-    for source in dict.fromkeys(r.model.embeddings for r in runs):
+    for task in dict.fromkeys(r.task for r in runs if r.task.name == "tsv"):
+        registry.load(task)  # every line read and checked now (a generated task's data are drawn from its seed)
+    for source in dict.fromkeys(r.model.embeddings for r in runs if TASKS[r.task.name].words):
         if source != "random" and source not in NAMED and not Path(source).is_file():
             raise FileNotFoundError(f"model.embeddings: no file {source}; valid: random, "
                                     f"{', '.join(NAMED)} or a GloVe text file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,19 +36,29 @@ class Splits:
     num_outputs: int  # classes, or 1 for a regression target
 
     def baselines(self) -> tuple[float, float, float]:
-        """(training loss of a model that learned nothing, dev and test metric of the trivial predictor):
-        regression: the training targets' variance and the MSE of predicting their mean; classes: their
-        entropy in nats and the majority class's accuracy in %."""
-        y = self.train.labels
-        if self.num_outputs == 1:
-            mean = y.double().mean()
-            mse = [float(((s.labels.double() - mean) ** 2).mean()) for s in (self.dev, self.test)]
-            return float(((y.double() - mean) ** 2).mean()), *mse
-        p = torch.bincount(y, minlength=self.num_outputs).double() / len(y)
-        top = int(p.argmax())
-        acc = [float((s.labels == top).double().mean() * 100) for s in (self.dev, self.test)]
-        p = p[p > 0]
-        return float(-(p * p.log()).sum()), *acc
+        return baselines(self.train.labels, self.dev.labels, self.test.labels, self.num_outputs)
+
+
+def baselines(train: torch.Tensor, dev: torch.Tensor, test: torch.Tensor, outputs: int) -> tuple[float, float, float]:
+    """(training loss of a model that learned nothing, dev and test metric of the trivial predictor) from
+    each split's targets: for a regression (``outputs`` 1) the training targets' variance and the MSE of
+    predicting their mean; for classes their entropy in nats and the accuracy in % of always predicting
+    the training split's most frequent class; for a language model's next tokens the unigram model's
+    entropy per token and perplexity."""
+    if train.dim() > 1:  # a language model's next tokens (N, T), 0 padding: the unigram model of the training targets
+        counts = torch.bincount(train[train != 0], minlength=outputs).double()
+        logp = (counts / counts.sum()).log()
+        nll = [float(-logp[s[s != 0]].mean()) for s in (dev, test)]
+        return float(-(logp[counts > 0] * (counts[counts > 0] / counts.sum())).sum()), *(math.exp(x) for x in nll)
+    if outputs == 1:
+        mean = train.double().mean()
+        mse = [float(((s.double() - mean) ** 2).mean()) for s in (dev, test)]
+        return float(((train.double() - mean) ** 2).mean()), *mse
+    p = torch.bincount(train, minlength=outputs).double() / len(train)
+    top = int(p.argmax())
+    acc = [float((s == top).double().mean() * 100) for s in (dev, test)]
+    p = p[p > 0]
+    return float(-(p * p.log()).sum()), *acc
 
 
 def module(name: str):
@@ -56,15 +67,17 @@ def module(name: str):
 
 
 @functools.lru_cache(maxsize=8)
-def load(task: TaskConfig) -> Splits:
-    """A generated task's splits, from its config alone (cached: a worker's packs share them)."""
+def load(task: TaskConfig):
+    """A task's splits (`Splits`; a TSV task's: `splits.SSTData`), from its config alone (cached: a
+    worker's packs share them)."""
     if task.name == "sst":
         raise ValueError("SST's splits are tasks/splits.data_for's")
     return module(task.name).load(task)
 
 
-def generated(cfg: RunConfig) -> bool:
-    return cfg.task.name != "sst"
+def is_sst(cfg: RunConfig) -> bool:
+    """The lecture's task: SST's own loader (`tasks/splits.py`) and records without the task keys."""
+    return cfg.task.name == "sst"
 
 
 def rng(task: TaskConfig, split: str):

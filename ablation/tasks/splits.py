@@ -25,6 +25,7 @@ class SSTData:
     dev: Encoded
     test: Encoded
     counts: dict[str, int]  # training-token counts, for embedding coverage
+    label_names: tuple[str, ...] = ()  # a TSV task's labels by id (tasks/tsv.py); SST's: spec.LABEL_NAMES
 
 
 @functools.lru_cache(maxsize=4)

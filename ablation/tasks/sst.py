@@ -284,10 +284,13 @@ class Encoded:
         return Encoded(self.ids.to(device), self.lengths.to(device), self.labels.to(device))
 
     def batch(self, idx: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids (B, T), lengths (B,), labels (B,)) with T the longest sequence of this batch."""
+        """(ids (B, T), lengths (B,), labels (B,)) with T the longest sequence of this batch (a language
+        model's labels are next tokens, (B, T) too)."""
         idx = torch.as_tensor(idx)
         lengths = self.lengths[idx]
-        return self.ids[idx, : int(lengths.max())], lengths, self.labels[idx]
+        T = int(lengths.max())
+        labels = self.labels[idx]
+        return self.ids[idx, :T], lengths, labels[:, :T] if labels.dim() > 1 else labels
 
 
 def encode(examples: Sequence[Example], vocab: Vocab) -> Encoded:

@@ -21,13 +21,14 @@ from ablation.tasks.splits import SSTData
 class BestOnDev:
     """Each member's metrics, best dev score, best epoch and weights, and the epoch it diverged in.
 
-    The dev score is accuracy in % (higher is better) or, for a regression task (``model.regression``),
-    the MSE (lower is better), written to a metrics line under each of ``keys`` (records.EpochMetrics)."""
+    The dev score is accuracy in % (``higher`` is better) or a task's MSE or perplexity (lower is
+    better), written to a metrics line under each of ``keys`` (records.EpochMetrics)."""
 
-    def __init__(self, model: PackedClassifier, keys: tuple[str, ...] = ("dev_acc",)):
+    def __init__(self, model: PackedClassifier, keys: tuple[str, ...] = ("dev_acc",), higher: bool = True,
+                 baseline: str = "majority"):
         M = model.M
         self.best = {n: p.detach().clone() for n, p in model.named_parameters()}  # the best-on-dev weights
-        self.higher, self.keys = not model.regression, keys
+        self.higher, self.keys, self.baseline = higher, keys, baseline  # baseline: core/spec.TaskInfo.baseline
         self.dev_acc = torch.full((M,), -1.0 if self.higher else float("inf"))  # the best dev score
         self.epoch = [0] * M  # 0: no epoch finished
         self.diverged: list[int | None] = [None] * M
@@ -59,7 +60,8 @@ class BestOnDev:
     def outcome(self, m: int, baselines: tuple[float, float, float]) -> tuple[Status, str | None]:
         """Member ``m``'s status and, unless complete, why (``baselines``: `label_baselines`)."""
         ok = self.ok(m)
-        reason = no_learning(self.metrics[m], *baselines, key=self.keys[0], higher=self.higher) if ok else (
+        reason = no_learning(self.metrics[m], *baselines, key=self.keys[0], higher=self.higher,
+                             baseline=self.baseline) if ok else (
             f"train loss not finite in epoch {self.diverged[m]}" if self.diverged[m] else "no epoch finished")
         return ("diverged" if not ok else "no_learning" if reason else "complete"), reason
 
@@ -83,8 +85,13 @@ def label_baselines(data: SSTData) -> tuple[float, float, float]:
     return float(-(p * p.log()).sum()), majority, 50 / len(data.dev)
 
 
+# What predicting without learning means, by core/spec.TaskInfo.baseline
+TRIVIAL = {"majority": "label frequencies", "mean": "training targets' mean", "unigram": "unigram frequencies"}
+
+
 def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
-                tolerance: float = 0.0, *, key: str = "dev_acc", higher: bool = True) -> str | None:
+                tolerance: float = 0.0, *, key: str = "dev_acc", higher: bool = True,
+                baseline: str = "majority") -> str | None:
     """Why a run with finite losses learned nothing, or None if it learned.
 
     No learning: (1) its training loss never went below ``prior_loss``, what predicting the
@@ -93,13 +100,14 @@ def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
     (+ ``tolerance`` points), what always guessing the most frequent label scores. For a
     regression task (``higher`` False, ``key`` dev_metric): ``prior_loss`` and ``majority_acc``
     are the MSE of predicting the training targets' mean on train and dev, and (3) reads "its dev
-    MSE never fell below that of the mean (- ``tolerance``)".
+    MSE never fell below that of the mean (- ``tolerance``)"; for a language model (``baseline``
+    "unigram"), the unigram model's cross-entropy per token and dev perplexity.
     """
     if not metrics:
         return None
     losses = [m["train_loss"] for m in metrics]
     best_dev = max(m[key] for m in metrics) if higher else min(m[key] for m in metrics)
-    trivial = "label frequencies" if higher else "training targets' mean"
+    trivial = TRIVIAL[baseline]
     if min(losses) >= prior_loss:
         return (f"train loss never fell below {prior_loss:.3f}, the loss of predicting the {trivial} "
                 f"(lowest {min(losses):.4g})")
@@ -108,5 +116,7 @@ def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
     if higher and best_dev <= majority_acc + tolerance:
         return f"dev accuracy never rose above the majority-class rate {majority_acc:.2f}% (best {best_dev:.2f}%)"
     if not higher and best_dev >= majority_acc - tolerance:
-        return f"dev MSE never fell below {majority_acc:.4g}, that of predicting the mean (best {best_dev:.4g})"
+        metric = "perplexity" if baseline == "unigram" else "MSE"
+        return (f"dev {metric} never fell below {majority_acc:.4g}, that of predicting the {trivial} "
+                f"(best {best_dev:.4g})")
     return None

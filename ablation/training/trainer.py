@@ -64,8 +64,8 @@ class MemberResult:
 
 
 def data_for(cfg: RunConfig) -> SSTData | registry.Splits:
-    """What ``cfg``'s pack trains on: SST's encoded splits, or a generated task's."""
-    return registry.load(cfg.task) if registry.generated(cfg) else sst_data(cfg)
+    """What ``cfg``'s pack trains on: SST's encoded splits, a TSV task's (`SSTData` too), or a generated task's."""
+    return sst_data(cfg) if registry.is_sst(cfg) else registry.load(cfg.task)
 
 
 def build_pack(cfgs: Sequence[RunConfig], data: SSTData | registry.Splits) -> tuple[PackedClassifier, list[dict]]:
@@ -75,19 +75,19 @@ def build_pack(cfgs: Sequence[RunConfig], data: SSTData | registry.Splits) -> tu
     m = cfgs[0].model
     # chrono initialisation spans the task's lags (Tallec & Ollivier 2018): up to its length
     chrono = [c.task.length if c.model.forget_init == "chrono" else 0 for c in cfgs]
-    if registry.generated(cfgs[0]):
+    if not isinstance(data, SSTData):  # a generated task: its own inputs, no word vectors
         vectors = TASKS[cfgs[0].task.name].inputs == "vectors"
         model = PackedClassifier(
             [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs], vocab_size=data.vocab_size,
             embedding_dim=data.input_size if vectors else m.embedding_dim, hidden_size=m.hidden_size,
             num_classes=data.num_outputs, forget_bias=[c.model.forget_bias for c in cfgs], chrono=chrono,
-            vectors=vectors)
+            vectors=vectors, every_step=TASKS[cfgs[0].task.name].readout == "every")
         return model, [{"source": "inputs" if vectors else "random"}] * len(cfgs)
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
         [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs],
         vocab_size=len(data.vocab), embedding_dim=m.embedding_dim, hidden_size=m.hidden_size,
-        num_classes=len(LABEL_NAMES[cfgs[0].data.labels]), embeddings=list(tables),
+        num_classes=len(data.label_names or LABEL_NAMES[cfgs[0].data.labels]), embeddings=list(tables),
         freeze_embeddings=m.freeze_embeddings, forget_bias=[c.model.forget_bias for c in cfgs])
     return model, list(coverage)
 
@@ -140,7 +140,11 @@ def train_epoch(step: cuda_graphs.Step, train: Encoded, order: Sequence, *, memb
 
 def evaluate(model: PackedClassifier, split: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every member's predictions on ``split``, (M, N) where the model is, and its accuracy in %, (M,) on
-    the CPU (a regression task's: its outputs and MSE)."""
+    the CPU (a regression task's: its outputs and MSE; a language model's: each sequence's summed
+    negative log-likelihood and the perplexity, exp of the mean per token)."""
+    if model.every_step:
+        nll = model.sequence_nll(split.ids, split.lengths, split.labels, batch_size)  # (M, N)
+        return nll, nll.double().sum(1).div((split.labels != 0).sum()).exp().float().cpu()
     pred = model.predict(split.ids, split.lengths, batch_size)
     score = (pred - split.labels).pow(2).mean(-1) if model.regression else accuracy(pred, split.labels)
     return pred, score.cpu()
@@ -169,9 +173,14 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     graphed = cuda_graphs.wanted(device, t.clip_norm)
     step = (cuda_graphs.GraphedSteps(partial(train_step, model, opt, whole_table=True), device) if graphed
             else partial(train_step, model, opt, whole_table=not row_sparse(t.optimizer)))
-    generated = registry.generated(cfg)
-    best = BestOnDev(model, (("dev_acc",) if not model.regression else ()) + (("dev_metric",) if generated else ()))
-    early_probes = {"init": probe_gradients(model, test)}  # probes.CHECKPOINTS
+    other = not registry.is_sst(cfg)  # a task beyond SST: its records carry the task keys (records.MemberSummary)
+    task = TASKS[cfg.task.name]
+    accuracy_task = task.metric == "accuracy"
+    best = BestOnDev(model, (("dev_acc",) if accuracy_task else ()) + (("dev_metric",) if other else ()),
+                     higher=task.higher_is_better, baseline=task.baseline)
+    # the gradient probe follows one loss at each sequence's end: a language model's is at every step
+    probing = not model.every_step
+    early_probes = {"init": probe_gradients(model, test)} if probing else {}  # probes.CHECKPOINTS
     steps = 0
     for epoch in range(1, t.epochs + 1):
         t0 = time.time()
@@ -182,38 +191,44 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
         steps += taken
         _, dev_acc = evaluate(model, dev, t.eval_batch_size)
         best.update(model, epoch, train_loss, dev_acc, time.time() - t0)
-        if epoch == 1:
+        if epoch == 1 and probing:
             early_probes["epoch1"] = probe_gradients(model, test)
         if on_epoch is not None:
             on_epoch(EpochEnd(epoch, model.M, len(order), t.epochs, float(train_loss.mean()),
-                              float(dev_acc.min() if model.regression else dev_acc.max()), time.time() - t0,
-                              TASKS[cfg.task.name].metric))
+                              float(dev_acc.max() if task.higher_is_better else dev_acc.min()), time.time() - t0,
+                              task.metric))
         if (max_steps is not None and steps >= max_steps) or best.all_diverged():
             break
     final = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.load_state_dict(best.best, strict=False)
     test_pred, test_acc = evaluate(model, test, t.eval_batch_size)
-    probes = probe_pack(model, test, earlier=early_probes)  # fixed batches: not train.eval_batch_size's
+    probes = probe_pack(model, test, earlier=early_probes) if probing else [None] * model.M  # fixed batches
     checkpoints = [member_checkpoint(model, m, getattr(data, "vocab", None)) for m in range(model.M)]
     wall = time.time() - start
-    if generated:  # (train loss, dev, test) of the trivial predictor; the no-learning rule takes no tolerance
-        train_base, dev_base, test_base = data.baselines()
-        baselines = (train_base, dev_base, 0.0)
-    else:
+    if isinstance(data, SSTData):  # SST's rule, also a TSV task's
         baselines = label_baselines(data)
+    else:  # (train loss, dev, test) of the trivial predictor; the no-learning rule takes no tolerance
+        baselines = data.baselines()[:2] + (0.0,)
+    if other:
+        _, dev_base, test_base = registry.baselines(data.train.labels, data.dev.labels, data.test.labels,
+                                                   model.num_classes)
+    # predictions.csv's label column: a language model's tokens per sentence (its predictions: their NLL)
+    test_labels = data.test.lengths.double().numpy() if model.every_step else data.test.labels.numpy()
     results = []
     for m, c in enumerate(cfgs):
         ok = best.ok(m)
         summary = member_summary(c, m, model, best, baselines, test_acc, coverage[m], steps=steps, device=device,
                                  wall=wall, train_examples=len(data.train), graphed=graphed)
-        if generated:
+        if other:
             metric = TASKS[c.task.name].metric
             summary.update(task=c.task.name, metric=metric, dev_metric=summary["dev_acc"],
                            test_metric=summary["test_acc"], baseline_dev=dev_base, baseline_test=test_base)
             if metric != "accuracy":
                 summary.update(dev_acc=None, test_acc=None)
+            if getattr(data, "label_names", ()):
+                summary["label_names"] = list(data.label_names)
         preds = test_pred[m].cpu().numpy() if ok else None
-        results.append(MemberResult(c, best.metrics[m], summary, data.test.labels.numpy(), preds,
+        results.append(MemberResult(c, best.metrics[m], summary, test_labels, preds,
                                     probes[m] if ok else None, checkpoints[m] if ok else None))
     model.load_state_dict(final, strict=False)
     return results, model
