@@ -370,3 +370,23 @@ def test_a_language_model_record_holds_perplexity(tmp_path):
     assert 100 < s["baseline_test"] < 1000 and r.probes is None
     (path,) = train_and_record([cfg], tmp_path, "cpu")
     assert check_record(path) is None
+
+
+@pytest.mark.slow
+def test_a_committed_lag_record_retrains_byte_for_byte(tmp_path):
+    """The committed lag grid's full cell at T = 10, seed 1 (trained in a pack of 8), retrained alone from
+    the experiment file: the same run id, metrics and predictions.csv, byte for byte."""
+    record = ROOT / "results/lag/adding10-ifo-diag-s1-2fd375d2cf"
+    if not record.is_dir():
+        pytest.skip("results/lag holds no record of the full cell at T = 10, seed 1")
+    flags = ["task.length=10", "model.gates=input+forget+output", "train.seed=1"]
+    r = subprocess.run([sys.executable, "-m", "ablation", "train", "--config", "experiments/lag.toml",
+                        *[a for f in flags for a in ("--set", f)], "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr
+    (run,) = tmp_path.iterdir()
+    assert run.name == record.name
+    new, old = ((d / "metrics.jsonl").read_text().splitlines() for d in (run, record))
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
+    assert strip(new) == strip(old)
+    assert (run / "predictions.csv").read_bytes() == (record / "predictions.csv").read_bytes()

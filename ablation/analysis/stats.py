@@ -98,19 +98,22 @@ def paired_test(a, b) -> tuple[float, float]:
     return float(diff.mean()), float(stats.ttest_rel(a, b).pvalue)
 
 
-def holm(pvalues) -> np.ndarray:
-    """Holm's (1979) step-down adjustment: the k-th smallest of m p-values becomes
-    max_{j<=k} min(1, (m - j + 1) p_(j)). NaNs stay NaN and do not count in m."""
+def _adjusted(pvalues, step) -> np.ndarray:
+    """``step`` (the m finite p-values sorted ascending -> their adjusted values) applied in place of
+    the p-values; NaNs stay NaN and do not count in m."""
     p = _array(pvalues)
     out = np.full_like(p, math.nan)
     idx = np.flatnonzero(~np.isnan(p))
-    m = len(idx)
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adjusted
+    if len(idx):
+        order = idx[np.argsort(p[idx], kind="stable")]
+        out[order] = step(p[order])
     return out
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's (1979) step-down adjustment: the k-th smallest of m p-values becomes
+    max_{j<=k} min(1, (m - j + 1) p_(j)). NaNs stay NaN and do not count in m."""
+    return _adjusted(pvalues, lambda p: np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p)))
 
 
 def benjamini_hochberg(pvalues) -> np.ndarray:
@@ -119,16 +122,11 @@ def benjamini_hochberg(pvalues) -> np.ndarray:
     false discovery rate (the expected share of false ones among the rejections) at most α for
     independent or positively dependent tests (Benjamini & Yekutieli 2001). NaNs stay NaN and do not
     count in m."""
-    p = _array(pvalues)
-    out = np.full_like(p, math.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = len(idx)
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    scaled = m * p[order] / np.arange(1, m + 1)
-    out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    return out
+    def step(p):
+        scaled = len(p) * p / np.arange(1, len(p) + 1)
+        return np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+
+    return _adjusted(pvalues, step)
 
 
 def tost(diff, margin: float, alpha: float = ALPHA) -> dict:
