@@ -1,5 +1,6 @@
-"""The secondary family: every secondary table's tests read back from its CSV files, Benjamini-Hochberg
-over all of them together, the lecture's (primary) and the lag study's (its own family) left out."""
+"""The secondary family: every secondary table's tests read back from its CSV files (the contrasts a
+reading tests beyond its table too: contrasts.csv), Benjamini-Hochberg over all of them together, the
+lecture's (primary) and the lag study's (its own family) left out."""
 
 import math
 
@@ -75,3 +76,19 @@ def test_family_in_words(results):
 def test_no_secondary_table(tmp_path):
     assert secondary_family(tmp_path).empty
     assert family_markdown(secondary_family(tmp_path)) == "No secondary table has been written yet.\n"
+
+
+def test_contrasts_join_the_family(tmp_path):
+    """contrasts.csv (the contrasts a reading tests beyond its table) is read as kind "contrast"."""
+    _dir(tmp_path, "p", "peepholes", contrasts={
+        "label": ["diagonal peepholes against no peepholes", "full peepholes against no peepholes"],
+        "estimate": [0.17, -0.1], "ci_low": [0.04, -0.67], "ci_high": [0.29, 0.47], "p": [0.0226, 0.6557],
+        "p_holm": [0.0452, 0.6557], "verdict": ["better", "inconclusive"]})
+    assert [d.name for d in secondary_dirs(tmp_path)] == ["p"]
+    f = secondary_family(tmp_path)
+    assert list(f["kind"]) == ["contrast", "contrast"]
+    assert list(f["label"]) == ["diagonal peepholes against no peepholes", "full peepholes against no peepholes"]
+    assert list(f["estimate"]) == [0.17, -0.1] and list(f["p_holm_within"]) == [0.0452, 0.6557]
+    assert list(f["q_bh_all"]) == pytest.approx([0.0452, 0.6557])  # m = 2: 0.0226 x 2/1, 0.6557 x 2/2
+    assert family_markdown(f).startswith("2 secondary tests in `results/secondary.csv` (by kind: contrast 2; "
+                                         "by table: p 2).")

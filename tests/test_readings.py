@@ -2,13 +2,14 @@
 holding exactly what the code generates from the committed records."""
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ablation.analysis.family import secondary_family
-from ablation.analysis.readings import SECONDARY, compare, cost_sentence, tuning_reading
+from ablation.analysis.readings import CONTRAST_COLUMNS, SECONDARY, compare, cost_sentence, tuning_reading
 from ablation.analysis.render import (
     docs_blocks,
     fill_blocks,
@@ -252,3 +253,102 @@ def test_tuning_reading_tests_the_change_when_paired():
             "largest change, i, +0.80 points, 95% CI +0.30 to +1.30).") in claims
     assert ("Against the default settings on the same seeds, tuning found a configuration detectably better for "
             "no gate set (Holm over the 3 gate sets).") in claims
+
+
+NUMBER = r"([+−]?\d+\.\d+)"
+
+
+def _printed(page_text: str, label: str) -> dict:
+    """The numbers a page prints for one contrast (`readings.compare`'s words), each with its half unit
+    of the last digit printed; its verdict read from the words."""
+    from ablation.analysis.readings import _capital
+
+    lines = [x for x in page_text.splitlines() if x.startswith(f"- {_capital(label)} (") or
+             x.startswith(f"- {_capital(label)}, ")]
+    assert len(lines) == 1, (label, lines)
+    said = lines[0].split("): ", 1)[1]
+
+    def num(pattern):
+        m = re.search(pattern, said)
+        if m is None:
+            return None
+        if m[1] == "<":
+            return {"below": float(m[2])}
+        text = m[m.lastindex].replace("−", "-")
+        return {"value": float(text), "half": 0.5 * 10 ** -len(text.split(".")[1])}
+
+    out = {"estimate": num(rf"^{NUMBER} points"), "ci_low": num(rf"95% CI {NUMBER} to"),
+           "ci_high": num(rf"95% CI {NUMBER} to {NUMBER}"), "p_holm": num(r"Holm p (<|=) (\d\.\d+)"),
+           "p": num(r"paired p (<|=) (\d\.\d+)"), "tost_low": num(rf"90% CI {NUMBER} to"),
+           "tost_high": num(rf"90% CI {NUMBER} to {NUMBER}")}
+    if "equivalent within" in said:
+        out["verdict"] = "equivalent"
+    elif "no detectable difference" in said or "not significant after Holm" in said:
+        out["verdict"] = "inconclusive"
+    else:
+        out["verdict"] = "better" if out["estimate"]["value"] > 0 else "worse"
+    return out
+
+
+def _assert_prints(page_text: str, contrasts: pd.DataFrame) -> None:
+    """Each row of a contrasts.csv is on the page, every number the page prints of it that row's (to the
+    digits printed; the CSV keeps 4 decimals), its verdict the same."""
+    for _, row in contrasts.iterrows():
+        printed = _printed(page_text, row["label"])
+        assert printed.pop("verdict") == row["verdict"], row["label"]
+        shown = {k: v for k, v in printed.items() if v is not None}
+        assert {"estimate", "p_holm"} <= set(shown), (row["label"], shown)
+        for column, v in shown.items():
+            if "below" in v:
+                assert row[column] < v["below"] + 5e-5, (row["label"], column)
+            else:
+                assert abs(row[column] - v["value"]) <= v["half"] + 5e-5 + 1e-12, (row["label"], column, v)
+
+
+@pytest.mark.parametrize("name, family", [("peepholes", "(Holm over the 2 comparisons)"),
+                                          ("protocol", "Holm over these 8 contrasts")])
+def test_committed_contrasts_are_what_the_pages_print(name, family):
+    """results/<name>/contrasts.csv holds every contrast the page prints beyond its table, with the
+    numbers it prints, and they are in the secondary family (results/secondary.csv), kind "contrast"."""
+    import numpy as np
+
+    from ablation.analysis.stats import holm
+
+    text = (ROOT / "results" / name / "README.md").read_text(encoding="utf-8")
+    contrasts = pd.read_csv(ROOT / "results" / name / "contrasts.csv")
+    assert list(contrasts.columns) == CONTRAST_COLUMNS
+    assert text.count(family) == len(contrasts) > 0  # every contrast the page prints has its row
+    _assert_prints(text, contrasts)
+    assert np.allclose(contrasts["p_holm"], holm(contrasts["p"]), atol=len(contrasts) * 1e-4)  # Holm over its rows
+    family_rows = pd.read_csv(ROOT / "results/secondary.csv").query(f"table == 'results/{name}' and kind == 'contrast'")
+    assert list(family_rows["label"]) == list(contrasts["label"])
+    assert list(family_rows["p"]) == list(contrasts["p"])
+    assert list(family_rows["p_holm_within"]) == list(contrasts["p_holm"])
+
+
+def test_write_tables_writes_the_contrasts_the_page_prints(tmp_path):
+    """A peepholes grid: write_tables writes contrasts.csv, whose numbers the page prints and the
+    secondary family reads (kind "contrast"); a reading without contrasts leaves none stale."""
+    from _helpers import LECTURE, fake_grid
+
+    from ablation.analysis.render import write_tables
+
+    out = tmp_path / "peep"
+    for kind, shift in (("none", (0.0, 0.0, 0.0)), ("diagonal", (0.4, 0.1, 0.7))):
+        fake_grid(out, {g: [80 + len(g) / 10 + s + d for s, d in zip((0.0, 0.3, -0.2), shift)] for g in LECTURE},
+                  peephole=kind)
+    gates = ", ".join(f'"{g}"' for g in LECTURE)
+    (out / "experiment.toml").write_text(f'[grid]\n"model.peephole" = ["none", "diagonal"]\n"model.gates" = '
+                                         f'[{gates}]\n"train.seed" = [1, 2, 3]\n[report]\nreading = "peepholes"\n')
+    write_tables(out)
+    contrasts = pd.read_csv(out / "contrasts.csv")
+    assert list(contrasts["label"]) == ["diagonal peepholes against no peepholes"]
+    assert contrasts.loc[0, "estimate"] == pytest.approx(0.4) and contrasts.loc[0, "n"] == 3
+    _assert_prints((out / "README.md").read_text(encoding="utf-8"), contrasts)
+    family = secondary_family(tmp_path)
+    found = family[family["kind"] == "contrast"]
+    assert list(found["label"]) == ["diagonal peepholes against no peepholes"]
+    assert list(found["table"]) == ["results/peep"] and list(found["p_holm_within"]) == list(contrasts["p_holm"])
+    (out / "experiment.toml").unlink()  # a generic reading: no contrasts, so no contrasts.csv
+    write_tables(out)
+    assert not (out / "contrasts.csv").exists()

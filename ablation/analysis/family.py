@@ -4,7 +4,7 @@ Benjamini-Hochberg (`stats.benjamini_hochberg`) over all of them together (issue
 The lecture table's comparisons and effects are the primary tests (Holm within each family), and the
 lag study declares its own (`OWN_FAMILY`); every other table's tests are secondary. `secondary_family`
 reads them back from the CSV files the tables already wrote (table.csv, effects.csv, interactions.csv,
-tuned_table.csv): no record is loaded and nothing is recomputed but the q-values. `make tables` writes
+contrasts.csv, tuned_table.csv): no record is loaded and nothing is recomputed but the q-values. `make tables` writes
 the frame as results/secondary.csv (`render.write_secondary`) and counts it in docs/statistics.md.
 """
 
@@ -55,6 +55,13 @@ def _interactions(x: pd.DataFrame) -> pd.DataFrame:
                          "p_holm_within": x["p_holm"]})
 
 
+def _contrasts(c: pd.DataFrame) -> pd.DataFrame:
+    """contrasts.csv: the contrasts a reading tests beyond its table, as its page prints them (the peephole
+    kinds averaged over the gate sets; the protocol's training sets and word vectors; Holm over the reading's)."""
+    return pd.DataFrame({"kind": "contrast", "label": c["label"], "estimate": c["estimate"], "p": c["p"],
+                         "p_holm_within": c["p_holm"]})
+
+
 def _tuning(t: pd.DataFrame) -> pd.DataFrame:
     """tuned_table.csv, where the tuned runs are paired with the untuned ones: the change of each gap to the
     full cell, and tuned against default settings (Holm over the gate sets, each); none before pairing."""
@@ -72,7 +79,7 @@ def _tuning(t: pd.DataFrame) -> pd.DataFrame:
 
 # Each file a table may hold, and how its tests are read (in this order within a table).
 SOURCES = {"table.csv": _comparisons, "effects.csv": _effects, "interactions.csv": _interactions,
-           "tuned_table.csv": _tuning}
+           "contrasts.csv": _contrasts, "tuned_table.csv": _tuning}
 
 
 def secondary_dirs(results_root: str | os.PathLike = "results") -> list[Path]:
@@ -90,7 +97,7 @@ def secondary_dirs(results_root: str | os.PathLike = "results") -> list[Path]:
 
 def secondary_family(results_root: str | os.PathLike = "results", alpha: float = ALPHA) -> pd.DataFrame:
     """One row per secondary test (`secondary_dirs`): its table (results/<name>), kind (comparison,
-    effect, interaction, tuning change, tuning vs default), label, estimate (Δ, effect or change, in
+    effect, interaction, contrast, tuning change, tuning vs default), label, estimate (Δ, effect or change, in
     points), raw p, the Holm value of its own table's family, and q_bh_all, Benjamini-Hochberg over
     every row of the frame together; `discovery` where q_bh_all < ``alpha``. The p-values are the CSV
     files' (4 decimals)."""

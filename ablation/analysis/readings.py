@@ -88,6 +88,19 @@ def contrasts(pairs: dict[str, tuple[pd.Series, pd.Series]], margin: float) -> d
     return out
 
 
+CONTRAST_COLUMNS = ["label", "estimate", "ci_low", "ci_high", "p", "p_holm", "verdict", "tost_low", "tost_high", "n"]
+
+
+def contrasts_frame(found: dict[str, dict]) -> pd.DataFrame:
+    """A reading's contrasts (`CONTRASTS`), one row each in the page's order, as contrasts.csv holds them:
+    the label the page words it with, the estimate a - b in points with its 95% t-interval, the paired p,
+    the Holm p over the reading's contrasts, the verdict, the TOST 90% interval and the seeds paired."""
+    return pd.DataFrame([{"label": k, "estimate": c["diff"], "ci_low": c["diff_ci_low"], "ci_high": c["diff_ci_high"],
+                          "p": c["p_paired"], "p_holm": c["p_holm"], "verdict": c["verdict"],
+                          "tost_low": c["tost_low"], "tost_high": c["tost_high"], "n": c["n_pairs"]}
+                         for k, c in found.items()], columns=CONTRAST_COLUMNS)
+
+
 def _by_verdict(table: pd.DataFrame, margin: float, base: str = "the full cell") -> list[str]:
     """One claim for every non-reference row, worse first: "`o` against the full cell: worse, −1.2 points (...)."."""
     claims = []
@@ -185,17 +198,30 @@ def interaction_table_of(runs: pd.DataFrame, kinds: list, col: str) -> pd.DataFr
     return interaction_table(Runs(runs, runs.iloc[:0], pd.DataFrame(), layout=Layout(levels={col: list(kinds)})), col)
 
 
-def peepholes_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> list[str]:
-    col = "config.model.peephole"
-    kinds = list(dict.fromkeys(table[col]))
+PEEPHOLE = "config.model.peephole"
+
+
+def peephole_contrasts(table: pd.DataFrame, runs: pd.DataFrame, margin: float) -> dict[str, dict]:
+    """Each peephole kind against none (else the first kind), each kind's runs averaged over the gated
+    sets per seed, paired by seed, Holm over the kinds: {"diagonal peepholes against no peepholes": ...}."""
+    kinds = list(dict.fromkeys(table[PEEPHOLE]))
     base = "none" if "none" in kinds else kinds[0]
-    gated = runs[runs["gates"] != "none"]
-    per_seed = gated.groupby([col, "seed"])["test_acc"].mean()  # each kind: mean over the gated sets, per seed
-    c = contrasts({k: (per_seed.loc[k], per_seed.loc[base]) for k in kinds if k != base}, margin)
+    per_seed = runs[runs["gates"] != "none"].groupby([PEEPHOLE, "seed"])["test_acc"].mean()
+    label = {k: group_label([PEEPHOLE], [k]) for k in kinds}
+    return contrasts({f"{label[k]} against {label[base]}": (per_seed.loc[k], per_seed.loc[base])
+                      for k in kinds if k != base}, margin)
+
+
+def peepholes_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float,
+                      found: dict[str, dict] | None = None) -> list[str]:
+    """``found``: `peephole_contrasts` of these records, where the caller has them (`render.write_tables`)."""
+    col = PEEPHOLE
+    kinds = list(dict.fromkeys(table[col]))
+    c = peephole_contrasts(table, runs, margin) if found is None else found
     label = {k: group_label([col], [k]) for k in kinds}
-    n_sets = gated["gates"].nunique()
-    claims = [f"{_capital(label[k])} against {label[base]}, averaged over the {n_sets} gated cells per seed and "
-              f"paired by seed (Holm over the {len(c)} comparisons): {compare(v, margin, 2)}." for k, v in c.items()]
+    n_sets = runs.loc[runs["gates"] != "none", "gates"].nunique()
+    claims = [f"{_capital(k)}, averaged over the {n_sets} gated cells per seed and paired by seed (Holm over the "
+              f"{len(c)} comparisons): {compare(v, margin, 2)}." for k, v in c.items()]
     none = runs[runs["gates"] == "none"].pivot_table(index="seed", columns=col, values="test_acc")
     if len(none.columns) == len(kinds) and bool((none.nunique(axis=1) == 1).all()):
         claims.append(f"The gateless cell's runs are identical under all {len(kinds)} kinds (peepholes feed only "
@@ -252,33 +278,46 @@ def odyssey_reading(table, effects, runs, margin) -> list[str]:
     return claims
 
 
-def protocol_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float) -> list[str]:
-    gran, emb = "config.data.granularity", "config.model.embeddings"
+GRANULARITY, EMBEDDINGS = "config.data.granularity", "config.model.embeddings"
+
+
+def protocol_contrasts(table: pd.DataFrame, runs: pd.DataFrame, margin: float) -> dict[str, dict]:
+    """The protocol's 2 x 2 design: each gate set's runs on the second training set against the first, for
+    each kind of word vectors, then the second kind of vectors against the first, for each training set;
+    paired by seed, Holm over all of them; {} unless both factors have 2 levels."""
+    gran, emb = GRANULARITY, EMBEDDINGS
     acc = runs.set_index([gran, emb, "gates", "seed"])["test_acc"].sort_index()
     levels = {c: list(dict.fromkeys(table[c])) for c in (gran, emb)}
     if [len(v) for v in levels.values()] != [2, 2]:
-        return generic_reading(table, effects, runs, margin)
+        return {}
     (g0, g1), (e0, e1) = levels[gran], levels[emb]
     gates = list(dict.fromkeys(table["gates"]))
-    pairs = {}
-    for e in (e0, e1):
-        for g in gates:
-            pairs[(gran, e, g)] = (acc.loc[(g1, e, g)], acc.loc[(g0, e, g)])
-    for gr in (g0, g1):
-        for g in gates:
-            pairs[(emb, gr, g)] = (acc.loc[(gr, e1, g)], acc.loc[(gr, e0, g)])
-    c = contrasts(pairs, margin)
     word = {g: "the full cell" if g == FULL else "the gateless cell" if g == "none" else f"the {SHORT.get(g, g)} cell"
             for g in gates}
     name = {g0: group_label([gran], [g0]), g1: group_label([gran], [g1]),
             e0: group_label([emb], [e0]), e1: group_label([emb], [e1])}
+    pairs = {}
+    for e in (e0, e1):
+        for g in gates:
+            pairs[f"{name[g1]} instead of {name[g0].removeprefix('trained ')}, {word[g]} with {name[e]}"] = (
+                acc.loc[(g1, e, g)], acc.loc[(g0, e, g)])
+    for gr in (g0, g1):
+        for g in gates:
+            pairs[f"{name[e1]} instead of {name[e0]}, {word[g]} {name[gr]}"] = (acc.loc[(gr, e1, g)],
+                                                                               acc.loc[(gr, e0, g)])
+    return contrasts(pairs, margin)
+
+
+def protocol_reading(table: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, margin: float,
+                     found: dict[str, dict] | None = None) -> list[str]:
+    """``found``: `protocol_contrasts` of these records, where the caller has them (`render.write_tables`)."""
+    c = protocol_contrasts(table, runs, margin) if found is None else found
+    if not c:
+        return generic_reading(table, effects, runs, margin)
     family = f"paired by seed, Holm over these {len(c)} contrasts"
-    claims = [f"{_capital(name[g1])} instead of {name[g0].removeprefix('trained ')}, {word[g]} with {name[e]} "
-              f"({family}): {compare(c[(gran, e, g)], margin)}." for e in (e0, e1) for g in gates]
-    claims += [f"{_capital(name[e1])} instead of {name[e0]}, {word[g]} {name[gr]} ({family}): "
-               f"{compare(c[(emb, gr, g)], margin)}." for gr in (g0, g1) for g in gates]
-    claims += [f"The gates' worth {group_label([gran, emb], [r[gran], r[emb]])} (gateless against full cell, Holm "
-               f"within the table): {compare(_row_comparison(r), margin)}."
+    claims = [f"{_capital(k)} ({family}): {compare(v, margin)}." for k, v in c.items()]
+    claims += [f"The gates' worth {group_label([GRANULARITY, EMBEDDINGS], [r[GRANULARITY], r[EMBEDDINGS]])} "
+               f"(gateless against full cell, Holm within the table): {compare(_row_comparison(r), margin)}."
                for _, r in table[table["verdict"] != "reference"].iterrows()]
     return claims
 
@@ -468,3 +507,6 @@ def _ratio(log10: float) -> str:
 READINGS = {"gates": gates_reading, "lecture": lecture_reading, "peepholes": peepholes_reading,
             "variants": variants_reading, "odyssey": odyssey_reading, "protocol": protocol_reading,
             "generic": generic_reading}
+# The readings that test contrasts no table holds, and the function that computes them ({label: `contrasts`'
+# dict}, in the page's order): `render.write_tables` writes them as contrasts.csv, `family` reads it back.
+CONTRASTS = {"peepholes": peephole_contrasts, "protocol": protocol_contrasts}

@@ -38,11 +38,13 @@ from ablation.analysis.aggregate import (
 )
 from ablation.analysis.family import family_markdown, secondary_family
 from ablation.analysis.readings import (
+    CONTRASTS,
     MINUS,
     READINGS,
     SECONDARY,
     _capital,
     bench_reading,
+    contrasts_frame,
     cost_sentence,
     gpu_reading,
     probes_reading,
@@ -261,8 +263,9 @@ FIGURES = ("accuracy", "interactions", "learning_curves", "gradient_norms", "gat
 
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
                  experiment: str | os.PathLike | None = None) -> str:
-    """Write RESULTS/table.{md,csv,tex}, for a full gate grid RESULTS/effects.csv, and the page
-    RESULTS/README.md; returns the text of ``fmt`` (for `ablation tune`'s directory, only its page)."""
+    """Write RESULTS/table.{md,csv,tex}, for a full gate grid RESULTS/effects.csv, where the reading tests
+    contrasts no table holds RESULTS/contrasts.csv (`readings.CONTRASTS`, the numbers its page prints), and
+    the page RESULTS/README.md; returns the text of ``fmt`` (for `ablation tune`'s directory, only its page)."""
     if (Path(results) / TUNED_TABLE).exists():
         curves = expected_max_table(pd.read_csv(Path(results) / "trials.csv"))
         _write(Path(results) / "expected_max.csv", format_csv(curves))
@@ -296,7 +299,13 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
         path.unlink()
     if exp is not None and exp.report.get("reading") == "peepholes":  # its reading tests the interactions
         _write(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
-    claims, probes = _claims(results, exp, r, table, effects)  # the records as loaded above, not again
+    found = reading_contrasts(exp, r, table)  # computed once: contrasts.csv and the page print the same
+    path = Path(results) / CONTRASTS_CSV
+    if found:
+        _write(path, format_csv(contrasts_frame(found)))
+    elif path.exists():  # the reading tests no contrast now: none stale
+        path.unlink()
+    claims, probes = _claims(results, exp, r, table, effects, found)  # the records as loaded above, not again
     _write(Path(results) / PAGE, _page(results, exp, r, table, source, effects, claims, probes))
     return texts[fmt]
 
@@ -323,10 +332,27 @@ def reading_claims(results: str | os.PathLike, experiment: str | os.PathLike | N
             *_claims(results, experiment_for(results, experiment), r, table, effects))
 
 
-def _claims(results, exp, r: Runs, table: pd.DataFrame, effects: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """The reading's claims and the probes' claims of loaded records (`reading_claims`)."""
-    name = (exp.report.get("reading") if exp is not None else None) or "generic"
-    claims = READINGS[name](table, effects, r.runs, table.attrs.get("margin", MARGIN))
+CONTRASTS_CSV = "contrasts.csv"  # a results directory's contrasts that no table holds (`reading_contrasts`)
+
+
+def _reading_name(exp) -> str:
+    return (exp.report.get("reading") if exp is not None else None) or "generic"
+
+
+def reading_contrasts(exp, r: Runs, table: pd.DataFrame) -> dict[str, dict] | None:
+    """The contrasts the experiment's reading tests beyond its table (`readings.CONTRASTS`: {label:
+    `readings.contrasts`' dict}, {} where it has none for these records), None for a reading without."""
+    name = _reading_name(exp)
+    return CONTRASTS[name](table, r.runs, table.attrs.get("margin", MARGIN)) if name in CONTRASTS else None
+
+
+def _claims(results, exp, r: Runs, table: pd.DataFrame, effects: pd.DataFrame,
+            found: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
+    """The reading's claims and the probes' claims of loaded records (`reading_claims`); ``found``: their
+    `reading_contrasts`, where the caller has computed them (else the reading does)."""
+    name = _reading_name(exp)
+    extra = {"found": found} if found is not None else {}
+    claims = READINGS[name](table, effects, r.runs, table.attrs.get("margin", MARGIN), **extra)
     claims = claims if name == "lecture" else [SECONDARY, *claims]
     cost = cost_sentence(pd.concat([r.runs, r.diverged]))
     claims += shared_runs(results, r)
