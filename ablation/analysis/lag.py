@@ -14,15 +14,24 @@ t-interval is the wrong summary. What counts is declared in the experiment file 
   gets there is right-censored at its last epoch, or at its epoch budget if it stopped early
   (diverged: it is known not to solve within the budget).
 
-Per (length, gate set): the solve rate with its exact Clopper-Pearson interval, the Kaplan-Meier
-median time to solve, the median test metric with its quartiles; against the full cell at the same
-length, Fisher's exact test on the solve counts (the primary test) and the log-rank test on the
-times, each Holm-adjusted over the 7 comparisons of a length. Per length, the main effect of each
+The primary test (declared in experiments/lag.toml): each gate set against the full cell, solved
+or not, paired by (length, seed) over all the lengths of the grid (runs of one (length, seed) train
+in one pack: the same initial shared weights, the same batches), within a forget-init stratum: the
+exact McNemar test on the discordant pairs, Holm over the 7 gate sets, with the paired difference
+of solve rates and Newcombe's (1998) interval for paired proportions (`primary_table`, primary.csv).
+Everything else is secondary. Per (length, gate set): the solve rate with its exact Clopper-Pearson
+interval, the Kaplan-Meier median time to solve, the median test metric with its quartiles; against
+the full cell at the same length, Fisher's exact test on the solve counts and the log-rank test on
+the times, each Holm-adjusted over the 7 comparisons of a length (at 5 seeds a cell Fisher's test
+cannot reject: its smallest Holm p is 7 x 2 / C(10, 5) = 0.056). Per length, the main effect of each
 gate (the 2^3 design, as `aggregate.effects_table`): on the solve rate a difference of pooled
 proportions with Newcombe's hybrid-score interval, on log10 test MSE a contrast paired by seed
-with a t-interval. Pure functions over one frame of runs (`load_lag`), then the page (`write_lag`)
-and figures (`save_lag_figures`) that `ablation table` and `ablation plot` write for an experiment
-whose [report] reading is "lag". No torch.
+with a t-interval. The gradient probe of each record (probes.json, `ablation.training.probes`): per
+(length, gate set, checkpoint, distance d) the median over seeds of each run's median log-ratio r_d
+over its test sequences, with the lowest and highest seed (`load_probes`, `decay_table`). Pure
+functions over one frame of runs (`load_lag`), then the page (`write_lag`) and figures
+(`save_lag_figures`) that `ablation table` and `ablation plot` write for an experiment whose
+[report] reading is "lag". No torch.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import pandas as pd
 from scipy import stats
 
 from ablation.analysis.aggregate import FULL, _presence, experiment_for, gate_order
-from ablation.analysis.plots import LEGEND, _empty, save, short
+from ablation.analysis.plots import LEGEND, RATIO_FLOOR, _empty, save, short
 from ablation.analysis.readings import MINUS, _capital, cost_sentence, p_text, signed
 from ablation.analysis.stats import ALPHA, CONFIDENCE, FACTORS, holm, t_interval
 from ablation.core.config import SOLVE, Experiment
@@ -52,8 +61,16 @@ METRIC_WORDS = {"mse": "MSE", "accuracy": "accuracy (%)"}
 LOG_METRICS = ("mse",)  # spans decades between the plateau and a solution: summarised on log10
 RATE = "solve rate"  # the outcome of the effects' proportion rows
 PAGE = "README.md"
-FIGURES = ("effects", "solve_rate")  # the page's figures, headline first
+PRIMARY = "primary.csv"  # the primary test's table (`primary_table`)
+PRIMARY_HEADING = "Primary test (declared in experiments/{name}.toml)"  # the page's first section
+PER_LENGTH_HEADING = "Per-length tables (secondary)"
+FIGURES = ("effects", "solve_rate", "gradient_decay")  # the page's figures, headline first
 APART = ("diverged", "no_learning")  # statuses listed apart on the page (and counted unsolved)
+PROBES = "probes.json"  # the gradient probe of a record, read when there (a record without one is left out)
+CHECKPOINT_WORDS = {"init": "at initialisation", "epoch1": "after epoch 1", "best": "on the best-on-dev parameters"}
+DRAWN = {"best": "-", "init": "--"}  # the checkpoints the gradient_decay figure draws, by line style
+# probes.FLOOR (the smallest normal float32), whose log the probe takes for a gradient below it: no gradient
+NO_GRADIENT = float(np.log10(np.finfo(np.float32).tiny))
 
 
 # --- statistics of proportions and times to an event -------------------------------------------
@@ -90,6 +107,42 @@ def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float = CONFIDENCE)
     (l1, u1), (l2, u2) = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
     d = p1 - p2
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
+                    confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """p1 - p2 of two proportions measured on the same n pairs, p1 = (both + only_first) / n and
+    p2 = (both + only_second) / n, so p1 - p2 = (only_first - only_second) / n, with Newcombe's
+    (1998, Stat. Med. 17:2635) interval for paired data, his method 10: square-and-add of the
+    Wilson intervals (l1, u1) and (l2, u2) with the correlation of the pair,
+    d - √((p1-l1)² - 2φ(p1-l1)(u2-p2) + (u2-p2)²) to d + √((u1-p1)² - 2φ(u1-p1)(p2-l2) + (p2-l2)²),
+    where φ = (AD - BC) / √(EFGH) of the 2x2 table (A both, B only first, C only second, D
+    neither; E..H its margins), with his correction max(AD - BC - n/2, 0) in place of AD - BC when
+    AD > BC, and φ = 0 when a margin is 0. (nan, nan, nan) for n = 0."""
+    a, b, c, d_ = (int(x) for x in (both, only_first, only_second, neither))
+    n = a + b + c + d_
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = (a + b) / n, (a + c) / n
+    (l1, u1), (l2, u2) = wilson(a + b, n, confidence), wilson(a + c, n, confidence)
+    margins = (a + b) * (c + d_) * (a + c) * (b + d_)
+    cross = a * d_ - b * c
+    phi = 0.0 if margins == 0 else (max(cross - n / 2, 0.0) if cross > 0 else cross) / math.sqrt(margins)
+    lower = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
+    upper = (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2
+    diff = (b - c) / n
+    return diff, max(diff - math.sqrt(max(lower, 0.0)), -1.0), min(diff + math.sqrt(max(upper, 0.0)), 1.0)
+
+
+def mcnemar_exact(only_second: int, discordant: int) -> float:
+    """The exact McNemar test (McNemar 1947 in its exact, conditional form): of the ``discordant``
+    pairs where exactly one of the two solved, ``only_second`` are the second's; under the null of
+    equal solve rates each discordant pair goes either way with probability 1/2, so p is the
+    two-sided exact binomial test of only_second of discordant against 1/2
+    (scipy.stats.binomtest); 1 when no pair is discordant."""
+    if int(discordant) == 0:
+        return 1.0
+    return float(stats.binomtest(int(only_second), int(discordant), 0.5).pvalue)
 
 
 def km_median(times, observed) -> float:
@@ -246,6 +299,67 @@ def _factorial(gates: str) -> bool:
     return gates == "none" or set(gates.split("+")) <= set(FACTORS)
 
 
+# --- the primary test ----------------------------------------------------------------------------
+
+PAIRED_BY = ["length", "seed"]  # runs of one (length, seed) train in one pack: shared initial weights, same batches
+PRIMARY_COLUMNS = ["forget_init", "gates", "lengths", "pairs", "both", "only_full", "only_gate_set", "neither",
+                   "rate_gate_set", "rate_full", "diff_vs_full", "diff_ci_low", "diff_ci_high", "p_mcnemar",
+                   "p_mcnemar_holm", "verdict"]
+
+
+def _solved_by_pair(runs: pd.DataFrame) -> pd.Series:
+    """Solved or not (a diverged or stuck run: not) of each (length, seed); of two records of one
+    (length, seed), the first by run id."""
+    first = runs.sort_values("run_id", kind="stable").drop_duplicates(PAIRED_BY)
+    return first.set_index(PAIRED_BY)["solved"].astype(bool)
+
+
+def primary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The declared primary test (experiments/lag.toml): per forget init (one family each) and gate
+    set other than the full cell, the pairs (length, seed) at which both it and the full cell have a
+    record, over every length of the grid (a missing record drops its pair; a diverged or stuck run
+    is unsolved and stays in its pair), counted as both solved, only the full cell, only the gate set,
+    neither; the solve rates over the pairs and their difference (gate set - full cell) with
+    Newcombe's paired interval (`newcombe_paired`); the exact McNemar p (`mcnemar_exact`) and its
+    Holm adjustment over the gate sets of the family (7 in the 2^3 grid); the verdict "solves less
+    often" / "solves more often" when the Holm p < α, else "no difference shown" (never
+    "equivalent": there is no equivalence test). ``lengths``: the lengths that hold a pair."""
+    rows = []
+    for init, stratum in runs.groupby("forget_init", sort=True):
+        full = _solved_by_pair(stratum[stratum["gates"] == FULL])
+        for gates in gate_order(stratum["gates"].unique()):
+            if gates == FULL:
+                continue
+            mine = _solved_by_pair(stratum[stratum["gates"] == gates])
+            paired = pd.concat([mine.rename("gate_set"), full.rename("full")], axis=1, join="inner").sort_index()
+            g, f = paired["gate_set"].to_numpy(bool), paired["full"].to_numpy(bool)
+            both, only_full, only_gate_set, neither = (int(x.sum()) for x in (g & f, ~g & f, g & ~f, ~g & ~f))
+            n = len(paired)
+            diff, lo, hi = newcombe_paired(both, only_gate_set, only_full, neither)
+            rows.append({"forget_init": init, "gates": gates,
+                         "lengths": " ".join(str(x) for x in sorted(set(paired.index.get_level_values("length")))),
+                         "pairs": n, "both": both, "only_full": only_full, "only_gate_set": only_gate_set,
+                         "neither": neither, "rate_gate_set": (both + only_gate_set) / n if n else math.nan,
+                         "rate_full": (both + only_full) / n if n else math.nan, "diff_vs_full": diff,
+                         "diff_ci_low": lo, "diff_ci_high": hi,
+                         "p_mcnemar": mcnemar_exact(only_full, only_full + only_gate_set) if n else math.nan})
+    table = pd.DataFrame(rows, columns=PRIMARY_COLUMNS)
+    if table.empty:
+        return table
+    table["p_mcnemar_holm"] = table.groupby("forget_init", sort=False)["p_mcnemar"].transform(
+        lambda p: holm(p.to_numpy(float)))
+    table["verdict"] = [_primary_verdict(r) for _, r in table.iterrows()]
+    return table
+
+
+def _primary_verdict(row) -> str:
+    if row["pairs"] == 0:
+        return "no pair with the full cell"
+    if row["p_mcnemar_holm"] < ALPHA:
+        return "solves less often" if row["only_full"] > row["only_gate_set"] else "solves more often"
+    return "no difference shown"
+
+
 # --- the tables ----------------------------------------------------------------------------------
 
 def solve_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -369,6 +483,145 @@ def longest_solved(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["forget_init", "gates", "length", "solved", "n", "text"])
 
 
+# --- the gradient probe ----------------------------------------------------------------------------
+
+PROBE_COLUMNS = ["run_id", "forget_init", "length", "gates", "seed", "checkpoint", "distance", "n", "zero", "q50"]
+
+
+def load_probes(results: str | os.PathLike, runs: pd.DataFrame) -> pd.DataFrame:
+    """The gradient probe of each run of ``runs`` (`load_lag`) that has a probes.json under
+    ``results``: one row per (run, checkpoint, distance d = 0..T-1) from the length bin that holds
+    its length T (every test sequence of a generated task has length T), with the number of test
+    sequences (``n``), how many got no gradient at T - d (``zero``: below the float32 floor) and
+    the median over them of r_d = log10 ||dJ/dh_(T-d)|| - log10 ||dJ/dh_T|| (``q50``, nan where the
+    probe has none). A run without probes.json is left out; one whose file cannot be read, or holds
+    no bin for its length, is listed in ``attrs["skipped"]``."""
+    root = Path(results)
+    rows, skipped = [], []
+    for _, run in runs.iterrows():
+        path = root / run["run_id"] / PROBES
+        if not path.is_file():
+            continue
+        try:
+            checkpoints = json.loads(path.read_text())["gradient_decay"]["checkpoints"]
+            got = _probe_rows(run, checkpoints)
+        except (ValueError, KeyError, TypeError, IndexError) as e:  # JSONDecodeError is a ValueError
+            skipped.append(f"{run['run_id']} ({PROBES}: {type(e).__name__} {e})")
+            continue
+        if not got:
+            skipped.append(f"{run['run_id']} ({PROBES}: no length bin holds {run['length']})")
+        rows += got
+    frame = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def _probe_rows(run, checkpoints: dict) -> list[dict]:
+    """The rows of `load_probes` of one run, from its probes.json's gradient_decay checkpoints."""
+    T = int(run["length"])
+    ident = {c: run[c] for c in ("run_id", "forget_init", "length", "gates", "seed")}
+    rows = []
+    for checkpoint, probe in checkpoints.items():
+        b = next((b for b in probe["bins"] if b["lengths"][0] <= T and (b["lengths"][1] is None
+                                                                        or T <= b["lengths"][1])), None)
+        if b is None:
+            continue
+        rows += [{**ident, "checkpoint": checkpoint, "distance": int(d), "n": int(b["n"][j]),
+                  "zero": int(b["zero"][j]), "q50": math.nan if b["q50"][j] is None else float(b["q50"][j])}
+                 for j, d in enumerate(b["distance"]) if d < T]
+    return rows
+
+
+def decay_table(probes: pd.DataFrame) -> pd.DataFrame:
+    """The gradient probe per (forget init, length, gate set, checkpoint, distance d): over the seeds
+    whose run has a finite median r_d (``seeds``), the median of those medians (``median``, in
+    log10 units: 10^median is the typical ratio ||dJ/dh_(T-d)|| / ||dJ/dh_T||), the lowest and the
+    highest seed's (``low``, ``high``), and in how many seeds the median test sequence got no
+    gradient at all at T - d (``no_gradient``: more than half its sequences below the float32 floor,
+    where the probe takes the floor's log, so the r_d there is an upper bound). ``sequences``: the
+    fewest test sequences behind a seed's median. Checkpoints in the probe's order (init, epoch1,
+    best), gate sets in the lecture's."""
+    keys = [*STRATA, "gates", "checkpoint", "distance"]
+    cols = [*keys, "seeds", "median", "low", "high", "no_gradient", "sequences"]
+    p = probes[np.isfinite(probes["q50"].to_numpy(float))] if len(probes) else probes
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    p = p.assign(floored=2 * p["zero"] > p["n"])
+    table = (p.groupby(keys, sort=False)
+             .agg(seeds=("q50", "size"), median=("q50", "median"), low=("q50", "min"), high=("q50", "max"),
+                  no_gradient=("floored", "sum"), sequences=("n", "min"))
+             .reset_index())
+    table["no_gradient"] = table["no_gradient"].astype(int)
+    gates, checkpoints = gate_order(table["gates"].unique()), list(dict.fromkeys(p["checkpoint"]))
+    ordered = sorted(checkpoints, key=lambda c: list(CHECKPOINT_WORDS).index(c) if c in CHECKPOINT_WORDS else 99)
+    rank = {"gates": {g: k for k, g in enumerate(gates)}, "checkpoint": {c: k for k, c in enumerate(ordered)}}
+    table = table.sort_values(keys, key=lambda c: c.map(rank[c.name]) if c.name in rank else c, kind="stable")
+    return table[cols].reset_index(drop=True)
+
+
+def probe_reading(decay: pd.DataFrame) -> list[str]:
+    """The gradient probe in words, at the longest length probed and d = T/2 (rounded up: the shortest
+    distance back to the first marked value of the adding problem): each gate set's median r_d over seeds
+    [lowest, highest seed] on the best-on-dev parameters and at initialisation, and how many orders
+    of magnitude lie between the full cell's and the gateless cell's medians (a bound where one of
+    them got no gradient at all); [] without probes. Descriptions, no test."""
+    if decay.empty:
+        return []
+    cols = _varies(decay)
+    claims = []
+    for _, s in (decay.groupby(cols, sort=True) if cols else [((), decay)]):
+        length = int(s["length"].max())
+        d = length - length // 2  # the first marker lies in [0, T // 2): at least this far back from the last step
+        at = s[(s["length"] == length) & (s["distance"] == d)]
+        if at.empty:
+            continue
+        where = _where(at.iloc[0], cols)
+        lo, hi = int(at["sequences"].min()), int(at["sequences"].max())
+        n = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        parts = []
+        for checkpoint in ("best", "init"):
+            c = at[at["checkpoint"] == checkpoint]
+            if c.empty:
+                continue
+            cells = [f"{short(r['gates'])} {_f(r['median'], 1)} [{_f(r['low'], 1)}, {_f(r['high'], 1)}]"
+                     + (f" (the median sequence gets no gradient at all in {r['no_gradient']} of {r['seeds']} seeds)"
+                        if r["no_gradient"] else "") for _, r in c.iterrows()]
+            parts.append(f"{CHECKPOINT_WORDS[checkpoint]}: " + "; ".join(cells))
+        if not parts:
+            continue
+        claims.append(f"Gradient probe, {where}length {length} (figures/gradient_decay): r_d = log10 "
+                      f"(||∂J/∂h_(T−d)|| / ||∂J/∂h_T||) at d = {d}, the shortest distance back to the first marked "
+                      f"value, each run's median over its {n} test sequences, as the median over seeds [lowest, "
+                      "highest seed]; " + "; ".join(parts) + ".")
+        gaps = [g for g in (_gap(at, checkpoint) for checkpoint in ("best", "init")) if g]
+        if gaps:
+            claims.append(_capital(f"{where}at length {length}, d = {d}, the full cell's median r_d against the "
+                                   "gateless cell's: " + "; ".join(gaps) + "."))
+    return claims
+
+
+def _gap(at: pd.DataFrame, checkpoint: str) -> str:
+    """How far the full cell's median r_d lies above or below the gateless cell's, in orders of magnitude
+    at one checkpoint ("" when either is missing, or no gradient at all leaves the order unknown). A
+    median with no gradient in at least half the seeds is the floor's: the true one lies below it."""
+    c = at[at["checkpoint"] == checkpoint].set_index("gates")
+    if FULL not in c.index or "none" not in c.index:
+        return ""
+    full, none = c.loc[FULL], c.loc["none"]
+    gap = float(full["median"] - none["median"])
+    floored_full, floored_none = 2 * full["no_gradient"] >= full["seeds"], 2 * none["no_gradient"] >= none["seeds"]
+    if floored_full and floored_none:
+        return f"{CHECKPOINT_WORDS[checkpoint]} neither gets any gradient"
+    if (floored_none and gap <= 0) or (floored_full and gap >= 0):
+        return ""  # the floored one's true value lies below the floor's: the order is unknown
+    floored = full if floored_full else none if floored_none else None
+    side = "above" if gap > 0 else "below"
+    floor = ("" if floored is None else f", at the probe's float32 floor: no gradient at all in "
+             f"{floored['no_gradient']} of {floored['seeds']} seeds")
+    return (f"{CHECKPOINT_WORDS[checkpoint]} {'at least ' if floor else ''}{_f(abs(gap), 1)} orders of magnitude "
+            f"{side} ({_f(full['median'], 1)} against {_f(none['median'], 1)}{floor})")
+
+
 # --- the page --------------------------------------------------------------------------------------
 
 def _g(x, digits: int = 3) -> str:
@@ -393,13 +646,117 @@ def _where(row, cols: list[str]) -> str:
     return "".join(f"{c.replace('_', ' ')} {row[c]}, " for c in cols)
 
 
+def _cell_name(gates: str) -> str:
+    """A gate set in a sentence: "the gateless cell", "the full cell", else "the i+f cell"."""
+    return {"none": "the gateless cell", FULL: "the full cell"}.get(gates, f"the {short(gates)} cell")
+
+
+def _span(runs: pd.DataFrame, pairs) -> str:
+    """What a family's pairs are drawn from: "the 4 lengths × 5 seeds" when every gate set has every
+    pair, else the pairs that have both records, with the lengths and seeds they come from."""
+    lengths, seeds = sorted(runs["length"].unique()), sorted(runs["seed"].unique())
+    if all(int(n) == len(lengths) * len(seeds) for n in pairs):
+        return f"the {len(lengths)} length{'s' if len(lengths) != 1 else ''} × {len(seeds)} seed" \
+               f"{'s' if len(seeds) != 1 else ''}"
+    return (f"the pairs (length, seed) that have both records (lengths {', '.join(map(str, lengths))}; seeds "
+            f"{', '.join(map(str, seeds))})")
+
+
+def primary_markdown(primary: pd.DataFrame) -> str:
+    """The primary test's table as Markdown (one row per gate set against the full cell)."""
+    cols = _varies(primary)
+    head = [*[c.replace("_", " ") for c in cols], "gates", "pairs (length, seed)", "both solved",
+            f"only {short(FULL)}", "only the gate set", "neither", f"Δ solve rate vs {short(FULL)} [95% CI]",
+            "p exact McNemar", "p (Holm)", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in primary.iterrows():
+        diff = "–" if math.isnan(r["diff_vs_full"]) else \
+            f"{signed(r['diff_vs_full'], 2)} [{signed(r['diff_ci_low'], 2)}, {signed(r['diff_ci_high'], 2)}]"
+        cells = [*[str(r[c]) for c in cols], short(r["gates"]), str(r["pairs"]), str(r["both"]), str(r["only_full"]),
+                 str(r["only_gate_set"]), str(r["neither"]), diff, _p(r["p_mcnemar"]), _p(r["p_mcnemar_holm"]),
+                 r["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def primary_text(primary: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """How the primary test pairs the runs and what its columns are."""
+    family = int(primary.groupby("forget_init")["p_mcnemar"].count().max()) if len(primary) else 0
+    lengths = ", ".join(str(x) for x in sorted(runs["length"].unique()))
+    strata = " One family per forget init." if runs["forget_init"].nunique() > 1 else ""
+    return (f"Each gate set against the full cell ({short(FULL)}), solved or not, paired by (length, seed) over "
+            f"all the lengths ({lengths}): the runs of one length and seed train in one pack, from the same initial "
+            "shared weights on the same batches. A pair needs both records (a missing one drops its pair); a run "
+            "that diverged or did not learn counts as unsolved and stays in its pair. The exact McNemar test: of "
+            f"the discordant pairs (exactly one of the two solved), how many were {short(FULL)}'s only, against 1/2 "
+            "(the two-sided exact binomial test; p = 1 when no pair is discordant), Holm-adjusted over the "
+            f"{family} gate sets.{strata} Δ: the gate set's solve rate over the pairs minus {short(FULL)}'s, with "
+            "Newcombe's (1998) 95% interval for paired proportions (his method 10: the two Wilson intervals "
+            "combined with the pairs' correlation; not adjusted for the multiple comparisons, and it need not agree "
+            f"with the test at the edge). Verdict: solves less (more) often when the Holm p < {ALPHA}; "
+            "else no difference shown, which means these runs cannot tell, not that the cells are alike. "
+            "Every test below this section is secondary.")
+
+
+def primary_sentences(primary: pd.DataFrame) -> list[str]:
+    """One sentence per gate set whose primary verdict is a difference; one sentence when none is
+    ([] when no gate set was compared)."""
+    if primary.empty:
+        return []
+    cols = _varies(primary)
+    out = []
+    for _, s in (primary.groupby(cols, sort=True) if cols else [((), primary)]):
+        where = _where(s.iloc[0], cols)
+        hit = s[s["verdict"].isin(["solves less often", "solves more often"])]
+        for _, r in hit.iterrows():
+            name = _cell_name(r["gates"])
+            out.append(_capital(
+                f"{where}{name} {r['verdict']} than the full cell: of {r['pairs']} pairs (length, seed), only the "
+                f"full cell solved in {r['only_full']} and only {name} in {r['only_gate_set']} (both in "
+                f"{r['both']}, neither in {r['neither']}); solve rate {_f(r['rate_gate_set'])} against "
+                f"{_f(r['rate_full'])}, Δ {signed(r['diff_vs_full'], 2)} (95% CI {signed(r['diff_ci_low'], 2)} to "
+                f"{signed(r['diff_ci_high'], 2)}); exact McNemar {p_text(r['p_mcnemar'])}, Holm "
+                f"{p_text(r['p_mcnemar_holm'])}."))
+        if hit.empty:
+            out.append(_capital(f"{where}no gate set solves more or less often than the full cell at Holm p < "
+                                f"{ALPHA}: no difference shown, which means these runs cannot tell, not that the "
+                                "cells are alike."))
+    return out
+
+
+def primary_claims(primary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """The primary result as the reading's first claims, one per forget init, every number from
+    `primary_table`."""
+    if primary.empty:
+        return ["Primary: no gate set could be paired with the full cell."]
+    cols = _varies(primary)
+    claims = []
+    for key, s in (primary.groupby(cols, sort=True) if cols else [((), primary)]):
+        where = _where(s.iloc[0], cols)
+        key = key if isinstance(key, tuple) else (key,)
+        stratum = runs[np.logical_and.reduce([runs[c] == v for c, v in zip(cols, key)])] if cols else runs
+        parts = [f"{_cell_name(r['gates'])} {r['verdict']} than the full cell ({r['both'] + r['only_gate_set']} of "
+                 f"{r['pairs']} pairs against {r['both'] + r['only_full']} of {r['pairs']}; exact McNemar, Holm "
+                 f"{p_text(r['p_mcnemar_holm'])})"
+                 for _, r in s[s["verdict"].isin(["solves less often", "solves more often"])].iterrows()]
+        rest = s[s["verdict"] == "no difference shown"]
+        if len(rest):
+            parts.append(f"no difference shown for {', '.join(short(g) for g in rest['gates'])} (exact "
+                         f"McNemar, Holm p ≥ {ALPHA})")
+        lost = s[s["verdict"] == "no pair with the full cell"]
+        if len(lost):
+            parts.append(f"no pair with the full cell for {', '.join(short(g) for g in lost['gates'])}")
+        claims.append(f"Primary: {where}over {_span(stratum, s['pairs'])}, " + "; ".join(parts) + ".")
+    return claims
+
+
 def table_markdown(table: pd.DataFrame) -> str:
     """The per-length gate table as Markdown (one row per length x gate set)."""
     cols = _varies(table)
     word = METRIC_WORDS.get(table["metric"].iloc[0], "metric")
     head = [*[c.replace("_", " ") for c in cols], "length", "gates", "solved", "solve rate [95% CI]",
             "median epochs to solve", f"median test {word} [quartiles]", f"Δ rate vs {short(FULL)} [95% CI]",
-            "p Fisher (Holm)", "p log-rank (Holm)", "verdict"]
+            "p Fisher (Holm)", "p log-rank (Holm)", "verdict (secondary)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, t in table.iterrows():
         diff = "–" if math.isnan(t["diff_vs_full"]) else \
@@ -416,10 +773,14 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 def method_text(table: pd.DataFrame, solve: float) -> str:
-    """What the table's columns are and how its verdicts are reached."""
+    """What the table's columns are and how its verdicts are reached (all of them secondary)."""
     metric = table["metric"].iloc[0]
     word, bar = METRIC_WORDS.get(metric, "metric"), _bar(metric)
     family = int(table.groupby(STRATA)["p_fisher"].count().max())
+    floor = _fisher_floor(table)
+    reach = ("" if math.isnan(floor) else
+             f" With these cells' n the smallest Holm p a comparison can reach is {_p(floor)} (0 of n against n of "
+             f"n){f', so at α = {ALPHA} none can reject, whatever the data' if floor >= ALPHA else ''}.")
     return (f"Solved: test {word} of the best-on-dev weights {bar} the bar {solve:g} x its trivial baseline "
             "sets (declared before training); a diverged or stuck run counts as unsolved and stays in n. Solve "
             "rate: solved / n with its exact 95% Clopper-Pearson interval. Median epochs to solve: Kaplan-Meier, "
@@ -427,10 +788,27 @@ def method_text(table: pd.DataFrame, solve: float) -> str:
             "censored at its last epoch (at its epoch budget if it stopped early); \"not reached\" when fewer than "
             f"half are seen to solve. Median test {word} and quartiles: over the runs that have one (not the "
             f"diverged). Against {short(FULL)} at the same length: Δ of solve rates with Newcombe's hybrid-score 95% "
-            "interval, Fisher's exact test on the solve counts (two-sided; the primary test) and the log-rank test "
-            f"on the times to solve, each Holm-adjusted over the {family} comparisons of a length. Verdict: solves "
-            f"less (more) often when Fisher's Holm p < {ALPHA}; else solves later (sooner) when the log-rank's is; "
-            "else no difference shown, which means these runs cannot tell, not that the cells are alike.")
+            "interval (independent proportions), Fisher's exact test on the solve counts (two-sided) and the "
+            f"log-rank test on the times to solve, each Holm-adjusted over the {family} comparisons of a length; "
+            "all of them secondary (the primary test pairs the runs by (length, seed) over all the lengths: "
+            f"primary.csv).{reach} Verdict (secondary): solves less (more) often when Fisher's Holm p < {ALPHA}; "
+            "else solves later (sooner) when the log-rank's is; else no difference shown, which means these runs "
+            "cannot tell, not that the cells are alike.")
+
+
+def _fisher_floor(table: pd.DataFrame) -> float:
+    """The smallest Holm p the per-length Fisher tests can reach at these cells' n: the family size
+    times the two-sided p of 0 of n against n of n_full (the most extreme table), at the length where
+    that is smallest; nan when no comparison was made."""
+    floors = []
+    for _, s in table.groupby(STRATA, sort=True):
+        tested, full = s[s["p_fisher"].notna()], s[s["gates"] == FULL]
+        if tested.empty or full.empty:
+            continue
+        nf = int(full["n"].iloc[0])
+        floors += [min(1.0, len(tested) * float(stats.fisher_exact([[0, int(n)], [nf, 0]]).pvalue))
+                   for n in tested["n"]]
+    return min(floors) if floors else math.nan
 
 
 def effects_markdown(effects: pd.DataFrame) -> str:
@@ -464,17 +842,22 @@ def apart_markdown(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lag_reading(table: pd.DataFrame, effects: pd.DataFrame, longest: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
-    """The page's claims, one a bullet, every number from the tables."""
+def lag_reading(table: pd.DataFrame, effects: pd.DataFrame, longest: pd.DataFrame, runs: pd.DataFrame,
+                decay: pd.DataFrame | None = None, primary: pd.DataFrame | None = None) -> list[str]:
+    """The page's claims, one a bullet, every number from the tables: first the primary test's
+    (`primary_claims` of ``primary``; None: `primary_table` of ``runs``), then the secondary ones (and
+    the gradient probe's, `probe_reading` of ``decay``, when given)."""
+    primary = primary_table(runs) if primary is None else primary
     family = int(table.groupby(STRATA)["p_fisher"].count().max())
-    claims = [f"Primary tests: at each length, the {family} comparisons of a gate set's "
-              f"solve count with the full cell's (Fisher's exact test, Holm within the length). The log-rank "
-              "tests of the time to solve and the gates' main effects are secondary."]
+    claims = primary_claims(primary, runs)
+    claims.append(f"Secondary: at each length, the {family} comparisons of a gate set's solve count with the full "
+                  "cell's (Fisher's exact test, Holm within the length), the log-rank tests of the time to solve, the "
+                  "gates' main effects and the probe's descriptions.")
     cols = _varies(table)
     for _, s in table.groupby(STRATA, sort=True):
         ref = s[s["gates"] == FULL]
         where = _capital(_where(s.iloc[0], cols)) + ("length" if cols else "Length")
-        text = f"{where} {s['length'].iloc[0]}: "
+        text = f"{where} {s['length'].iloc[0]} (secondary): "
         if len(ref):
             r = ref.iloc[0]
             text += (f"the full cell solves {r['solved']}/{r['n']} ({_f(r['rate'])}, 95% CI {_f(r['rate_low'])} to "
@@ -505,6 +888,8 @@ def lag_reading(table: pd.DataFrame, effects: pd.DataFrame, longest: pd.DataFram
                 claims.append(f"Adding the {gate} gate changes the {outcome} by {'; '.join(parts)} ({how}).")
     claims.append("Longest length solved in a majority of a gate set's runs: " + "; ".join(
         f"{_where(r, _varies(longest))}{short(r['gates'])} {r['text']}" for _, r in longest.iterrows()) + ".")
+    if decay is not None:
+        claims += probe_reading(decay)
     apart = runs[runs["status"].isin(APART)]
     if len(apart):
         n_div, n_stuck = int((apart["status"] == "diverged").sum()), int((apart["status"] == "no_learning").sum())
@@ -519,7 +904,8 @@ def lag_page(results: str | os.PathLike, experiment: Experiment | None = None) -
     exp = experiment if experiment is not None else experiment_for(results)
     runs = _loaded(results, exp)
     table = solve_table(runs)
-    return _page(results, exp, runs, table, lag_effects(runs), longest_solved(table))
+    return _page(results, exp, runs, table, lag_effects(runs), longest_solved(table),
+                 decay_table(load_probes(results, runs)), primary_table(runs))
 
 
 def _loaded(results, exp: Experiment | None) -> pd.DataFrame:
@@ -532,7 +918,7 @@ def _loaded(results, exp: Experiment | None) -> pd.DataFrame:
 
 
 def _page(results, exp: Experiment | None, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.DataFrame,
-          longest: pd.DataFrame) -> str:
+          longest: pd.DataFrame, decay: pd.DataFrame, primary: pd.DataFrame) -> str:
     report = exp.report if exp is not None else {}
     name = Path(results).resolve().name
     solve = runs.attrs["solve"]
@@ -541,6 +927,7 @@ def _page(results, exp: Experiment | None, runs: pd.DataFrame, table: pd.DataFra
     base = runs["baseline_test"]
     spread = (f"the test baseline is {_g(base.min())}" if _g(base.min()) == _g(base.max()) else
               f"the test baselines run from {_g(base.min())} to {_g(base.max())}")
+    claims = lag_reading(table, effects, longest, runs, decay, primary)
     if higher:
         rule = (f"at least 100 − {solve:g} x (100 − its test baseline), the accuracy of the majority class: the "
                 f"same fraction of the baseline's error rate")
@@ -551,14 +938,16 @@ def _page(results, exp: Experiment | None, runs: pd.DataFrame, table: pd.DataFra
         lines += [f"{_capital(report['summary'])}.", ""]
     lines += [f"Generated by `ablation table` from the {len(runs)} run records in this folder (do not edit); "
               f"`ablation grid results/{name}/experiment.toml --out results/{name}` retrains what is missing.", "",
+              f"## {PRIMARY_HEADING.format(name=name)}", "", primary_text(primary, runs), "",
+              primary_markdown(primary).rstrip("\n"), "", "".join(f"- {c}\n" for c in primary_sentences(primary)),
               "## What \"solved\" means", "",
               f"Declared in the experiment file before training (`[stats] solve = {solve:g}`): a run is solved when "
               f"the test {word} of its best-on-dev weights is {rule} (here {spread}, so the bar lies "
               f"near {_g(float(runs['threshold_test'].median()))}). Its time to solve is the first epoch whose dev "
               f"{word} clears the same bar set by the dev baseline. A run that diverged or did not learn is "
               "unsolved: it stays in its cell's n.", "",
-              "## Reading", "", "".join(f"- {c}\n" for c in lag_reading(table, effects, longest, runs)).rstrip("\n"),
-              "", "## Table", "", table_markdown(table).rstrip("\n"), "", method_text(table, solve), ""]
+              "## Reading", "", "".join(f"- {c}\n" for c in claims).rstrip("\n"),
+              "", f"## {PER_LENGTH_HEADING}", "", table_markdown(table).rstrip("\n"), "", method_text(table, solve), ""]
     if runs.attrs["skipped"]:
         lines += [f"Skipped {len(runs.attrs['skipped'])} records: {'; '.join(runs.attrs['skipped'])}.", ""]
     if not effects.empty:
@@ -592,13 +981,14 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_lag(results: str | os.PathLike, experiment: Experiment | None = None, *, fmt: str = "md") -> str:
-    """Write RESULTS/table.{md,csv}, effects.csv, the figures (`save_lag_figures`) and the page
-    RESULTS/README.md of a lag grid; returns the ``fmt`` table ("md" or "csv")."""
+    """Write RESULTS/primary.csv (the primary test, `primary_table`), table.{md,csv}, effects.csv,
+    the figures (`save_lag_figures`) and the page RESULTS/README.md of a lag grid; returns the ``fmt``
+    table ("md" or "csv")."""
     root = Path(results)
     exp = experiment if experiment is not None else experiment_for(root)
     runs = _loaded(root, exp)
     table, effects = solve_table(runs), lag_effects(runs)
-    longest = longest_solved(table)
+    longest, decay, primary = longest_solved(table), decay_table(load_probes(root, runs)), primary_table(runs)
     texts = {"md": table_markdown(table) + "\n" + method_text(table, runs.attrs["solve"]) + "\n",
              "csv": _csv(table)}
     if fmt not in texts:
@@ -606,8 +996,9 @@ def write_lag(results: str | os.PathLike, experiment: Experiment | None = None, 
     for ext, text in texts.items():
         _write(root / f"table.{ext}", text)
     _write(root / "effects.csv", _csv(effects))
-    _figures(root, table, effects)
-    _write(root / PAGE, _page(root, exp, runs, table, effects, longest))
+    _write(root / PRIMARY, _csv(primary))
+    _figures(root, table, effects, decay)
+    _write(root / PAGE, _page(root, exp, runs, table, effects, longest, decay, primary))
     return texts[fmt]
 
 
@@ -711,20 +1102,83 @@ def plot_lag_effects(effects: pd.DataFrame, *, title: str = "Each gate's main ef
     return fig, axes[0][0]
 
 
-def _figures(root: Path, table: pd.DataFrame, effects: pd.DataFrame) -> list[Path]:
+def plot_gradient_decay(decay: pd.DataFrame, *, names: list[str] | None = None,
+                        title: str = "Vanishing gradients against the lag"):
+    """The gradient probe (`decay_table`): the ratio ||∂J/∂h_(T−d)|| / ||∂J/∂h_T|| against the
+    distance d back from the last step, log y, one panel per length (columns; one row per forget
+    init), one line per gate set (the median over seeds of each run's median over its test sequences)
+    on the best-on-dev parameters (solid, its band the lowest to the highest seed) and at
+    initialisation (dashed). The y axis stops at `plots.RATIO_FLOOR`: a point below it, or with no
+    gradient at all, is drawn on that edge. ``names``: the gate sets whose order gives the colours (the
+    other lag figures': all the grid's); None, those in ``decay``. Returns (fig, first axes)."""
+    drawn = decay[decay["checkpoint"].isin(DRAWN)] if not decay.empty else decay
+    if drawn.empty:
+        return _empty(f"{title}: no gradient probes (probes.json) in these records")
+    inits = sorted(drawn["forget_init"].unique())
+    lengths = sorted(drawn["length"].unique())
+    names = gate_order(names if names is not None else drawn["gates"].unique())
+    edge = math.log10(RATIO_FLOOR)
+    fig, axes = plt.subplots(len(inits), len(lengths), figsize=(3.6 * len(lengths) + LEGEND_WIDTH, 4.0 * len(inits)),
+                             squeeze=False, sharey=True)
+    for row, init in zip(axes, inits):
+        for ax, length in zip(row, lengths):
+            cell = drawn[(drawn["forget_init"] == init) & (drawn["length"] == length)]
+            for k, g in enumerate(names):
+                for checkpoint, style in DRAWN.items():
+                    c = cell[(cell["gates"] == g) & (cell["checkpoint"] == checkpoint)].sort_values("distance")
+                    if c.empty:
+                        continue
+                    x = c["distance"].to_numpy(float)
+                    ax.plot(x, 10.0 ** c["median"].clip(lower=edge), color=f"C{k % 10}", linestyle=style,
+                            linewidth=1.4 if checkpoint == "best" else 1.0,
+                            label=short(g) if checkpoint == "best" else None)
+                    if checkpoint == "best":
+                        ax.fill_between(x, 10.0 ** c["low"].clip(lower=edge), 10.0 ** c["high"].clip(lower=edge),
+                                        color=f"C{k % 10}", alpha=0.08, linewidth=0)
+            ax.axhline(RATIO_FLOOR, color="0.5", linestyle=":", linewidth=0.9)
+            ax.set_yscale("log")
+            ax.set_xlim(0, length)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("distance back from the last step (d)")
+            where = f", forget init {init}" if len(inits) > 1 else ""
+            ax.set_title(f"T = {length}{where}", fontsize=10)
+        row[0].set_ylabel("||∂J/∂h_(T−d)|| / ||∂J/∂h_T||")
+    top = max(float(drawn["high"].max()), 0.0)
+    axes[0][0].set_ylim(RATIO_FLOOR / 2, 10.0 ** (top + 0.5))
+    seen = {}
+    for ax in axes.flat:  # a gate set may be drawn at some lengths only
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    gates = [(seen[short(g)], short(g)) for g in names if short(g) in seen]
+    extra = [(plt.Line2D([], [], color="0.3", linestyle=DRAWN["best"]), "best on dev"),
+             (plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2), "lowest to highest\nseed (best on dev)"),
+             (plt.Line2D([], [], color="0.3", linestyle=DRAWN["init"]), "at initialisation"),
+             (plt.Line2D([], [], color="0.5", linestyle=":", linewidth=0.9),
+              f"{RATIO_FLOOR:.0e}: lower ratios\nand no gradient at all")]
+    fig.suptitle(f"{title}: median over seeds of each run's median over its test sequences")
+    _legend(fig, [h for h, _ in gates + extra], [w for _, w in gates + extra], title="gate set")
+    return fig, axes[0][0]
+
+
+def _figures(root: Path, table: pd.DataFrame, effects: pd.DataFrame, decay: pd.DataFrame) -> list[Path]:
     figs = root / "figures"
     paths = save(plot_solve_rate(table)[0], figs / "solve_rate")
-    if not effects.empty:
-        paths += save(plot_lag_effects(effects)[0], figs / "effects")
-    else:  # the grid lost a gate set: no stale headline
-        for ext in (".png", ".pdf"):
-            (figs / "effects").with_suffix(ext).unlink(missing_ok=True)
+    drawn = {"effects": (plot_lag_effects, effects, {}),
+             "gradient_decay": (plot_gradient_decay, decay[decay["checkpoint"].isin(DRAWN)],
+                                {"names": list(table["gates"].unique())})}
+    for name, (plot, frame, kw) in drawn.items():
+        if not frame.empty:
+            paths += save(plot(frame, **kw)[0], figs / name)
+        else:  # the grid lost a gate set, or no record has probes: no stale figure
+            for ext in (".png", ".pdf"):
+                (figs / name).with_suffix(ext).unlink(missing_ok=True)
     return paths
 
 
 def save_lag_figures(results: str | os.PathLike, experiment: Experiment | None = None) -> list[Path]:
-    """The lag grid's figures, into RESULTS/figures/: solve_rate and effects (PNG and PDF)."""
+    """The lag grid's figures, into RESULTS/figures/: solve_rate, effects and gradient_decay (PNG and
+    PDF; gradient_decay when some record has a probes.json)."""
     root = Path(results)
     exp = experiment if experiment is not None else experiment_for(root)
     runs = _loaded(root, exp)
-    return _figures(root, solve_table(runs), lag_effects(runs))
+    return _figures(root, solve_table(runs), lag_effects(runs), decay_table(load_probes(root, runs)))
