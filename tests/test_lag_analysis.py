@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
-from ablation.analysis import lag
+from ablation.analysis import lag, stats
 from ablation.analysis.stats import holm
 from ablation.core import records
 from ablation.core.config import EXPERIMENT_COPY, RunConfig, apply, load_experiment
@@ -171,11 +171,11 @@ def test_solved_follows_the_metrics_direction():
 
 def test_clopper_pearson_by_hand():
     # 0/n and n/n have closed forms: 1 - (α/2)^(1/n) and (α/2)^(1/n)
-    assert lag.clopper_pearson(0, 6) == pytest.approx((0.0, 1 - 0.025 ** (1 / 6)))
-    assert lag.clopper_pearson(6, 6) == pytest.approx((0.025 ** (1 / 6), 1.0))
+    assert stats.clopper_pearson(0, 6) == pytest.approx((0.0, 1 - 0.025 ** (1 / 6)))
+    assert stats.clopper_pearson(6, 6) == pytest.approx((0.025 ** (1 / 6), 1.0))
     # k/n: the Beta quantiles B(0.025; k, n-k+1) and B(0.975; k+1, n-k)
-    assert lag.clopper_pearson(4, 6) == pytest.approx((sps.beta.ppf(0.025, 4, 3), sps.beta.ppf(0.975, 5, 2)))
-    assert all(math.isnan(x) for x in lag.clopper_pearson(0, 0))
+    assert stats.clopper_pearson(4, 6) == pytest.approx((sps.beta.ppf(0.025, 4, 3), sps.beta.ppf(0.975, 5, 2)))
+    assert all(math.isnan(x) for x in stats.clopper_pearson(0, 0))
 
 
 def test_newcombe_against_his_table_and_by_hand():
@@ -184,7 +184,7 @@ def test_newcombe_against_his_table_and_by_hand():
                  (6, 7, 2, 7): (0.0582, 0.8062), (5, 56, 0, 29): (-0.0381, 0.1926),
                  (0, 10, 0, 20): (-0.1611, 0.2775), (10, 10, 0, 20): (0.6791, 1.0000)}
     for counts, (lo, hi) in published.items():
-        d, got_lo, got_hi = lag.newcombe(*counts)
+        d, got_lo, got_hi = stats.newcombe(*counts)
         assert d == pytest.approx(counts[0] / counts[1] - counts[2] / counts[3])
         assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=5e-5), counts
 
@@ -196,17 +196,17 @@ def test_newcombe_against_his_table_and_by_hand():
     (l1, u1), (l2, u2) = wilson(12, 24), wilson(1, 24)
     d = 12 / 24 - 1 / 24
     want = (d, d - math.sqrt((0.5 - l1) ** 2 + (u2 - 1 / 24) ** 2), d + math.sqrt((u1 - 0.5) ** 2 + (1 / 24 - l2) ** 2))
-    assert lag.newcombe(12, 24, 1, 24) == pytest.approx(want)
+    assert stats.newcombe(12, 24, 1, 24) == pytest.approx(want)
 
 
 def test_mcnemar_exact_by_hand():
     # 0 of 10 discordant pairs the second's (or 10 of 10): the two tails 0.5^10 each
-    assert lag.mcnemar_exact(0, 10) == pytest.approx(2 * 0.5 ** 10)
-    assert lag.mcnemar_exact(10, 10) == pytest.approx(2 * 0.5 ** 10)
+    assert stats.mcnemar_exact(0, 10) == pytest.approx(2 * 0.5 ** 10)
+    assert stats.mcnemar_exact(10, 10) == pytest.approx(2 * 0.5 ** 10)
     # 1 of 5: P(X <= 1) + P(X >= 4) = 2 (1 + 5) / 32
-    assert lag.mcnemar_exact(1, 5) == pytest.approx(2 * 6 / 32)
-    assert lag.mcnemar_exact(3, 6) == pytest.approx(1.0)
-    assert lag.mcnemar_exact(0, 0) == 1.0  # no discordant pair: nothing against the null
+    assert stats.mcnemar_exact(1, 5) == pytest.approx(2 * 6 / 32)
+    assert stats.mcnemar_exact(3, 6) == pytest.approx(1.0)
+    assert stats.mcnemar_exact(0, 0) == 1.0  # no discordant pair: nothing against the null
 
 
 def test_newcombe_paired_against_his_table_and_by_hand():
@@ -214,7 +214,7 @@ def test_newcombe_paired_against_his_table_and_by_hand():
     published = {(36, 12, 2, 0): (0.0569, 0.3404), (18, 12, 2, 18): (0.0562, 0.3290),
                  (53, 0, 0, 1): (-0.0729, 0.0729), (0, 30, 0, 0): (0.8395, 1.0000)}
     for counts, (lo, hi) in published.items():
-        d, got_lo, got_hi = lag.newcombe_paired(*counts)
+        d, got_lo, got_hi = stats.newcombe_paired(*counts)
         assert d == pytest.approx((counts[1] - counts[2]) / sum(counts))
         assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=5e-5), counts
 
@@ -231,28 +231,28 @@ def test_newcombe_paired_against_his_table_and_by_hand():
                 (b - c) / n + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
 
     # AD - BC = 0 x 7 - 3 x 10 = -30 < 0: φ = -30 / √(3 x 17 x 10 x 10), uncorrected
-    assert lag.newcombe_paired(0, 3, 10, 7) == pytest.approx(by_hand(0, 3, 10, 7, -30 / math.sqrt(3 * 17 * 10 * 10)))
+    assert stats.newcombe_paired(0, 3, 10, 7) == pytest.approx(by_hand(0, 3, 10, 7, -30 / math.sqrt(3 * 17 * 10 * 10)))
     # AD - BC = 5 x 2 - 3 x 3 = 1, within n/2 = 6.5: φ = 0
-    assert lag.newcombe_paired(5, 3, 3, 2) == pytest.approx(by_hand(5, 3, 3, 2, 0.0))
+    assert stats.newcombe_paired(5, 3, 3, 2) == pytest.approx(by_hand(5, 3, 3, 2, 0.0))
     # AD - BC = 60 - 4 = 56 > n/2 = 10: φ = (56 - 10) / √(12 x 8 x 12 x 8)
-    assert lag.newcombe_paired(10, 2, 2, 6) == pytest.approx(by_hand(10, 2, 2, 6, 46 / 96))
+    assert stats.newcombe_paired(10, 2, 2, 6) == pytest.approx(by_hand(10, 2, 2, 6, 46 / 96))
     # the gateless cell against the full cell, 0 of 20 against 20 of 20: a margin is 0, φ = 0
-    assert lag.newcombe_paired(0, 0, 20, 0) == pytest.approx(by_hand(0, 0, 20, 0, 0.0))
-    assert lag.newcombe_paired(0, 0, 20, 0)[1] == pytest.approx(-1.0)
-    assert all(math.isnan(x) for x in lag.newcombe_paired(0, 0, 0, 0))
+    assert stats.newcombe_paired(0, 0, 20, 0) == pytest.approx(by_hand(0, 0, 20, 0, 0.0))
+    assert stats.newcombe_paired(0, 0, 20, 0)[1] == pytest.approx(-1.0)
+    assert all(math.isnan(x) for x in stats.newcombe_paired(0, 0, 0, 0))
 
 
 def test_kaplan_meier_median_and_degenerate_log_rank():
     # events at 2, 3, 3, 5, 6, 8 of 6 runs: S(2) = 5/6, S(3) = 5/6 x 3/5 = 1/2 -> 3
-    assert lag.km_median([2, 3, 3, 5, 6, 8], [True] * 6) == 3
+    assert stats.km_median([2, 3, 3, 5, 6, 8], [True] * 6) == 3
     # 4 events, 2 censored at 10: S(4) = 5/6, S(6) = 2/3, S(9) = 2/3 x 2/4 = 1/3 -> 9
-    assert lag.km_median([4, 6, 9, 9, 10, 10], [True] * 4 + [False] * 2) == 9
+    assert stats.km_median([4, 6, 9, 9, 10, 10], [True] * 4 + [False] * 2) == 9
     # a run censored at 4 is still at risk at 4: S(4) = 1 - 1/2, the median 4
-    assert lag.km_median([4, 4], [True, False]) == 4
-    assert math.isnan(lag.km_median([4, 6, 10, 10, 10, 10], [True, True, False, False, False, False]))
-    assert lag.logrank([10, 10], [False, False], [10, 10], [False, False]) == (0.0, 1.0)  # no events at all
-    assert lag.logrank([3, 3], [True, True], [3, 3], [True, True]) == (0.0, 1.0)  # zero variance
-    z, p = lag.logrank([1, 2, 2, 3], [True] * 4, [8, 10, 10, 10], [True, False, False, False])
+    assert stats.km_median([4, 4], [True, False]) == 4
+    assert math.isnan(stats.km_median([4, 6, 10, 10, 10, 10], [True, True, False, False, False, False]))
+    assert stats.logrank([10, 10], [False, False], [10, 10], [False, False]) == (0.0, 1.0)  # no events at all
+    assert stats.logrank([3, 3], [True, True], [3, 3], [True, True]) == (0.0, 1.0)  # zero variance
+    z, p = stats.logrank([1, 2, 2, 3], [True] * 4, [8, 10, 10, 10], [True, False, False, False])
     assert z > 0 and p < 0.05  # the first sample solves sooner
 
 
@@ -335,7 +335,7 @@ def test_main_effects_by_hand(runs):
     assert len(e) == 2 * 3 * 2
     rate = e.loc[(100, "forget", lag.RATE)]  # with f: 4 + 2 + 3 + 3 of 24; without: 0 + 0 + 0 + 1 of 24
     assert (rate["n_with"], rate["n_without"]) == (24, 24)
-    assert (rate["effect"], rate["ci_low"], rate["ci_high"]) == pytest.approx(lag.newcombe(12, 24, 1, 24))
+    assert (rate["effect"], rate["ci_low"], rate["ci_high"]) == pytest.approx(stats.newcombe(12, 24, 1, 24))
     logf = e.loc[(10, "forget", "log10 test MSE")]  # -2 at every seed: no spread
     assert (logf["effect"], logf["ci_low"], logf["ci_high"]) == pytest.approx((-2, -2, -2))
     logo = e.loc[(10, "output", "log10 test MSE")]  # 0.1 (seed - 1): 0, 0.1, ..., 0.5
@@ -364,7 +364,7 @@ def test_primary_pairs_by_length_and_seed_over_all_lengths(runs):
     assert none["p_mcnemar"] == pytest.approx(2 * 0.5 ** 10)
     assert (none["rate_gate_set"], none["rate_full"]) == pytest.approx((0.0, 10 / 12))
     assert (none["diff_vs_full"], none["diff_ci_low"], none["diff_ci_high"]) == \
-        pytest.approx(lag.newcombe_paired(0, 0, 10, 2))
+        pytest.approx(stats.newcombe_paired(0, 0, 10, 2))
     f = t.loc["forget"]  # 6 of 6 at 10, seeds 1 and 2 at 100: both 8, only the full cell at seeds 3 and 4
     assert (f["both"], f["only_full"], f["only_gate_set"], f["neither"]) == (8, 2, 0, 2)
     assert f["p_mcnemar"] == pytest.approx(0.5)  # 2 of 2 discordant: 2 x 0.5^2
@@ -644,7 +644,8 @@ def test_committed_lag_tables_are_honest():
     for path in tables:
         t = pd.read_csv(path)
         for _, r in t.iterrows():
-            assert (r["rate_low"], r["rate_high"]) == pytest.approx(lag.clopper_pearson(r["solved"], r["n"]), abs=1e-5)
+            want = stats.clopper_pearson(r["solved"], r["n"])
+            assert (r["rate_low"], r["rate_high"]) == pytest.approx(want, abs=1e-5)
         for _, s in t.groupby(lag.STRATA):
             p = s["p_fisher"].dropna()
             assert np.allclose(s["p_fisher_holm"].dropna(), holm(p), atol=len(p) * 1e-5), path
@@ -654,7 +655,7 @@ def test_committed_lag_tables_are_honest():
         for _, r in primary.iterrows():
             counts = (r["both"], r["only_full"], r["only_gate_set"], r["neither"])
             assert sum(counts) == r["pairs"], path
-            exact = lag.mcnemar_exact(r["only_full"], r["only_full"] + r["only_gate_set"])
+            exact = stats.mcnemar_exact(r["only_full"], r["only_full"] + r["only_gate_set"])
             assert r["p_mcnemar"] == pytest.approx(exact, rel=1e-5, abs=1e-9), path
         for _, s in primary.groupby("forget_init"):
             p = s["p_mcnemar"].dropna()

@@ -5,13 +5,16 @@ The unit of replication is the seed; two rows of a table are paired by seed (sam
 shared initial weights). At 5 seeds the percentile bootstrap covers a normal mean only about 83%
 of the time (tests/test_stats.py), so intervals are Student t-intervals, with bootstrap-t and BCa
 from 10 seeds on. Here: intervals, the paired t-test, Holm, Benjamini-Hochberg, TOST, power, the 2^3
-factorial effects, fidelity to a reference table and the expected best of k trials (docs/statistics.md).
+factorial effects, fidelity to a reference table, the expected best of k trials, and for solve rates
+and times to solve exact binomial and Newcombe intervals, McNemar's exact test, Kaplan-Meier medians
+and the log-rank test (docs/statistics.md).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 from scipy import optimize, stats
@@ -293,3 +296,110 @@ def fidelity(reference, ours, tolerance: float = FIDELITY_TOLERANCE) -> dict:
             "spearman_rho": float(stats.spearmanr(r, o).statistic),
             "mean_abs_diff": float(np.abs(r - o).mean()),
             "within": int(np.sum(np.abs(r - o) <= tolerance)), "tolerance": tolerance}
+
+
+# --- proportions and times to an event (the long-lag grid: analysis/lag.py) -------------------------------------------
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact (Clopper & Pearson 1934) interval of a binomial proportion k/n: the Beta quantiles
+    B((1-c)/2; k, n-k+1) and B((1+c)/2; k+1, n-k), 0 and 1 at the ends; (nan, nan) for n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's (1927) score interval of k/n: the p whose score test |p̂ - p| / √(p(1-p)/n) <= z,
+    (p̂ + z²/2n ± z√(p̂(1-p̂)/n + z²/4n²)) / (1 + z²/n); (nan, nan) for n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    z = stats.norm.ppf((1 + confidence) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """p1 - p2 of two independent proportions with Newcombe's (1998) hybrid score interval, his
+    method 10: from the Wilson intervals (l1, u1) and (l2, u2), d - √((p1-l1)² + (u2-p2)²) to
+    d + √((u1-p1)² + (p2-l2)²). It keeps its coverage near nominal at the small counts and the
+    0s and 1s of solve rates, where the Wald interval collapses."""
+    if n1 == 0 or n2 == 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1, confidence), wilson(k2, n2, confidence)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
+                    confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """p1 - p2 of two proportions measured on the same n pairs, p1 = (both + only_first) / n and
+    p2 = (both + only_second) / n, so p1 - p2 = (only_first - only_second) / n, with Newcombe's
+    (1998, Stat. Med. 17:2635) interval for paired data, his method 10: square-and-add of the
+    Wilson intervals (l1, u1) and (l2, u2) with the correlation of the pair,
+    d - √((p1-l1)² - 2φ(p1-l1)(u2-p2) + (u2-p2)²) to d + √((u1-p1)² - 2φ(u1-p1)(p2-l2) + (p2-l2)²),
+    where φ = (AD - BC) / √(EFGH) of the 2x2 table (A both, B only first, C only second, D
+    neither; E..H its margins), with his correction max(AD - BC - n/2, 0) in place of AD - BC when
+    AD > BC, and φ = 0 when a margin is 0. (nan, nan, nan) for n = 0."""
+    a, b, c, d_ = (int(x) for x in (both, only_first, only_second, neither))
+    n = a + b + c + d_
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = (a + b) / n, (a + c) / n
+    (l1, u1), (l2, u2) = wilson(a + b, n, confidence), wilson(a + c, n, confidence)
+    margins = (a + b) * (c + d_) * (a + c) * (b + d_)
+    cross = a * d_ - b * c
+    phi = 0.0 if margins == 0 else (max(cross - n / 2, 0.0) if cross > 0 else cross) / math.sqrt(margins)
+    lower = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
+    upper = (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2
+    diff = (b - c) / n
+    return diff, max(diff - math.sqrt(max(lower, 0.0)), -1.0), min(diff + math.sqrt(max(upper, 0.0)), 1.0)
+
+
+def mcnemar_exact(only_second: int, discordant: int) -> float:
+    """The exact McNemar test (McNemar 1947 in its exact, conditional form): of the ``discordant``
+    pairs where exactly one of the two solved, ``only_second`` are the second's; under the null of
+    equal solve rates each discordant pair goes either way with probability 1/2, so p is the
+    two-sided exact binomial test of only_second of discordant against 1/2
+    (scipy.stats.binomtest); 1 when no pair is discordant."""
+    if int(discordant) == 0:
+        return 1.0
+    return float(stats.binomtest(int(only_second), int(discordant), 0.5).pvalue)
+
+
+def km_median(times, observed) -> float:
+    """The Kaplan-Meier (1958) median time to the event: S(t) = Π_{t_i <= t} (1 - d_i / n_i) over the
+    distinct event times t_i (d_i events among the n_i still at risk; a run censored at t_i is still
+    at risk there), the median the first t at which S falls to 0.5 or below; nan when it never does
+    (fewer than half the runs seen to solve)."""
+    t, e = np.asarray(times, float), np.asarray(observed, bool)
+    s = 1.0
+    for u in np.unique(t[e]):
+        s *= 1 - np.sum((t == u) & e) / np.sum(t >= u)
+        if s <= 0.5 + 1e-12:
+            return float(u)
+    return math.nan
+
+
+def logrank(t1, e1, t2, e2) -> tuple[float, float]:
+    """The log-rank test (Mantel 1966) of two samples of times to an event (scipy.stats.logrank, on
+    right-censored data): (z, two-sided p), z > 0 when the first sample has more events than
+    expected, i.e. reaches it sooner. A degenerate comparison (no event in either sample, or every
+    event at one time in both) shows no difference: (0, 1); an empty sample: (nan, nan)."""
+    t1, t2 = np.asarray(t1, float), np.asarray(t2, float)
+    e1, e2 = np.asarray(e1, bool), np.asarray(e2, bool)
+    if not len(t1) or not len(t2):
+        return math.nan, math.nan
+    if not (e1.any() or e2.any()):
+        return 0.0, 1.0
+    x = stats.CensoredData(uncensored=t1[e1], right=t1[~e1])
+    y = stats.CensoredData(uncensored=t2[e2], right=t2[~e2])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # a zero variance warns before giving nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = stats.logrank(x, y)
+    if not math.isfinite(r.pvalue):
+        return 0.0, 1.0
+    return float(r.statistic), float(r.pvalue)
