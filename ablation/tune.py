@@ -453,7 +453,11 @@ def write_tuned_table(out: Path, sel_path: Path, untuned: str | os.PathLike | No
                                          f"{t['mean']:.1f}", f"[{t['ci_low']:.1f}, {t['ci_high']:.1f}]",
                                          str(int(t["n"])), str(t.get("verdict", "")), *untuned_cells,
                                          *change]) + " |")
-    note = (f"Kendall's τ between the tuned and untuned orderings over {len(tuned)} gate sets: {tau:.2f}."
+    # τ describes two orderings of means; it is no test that any gap changed (that is the paired column)
+    test = ("the gap change column tests each gap, paired by seed" if "delta_change" in tuned
+            else "no gap's change is tested without a paired grid (`make tuned-paired`)")
+    note = (f"Kendall's τ between the tuned and untuned orderings over {len(tuned)} gate sets: {tau:.2f} "
+            f"(a description of two orderings, not a test; {test})."
             if not math.isnan(tau) else "No untuned table to compare with.")
     md_path.write_text("\n".join(lines) + "\n\n" + note + "\n", encoding="utf-8")
     return [csv_path, md_path]

@@ -425,9 +425,11 @@ def tuning_reading(tuned: pd.DataFrame, importance: pd.DataFrame, trials_per_set
               f"{_gate_list(worse)}."]
     if "untuned_mean" in t and t["untuned_mean"].notna().all():
         worse_untuned = [g for g in names if t.loc[g, "untuned_verdict"] == "worse"]
+        test = ("the paired retraining below is that test" if "delta_change_p" in t else
+                "nothing here tests whether a gate set's gap to the full cell changed under tuning")
         claims.append(f"Untuned, {len(worse_untuned)} of {len(names)} are worse ({_gate_list(worse_untuned)}). The "
-                      "tuned runs have other seeds than the untuned table, so nothing here tests whether a gate "
-                      "set's gap to the full cell changed under tuning; two verdicts side by side are not that test.")
+                      f"tuned runs have other seeds than the untuned table, and two verdicts side by side are not a "
+                      f"test of whether a gap changed: {test}.")
     if "delta_change_p" in t:  # paired: its tests join the secondary family (`family`)
         claims.insert(0, SECONDARY)
     if "delta_change" in t and t["delta_change"].notna().any():
