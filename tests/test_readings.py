@@ -101,7 +101,7 @@ def test_table_command_fills_a_readme(tmp_path, monkeypatch):
     assert cli.main(["table", "res", "--readme", str(readme)]) == 2
 
 
-TABLES = ["lecture", "peepholes", "odyssey", "cells", "protocol", "fine", "lag", "tuned_paired"]  # as the Makefile lists them
+TABLES = ["lecture", "peepholes", "odyssey", "cells", "protocol", "fine", "lag", "tuned_paired"]  # the Makefile's
 
 
 def test_readme_pages_and_docs_hold_what_the_records_generate(tmp_path, monkeypatch):
