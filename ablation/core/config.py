@@ -206,9 +206,10 @@ class RunConfig:
 
     def __post_init__(self):
         t, m = self.task, self.model
-        if t.name == "sst" and m.forget_init == "chrono":
-            raise ConfigError("model.forget_init 'chrono' spans a generated task's lags (up to task.length); "
-                              "task.name is 'sst'; valid for it: constant")
+        if m.forget_init == "chrono" and "length" not in TASKS[t.name].keys:
+            users = ", ".join(name for name, info in TASKS.items() if "length" in info.keys)
+            raise ConfigError(f"model.forget_init 'chrono' spans a task's lags up to task.length ({users}); "
+                              f"task.name is {t.name!r}; valid for it: constant")
         if t.name != "sst" and self.data != DataConfig():
             raise ConfigError(f"task.name {t.name!r}: the data.* keys are SST's (leave them at their defaults)")
         if not TASKS[t.name].words and (m.embeddings != "glove-6b-50d" or m.freeze_embeddings):
