@@ -48,7 +48,7 @@ data: setup  ## verify the SST trees (downloading them if none are found) and pr
 	$(BIN)/ablation data
 
 # Every committed results directory with a table (results/single holds single runs of different configs).
-TABLES := lecture peepholes odyssey cells protocol fine lag tuned_paired
+TABLES := lecture peepholes odyssey cells protocol fine lag mnist1d tuned_paired
 
 # make reproduce: retrains the lecture grid into runs/lecture (not results/, which stays the reference),
 # resumably; SEEDS=N keeps the first N seeds. It prints the cost first, from the committed records.

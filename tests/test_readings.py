@@ -101,7 +101,8 @@ def test_table_command_fills_a_readme(tmp_path, monkeypatch):
     assert cli.main(["table", "res", "--readme", str(readme)]) == 2
 
 
-TABLES = ["lecture", "peepholes", "odyssey", "cells", "protocol", "fine", "lag", "tuned_paired"]  # the Makefile's
+# as the Makefile lists them
+TABLES = ["lecture", "peepholes", "odyssey", "cells", "protocol", "fine", "lag", "mnist1d", "tuned_paired"]
 
 
 def test_readme_pages_and_docs_hold_what_the_records_generate(tmp_path, monkeypatch):
@@ -179,12 +180,13 @@ def test_committed_tables_are_honest():
         t = pd.read_csv(path)
         assert {"p_paired", "p_holm", "verdict"} <= set(t.columns) and not any("mcnemar" in c for c in t.columns)
         half = sps.t.ppf(0.975, t["n"] - 1) * t["std"] / np.sqrt(t["n"])
-        assert (t["ci_high"] - t["ci_low"] >= 2 * half - 2e-4).all(), path  # CSV keeps 4 decimals
+        wide = (t["ci_high"] - t["ci_low"] >= 2 * half - 2e-4) | (t["n"] < 2)  # CSV keeps 4 decimals; n = 1: none
+        assert wide.all(), path
         p = t["p_paired"].dropna()
         assert np.allclose(t["p_holm"].dropna(), holm(p), atol=len(p) * 1e-4), path
         tested = t[t["verdict"] != "reference"]
         assert ((tested["p_holm"] < 0.05) == tested["verdict"].isin(["better", "worse"])).all(), path
-        if "gates" in t and set(LECTURE_ORDER) <= set(t["gates"]):
+        if "gates" in t and set(LECTURE_ORDER) <= set(t["gates"]) and (t["n"] >= 2).all():  # the 2^3 design
             effects = pd.read_csv(path.with_name("effects.csv"))
             cols = [c for c in t.columns if c.startswith("config.")]
             assert len(effects) == 7 * (len(t[cols].drop_duplicates()) if cols else 1), path

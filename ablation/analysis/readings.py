@@ -56,6 +56,8 @@ def compare(c: dict, margin: float, digits: int = 1) -> str:
     """What one paired comparison says, in the words of its verdict. ``c`` has diff, diff_ci_low,
     diff_ci_high, p_holm, tost_low, tost_high and verdict (a table row, or `contrast`'s dict)."""
     d, lo, hi = c["diff"], c["diff_ci_low"], c["diff_ci_high"]
+    if math.isnan(c["p_holm"]):  # fewer than two paired seeds: no interval, no test
+        return f"{signed(d, digits)} points, untested (fewer than two seeds paired with the reference)"
     ci = f"95% CI {signed(lo, digits)} to {signed(hi, digits)}"
     holm_p = f"Holm {p_text(c['p_holm'])}"
     if c["verdict"] in ("better", "worse"):
