@@ -168,11 +168,8 @@ class PackedClassifier(nn.Module):
         """Predicted classes (M, N) for N padded sequences, in length-sorted batches (`regression`: the
         output's values, float)."""
         regression = self.regression
-        order = torch.argsort(lengths, stable=True)
         out = torch.empty(self.M, len(lengths), dtype=torch.float if regression else torch.long, device=ids.device)
-        for k in range(0, len(order), batch_size):
-            sel = order[k : k + batch_size]
-            n = int(lengths[sel].max())
+        for sel, n in _length_batches(lengths, batch_size):
             logits = self(ids[sel, :n], lengths[sel])
             out[:, sel] = logits[..., 0] if regression else logits.argmax(-1)
         return out
@@ -188,7 +185,6 @@ class PackedClassifier(nn.Module):
         `every_step`, logits (M, T, B, C) and next tokens (B, T) (0: padding, not counted): the
         cross-entropy per token, averaged (or summed) over the batch's tokens."""
         if self.every_step:
-            M, T, B, C = logits.shape
             nll = self.token_nll(logits, targets)  # (M, T, B)
             total = nll.sum((1, 2))
             return total if reduction == "sum" else total / (targets != 0).sum()
@@ -211,11 +207,8 @@ class PackedClassifier(nn.Module):
     def sequence_nll(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
                      batch_size: int = EVAL_BATCH) -> torch.Tensor:
         """Each sequence's summed next-token negative log-likelihood in nats, (M, N), in length-sorted batches."""
-        order = torch.argsort(lengths, stable=True)
         out = torch.empty(self.M, len(lengths), device=ids.device)
-        for k in range(0, len(order), batch_size):
-            sel = order[k : k + batch_size]
-            n = int(lengths[sel].max())
+        for sel, n in _length_batches(lengths, batch_size):
             out[:, sel] = self.token_nll(self(ids[sel, :n], lengths[sel]), targets[sel, :n]).sum(1)
         return out
 
@@ -227,3 +220,12 @@ class PackedClassifier(nn.Module):
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """Member m's weights; the LSTM part under `torch.nn.LSTM` / `GatedLSTM` names."""
         return {name: p[m].detach().clone() for name, p in self.named_parameters()}
+
+
+def _length_batches(lengths: torch.Tensor, batch_size: int):
+    """(indices, longest length) of each evaluation batch: the N sequences sorted by length (stable),
+    cut into batches of ``batch_size``, so a batch pads little."""
+    order = torch.argsort(lengths, stable=True)
+    for k in range(0, len(order), batch_size):
+        sel = order[k : k + batch_size]
+        yield sel, int(lengths[sel].max())

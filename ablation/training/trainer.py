@@ -205,13 +205,11 @@ def train_pack(cfgs: Sequence[RunConfig], *, device: str | torch.device = "cpu",
     probes = probe_pack(model, test, earlier=early_probes) if probing else [None] * model.M  # fixed batches
     checkpoints = [member_checkpoint(model, m, getattr(data, "vocab", None)) for m in range(model.M)]
     wall = time.time() - start
-    if isinstance(data, SSTData):  # SST's rule, also a TSV task's
-        baselines = label_baselines(data)
-    else:  # (train loss, dev, test) of the trivial predictor; the no-learning rule takes no tolerance
-        baselines = data.baselines()[:2] + (0.0,)
-    if other:
-        _, dev_base, test_base = registry.baselines(data.train.labels, data.dev.labels, data.test.labels,
-                                                   model.num_classes)
+    if other:  # (train loss, dev, test) of the trivial predictor
+        trivial = registry.baselines(data.train.labels, data.dev.labels, data.test.labels, model.num_classes)
+        _, dev_base, test_base = trivial
+    # SST's no-learning rule (also a TSV task's); a generated task's takes no tolerance
+    baselines = label_baselines(data) if isinstance(data, SSTData) else trivial[:2] + (0.0,)
     # predictions.csv's label column: a language model's tokens per sentence (its predictions: their NLL)
     test_labels = data.test.lengths.double().numpy() if model.every_step else data.test.labels.numpy()
     results = []
