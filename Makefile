@@ -48,7 +48,7 @@ data: setup  ## verify the SST trees (downloading them if none are found) and pr
 	$(BIN)/ablation data
 
 # Every committed results directory with a table (results/single holds single runs of different configs).
-TABLES := lecture peepholes odyssey cells protocol fine lag mnist1d tuned_paired
+TABLES := lecture peepholes odyssey cells protocol fine lag mnist1d lm chorales tuned_paired
 
 # make reproduce: retrains the lecture grid into runs/lecture (not results/, which stays the reference),
 # resumably; SEEDS=N keeps the first N seeds. It prints the cost first, from the committed records.
@@ -66,10 +66,11 @@ tables: setup  ## rewrite every committed table, page, figure and generated bloc
 	$(ABLATION) table $(addprefix results/,$(TABLES) tuning) --readme README.md > /dev/null
 	$(ABLATION) table results/single > /dev/null
 	$(BIN)/python -c "from ablation.analysis.render import write_secondary; write_secondary('results')"
+	$(BIN)/python -c "from ablation.analysis.summary import write_summary; write_summary('results')"
 	$(BIN)/python -c "from ablation.analysis.render import update_docs; update_docs()"
 
 # Beyond the lecture: each experiment's grid (5 seeds) into results/<name>/, then its tables, page and figures.
-EXPERIMENTS := peepholes odyssey cells protocol fine lag mnist1d
+EXPERIMENTS := peepholes odyssey cells protocol fine lag mnist1d lm chorales
 .PHONY: beyond $(EXPERIMENTS) tuning
 
 $(EXPERIMENTS): setup
@@ -85,8 +86,10 @@ protocol:  ## phrases or sentences x GloVe or random vectors, 5 seeds (~1 core-h
 fine:      ## the 8 gate sets on SST-5, 5 seeds (~1.5 core-hours)
 lag:       ## the 8 gate sets x 4 sequence lengths on the adding problem, 5 seeds (~2.5 core-hours)
 mnist1d:   ## the 8 gate sets on MNIST-1D, 5 seeds (~0.5 core-hours)
+lm:        ## the 8 gate sets as language models of SST's sentences, 5 seeds (~1 core-hour)
+chorales:  ## the 8 gate sets on Bach chorales as piano rolls, 5 seeds (~0.2 core-hours)
 
-beyond: $(EXPERIMENTS)  ## all seven above
+beyond: $(EXPERIMENTS)  ## all nine above
 
 tuning: setup  ## random search per gate set, the best retrained on fresh seeds (~8 core-hours; resumes)
 	$(ABLATION) tune experiments/tuning.toml --out results/tuning --untuned results/lecture \

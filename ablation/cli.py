@@ -86,8 +86,11 @@ def cmd_train(args) -> int:
     if s.get("metric", "accuracy") == "accuracy":
         print(f"test {s['test_acc']:.2f}%, dev {s['dev_acc']:.2f}% (best epoch {s['best_epoch']}); record: {path[0]}")
     else:
+        from ablation.core.spec import TASKS
+        from ablation.training.best_on_dev import TRIVIAL
+
         print(f"test {s['metric']} {s['test_metric']:.4g}, dev {s['dev_metric']:.4g} (best epoch {s['best_epoch']}; "
-              f"predicting the mean: {s['baseline_test']:.4g}); record: {path[0]}")
+              f"predicting the {TRIVIAL[TASKS[s['task']].baseline]}: {s['baseline_test']:.4g}); record: {path[0]}")
     return 0
 
 
@@ -191,14 +194,12 @@ def cmd_tune(args) -> int:
 def cmd_plot(args) -> int:
     from ablation.analysis.aggregate import experiment_for
     from ablation.analysis.plots import save_figures
+    from ablation.analysis.render import own_reading
 
     exp = experiment_for(args.results, args.experiment)
-    if exp is not None and exp.report.get("reading") == "lag":  # a long-lag grid's figures: analysis/lag.py
-        from ablation.analysis.lag import save_lag_figures
-
-        paths = save_lag_figures(args.results, exp)
-    else:
-        paths = save_figures(args.results, experiment=args.experiment)
+    own = own_reading(exp)  # lag, perplexity: their own figures
+    paths = own.save_figures(args.results, exp) if own is not None else save_figures(args.results,
+                                                                                      experiment=args.experiment)
     for path in paths:
         print(path)
     return 0

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
-from ablation.analysis import lag, stats
+from ablation.analysis import files, lag, stats
 from ablation.analysis.stats import holm
 from ablation.core import records
 from ablation.core.config import EXPERIMENT_COPY, RunConfig, apply, load_experiment
@@ -141,7 +141,7 @@ def lag_dir(tmp_path, monkeypatch) -> Path:
         pytest.skip(f"core/config.py cannot read a lag experiment yet ([task], [stats] solve, reading 'lag'): {e}")
     reason = records.check_record(next(p for p in sorted(root.iterdir()) if p.is_dir()))
     if reason is not None:  # core/records.py does not know a generated task's record yet: read them anyway
-        monkeypatch.setattr(lag, "check_record", _has_files)
+        monkeypatch.setattr(files, "check_record", _has_files)
     return root
 
 
@@ -598,7 +598,7 @@ def test_gradient_decay_figure_and_page(probe_dir):
     assert "at initialisation 3.0 orders of magnitude below (−4.0 against −1.0)" in claims[1]
     written = {f: (probe_dir / f).read_bytes() for f in ("README.md", "figures/gradient_decay.png",
                                                          "figures/gradient_decay.pdf")}
-    lag.save_lag_figures(probe_dir)
+    lag.save_figures(probe_dir)
     write_tables(probe_dir)
     assert all((probe_dir / f).read_bytes() == b for f, b in written.items())  # the same records, the same bytes
     for d in probe_dir.glob("*/probes.json"):  # the probes gone: no stale figure, no claim

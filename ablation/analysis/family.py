@@ -18,10 +18,14 @@ import pandas as pd
 from ablation.analysis.aggregate import FULL, SHORT, experiment_for, group_columns, group_label, row_key
 from ablation.analysis.readings import p_text, signed
 from ablation.analysis.stats import ALPHA, benjamini_hochberg
+from ablation.core.spec import TASKS
 
 # Readings whose tables are not in the secondary family, with the reason (an experiment's [report] reading).
 OWN_FAMILY = {"lecture": "the primary tests", "lag": "a separate study with its own declared primary tests"}
-COLUMNS = ["table", "kind", "label", "estimate", "p", "p_holm_within", "q_bh_all", "discovery"]
+COLUMNS = ["table", "kind", "label", "estimate", "unit", "p", "p_holm_within", "q_bh_all", "discovery"]
+# The unit of a table's estimates by its task's metric (core/spec.TaskInfo.metric): accuracy points, or the
+# scale the likelihood reading compares on
+UNITS = {"perplexity": "log perplexity", "nll": "nats per frame"}
 
 
 def _name(x: str) -> str:
@@ -97,17 +101,19 @@ def secondary_dirs(results_root: str | os.PathLike = "results") -> list[Path]:
 
 def secondary_family(results_root: str | os.PathLike = "results", alpha: float = ALPHA) -> pd.DataFrame:
     """One row per secondary test (`secondary_dirs`): its table (results/<name>), kind (comparison,
-    effect, interaction, contrast, tuning change, tuning vs default), label, estimate (Δ, effect or change, in
-    points), raw p, the Holm value of its own table's family, and q_bh_all, Benjamini-Hochberg over
+    effect, interaction, contrast, tuning change, tuning vs default), label, estimate (Δ, effect or change) and
+    its unit (`UNITS`), raw p, the Holm value of its own table's family, and q_bh_all, Benjamini-Hochberg over
     every row of the frame together; `discovery` where q_bh_all < ``alpha``. The p-values are the CSV
     files' (4 decimals)."""
     parts = []
     for d in secondary_dirs(results_root):
+        exp = experiment_for(d)
+        unit = UNITS.get(TASKS[exp.base.task.name].metric, "points") if exp is not None else "points"
         for file, read in SOURCES.items():
             if (d / file).is_file():
                 part = read(pd.read_csv(d / file))
                 if len(part):
-                    parts.append(part.assign(table=f"results/{d.name}"))
+                    parts.append(part.assign(table=f"results/{d.name}", unit=unit))
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.concat(parts, ignore_index=True)
@@ -133,7 +139,7 @@ def family_markdown(frame: pd.DataFrame, alpha: float = ALPHA) -> str:
             f"discover{'y' if len(found) == 1 else 'ies'} at q < {alpha}"
             + (":" if len(found) else "."))
     lines = [text, ""] + [f"- {r['table'].removeprefix('results/')}, {r['kind']}: {r['label']}, "
-                          f"{signed(r['estimate'], 2)} points ({p_text(r['p'])}, {_q(r['q_bh_all'])})"
+                          f"{signed(r['estimate'], 2)} {r['unit']} ({p_text(r['p'])}, {_q(r['q_bh_all'])})"
                           for _, r in found.iterrows()]
     if len(found):
         lines.append("")

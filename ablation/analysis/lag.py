@@ -29,8 +29,8 @@ proportions with Newcombe's hybrid-score interval, on log10 test MSE a contrast 
 with a t-interval. The gradient probe of each record (probes.json, `ablation.training.probes`): per
 (length, gate set, checkpoint, distance d) the median over seeds of each run's median log-ratio r_d
 over its test sequences, with the lowest and highest seed (`load_probes`, `decay_table`). Pure
-functions over one frame of runs (`load_lag`), then the page (`write_lag`) and figures
-(`save_lag_figures`) that `ablation table` and `ablation plot` write for an experiment whose
+functions over one frame of runs (`load_lag`), then the page (`write`, `page`) and figures
+(`save_figures`) that `ablation table` and `ablation plot` write for an experiment whose
 [report] reading is "lag". No torch.
 """
 
@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import stats
 
 from ablation.analysis.aggregate import FULL, _presence, experiment_for, gate_order
+from ablation.analysis.files import csv_text, record_dirs, write_if_changed
 from ablation.analysis.plots import LEGEND, RATIO_FLOOR, _empty, save, short
 from ablation.analysis.readings import MINUS, _capital, cost_sentence, p_text, signed
 from ablation.analysis.stats import (
@@ -62,7 +63,6 @@ from ablation.analysis.stats import (
     t_interval,
 )
 from ablation.core.config import SOLVE, Experiment
-from ablation.core.records import TMP_PREFIX, check_record
 from ablation.core.spec import TASKS
 
 RECORD_FILES = ("config.json", "summary.json", "metrics.jsonl")  # what this reading reads of a record
@@ -120,13 +120,7 @@ def load_lag(results: str | os.PathLike, experiment: Experiment | None = None) -
     solve = float(getattr(exp, "solve", SOLVE)) if exp is not None else SOLVE
     budget = exp.base.train.epochs if exp is not None else None
     rows, skipped = [], []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        if d.name.startswith(TMP_PREFIX):
-            skipped.append(f"{d.name} (an unfinished temporary)")
-            continue
-        if d.name.startswith(".") or not any((d / f).exists() for f in RECORD_FILES):
-            continue  # figures/, .broken/, .slurm/: not records
-        reason = check_record(d)
+    for d, reason in record_dirs(root, RECORD_FILES):
         row = _run(d, solve, budget) if reason is None else reason
         if isinstance(row, str):
             skipped.append(f"{d.name} ({row})")
@@ -802,8 +796,8 @@ def lag_reading(table: pd.DataFrame, effects: pd.DataFrame, longest: pd.DataFram
     return claims + ([cost] if cost else [])
 
 
-def lag_page(results: str | os.PathLike, experiment: Experiment | None = None) -> str:
-    """The generated page of a lag results directory (what `write_lag` writes as README.md)."""
+def page(results: str | os.PathLike, experiment: Experiment | None = None) -> str:
+    """The generated page of a lag results directory (what `write` writes as README.md)."""
     exp = experiment if experiment is not None else experiment_for(results)
     runs = _loaded(results, exp)
     table = solve_table(runs)
@@ -873,19 +867,9 @@ def _page(results, exp: Experiment | None, runs: pd.DataFrame, table: pd.DataFra
     return "\n".join(lines)
 
 
-def _csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
-
-
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` unless the file already holds it (as `render._write`)."""
-    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        path.write_text(text, encoding="utf-8")
-
-
-def write_lag(results: str | os.PathLike, experiment: Experiment | None = None, *, fmt: str = "md") -> str:
+def write(results: str | os.PathLike, experiment: Experiment | None = None, *, fmt: str = "md") -> str:
     """Write RESULTS/primary.csv (the primary test, `primary_table`), table.{md,csv}, effects.csv,
-    the figures (`save_lag_figures`) and the page RESULTS/README.md of a lag grid; returns the ``fmt``
+    the figures (`save_figures`) and the page RESULTS/README.md of a lag grid; returns the ``fmt``
     table ("md" or "csv")."""
     root = Path(results)
     exp = experiment if experiment is not None else experiment_for(root)
@@ -893,15 +877,15 @@ def write_lag(results: str | os.PathLike, experiment: Experiment | None = None, 
     table, effects = solve_table(runs), lag_effects(runs)
     longest, decay, primary = longest_solved(table), decay_table(load_probes(root, runs)), primary_table(runs)
     texts = {"md": table_markdown(table) + "\n" + method_text(table, runs.attrs["solve"]) + "\n",
-             "csv": _csv(table)}
+             "csv": csv_text(table)}
     if fmt not in texts:
         raise ValueError(f"--format {fmt}: a lag table is written as {' or '.join(texts)}")
     for ext, text in texts.items():
-        _write(root / f"table.{ext}", text)
-    _write(root / "effects.csv", _csv(effects))
-    _write(root / PRIMARY, _csv(primary))
+        write_if_changed(root / f"table.{ext}", text)
+    write_if_changed(root / "effects.csv", csv_text(effects))
+    write_if_changed(root / PRIMARY, csv_text(primary))
     _figures(root, table, effects, decay)
-    _write(root / PAGE, _page(root, exp, runs, table, effects, longest, decay, primary))
+    write_if_changed(root / PAGE, _page(root, exp, runs, table, effects, longest, decay, primary))
     return texts[fmt]
 
 
@@ -1078,7 +1062,7 @@ def _figures(root: Path, table: pd.DataFrame, effects: pd.DataFrame, decay: pd.D
     return paths
 
 
-def save_lag_figures(results: str | os.PathLike, experiment: Experiment | None = None) -> list[Path]:
+def save_figures(results: str | os.PathLike, experiment: Experiment | None = None) -> list[Path]:
     """The lag grid's figures, into RESULTS/figures/: solve_rate, effects and gradient_decay (PNG and
     PDF; gradient_decay when some record has a probes.json)."""
     root = Path(results)

@@ -37,6 +37,7 @@ from ablation.analysis.aggregate import (
     varying_columns,
 )
 from ablation.analysis.family import family_markdown, secondary_family
+from ablation.analysis.files import csv_text, write_if_changed
 from ablation.analysis.readings import (
     CONTRASTS,
     MINUS,
@@ -233,7 +234,7 @@ def format_markdown(table: pd.DataFrame, r: Runs, source: str = "", effects: pd.
 
 
 def format_csv(table: pd.DataFrame) -> str:
-    return table.to_csv(index=False, float_format="%.4f", lineterminator="\n")
+    return csv_text(table, "%.4f")
 
 
 def format_latex(table: pd.DataFrame, baseline: str = FULL) -> str:
@@ -261,6 +262,15 @@ FIGURES = ("accuracy", "interactions", "learning_curves", "gradient_norms", "gat
            "expected_max", "importance")
 
 
+def own_reading(exp):
+    """The module of a reading that writes its own tables, page and figures (``write``, ``page``,
+    ``save_figures``): the long-lag grid's solve rates (analysis/lag.py) and a next-step model's perplexity
+    or NLL per frame (analysis/likelihood.py), by the experiment's [report] reading; None for the rest."""
+    from ablation.analysis import lag, likelihood
+
+    return {"lag": lag, "likelihood": likelihood}.get(exp.report.get("reading")) if exp is not None else None
+
+
 def write_tables(results: str | os.PathLike, *, fmt: str = "md",
                  experiment: str | os.PathLike | None = None) -> str:
     """Write RESULTS/table.{md,csv,tex}, for a full gate grid RESULTS/effects.csv, where the reading tests
@@ -268,53 +278,44 @@ def write_tables(results: str | os.PathLike, *, fmt: str = "md",
     the page RESULTS/README.md; returns the text of ``fmt`` (for `ablation tune`'s directory, only its page)."""
     if (Path(results) / TUNED_TABLE).exists():
         curves = expected_max_table(pd.read_csv(Path(results) / "trials.csv"))
-        _write(Path(results) / "expected_max.csv", format_csv(curves))
+        write_if_changed(Path(results) / "expected_max.csv", format_csv(curves))
         from ablation.analysis.plots import plot_expected_max, save
 
         save(plot_expected_max(curves)[0], Path(results) / "figures" / "expected_max")
-        _write(Path(results) / PAGE, tuning_page(results))
+        write_if_changed(Path(results) / PAGE, tuning_page(results))
         return ""
     check_results(results)
     exp = experiment_for(results, experiment)
-    if exp is not None and exp.report.get("reading") == "lag":  # solved or not, not a mean: analysis/lag.py
-        from ablation.analysis.lag import write_lag
-
-        return write_lag(results, exp, fmt=fmt)
+    if (own := own_reading(exp)) is not None:
+        return own.write(results, exp, fmt=fmt)
     r, table, source = load_table(results, experiment)
     if r.runs.empty:
         raise ValueError(f"{results}: no complete run records ({counts_line(r)})")
     if exp is None and len(table) > 1 and (table["n"] == 1).all():
-        _write(Path(results) / PAGE, single_runs_page(results, r))
+        write_if_changed(Path(results) / PAGE, single_runs_page(results, r))
         return (f"{results}: {len(r.runs)} single runs of different configs, one seed each: nothing to tabulate "
                 f"(listed in {Path(results) / PAGE})\n")
     effects = effects_table(r)
     texts = {"md": format_markdown(table, r, source, effects), "csv": format_csv(table),
              "tex": format_latex(table, r.layout.baseline)}
     for ext, text in texts.items():
-        _write(Path(results) / f"table.{ext}", text)
+        write_if_changed(Path(results) / f"table.{ext}", text)
     path = Path(results) / "effects.csv"
     if not effects.empty:
-        _write(path, format_csv(effects))
+        write_if_changed(path, format_csv(effects))
     elif path.exists():  # the grid lost a gate set: no stale effects
         path.unlink()
     if exp is not None and exp.report.get("reading") == "peepholes":  # its reading tests the interactions
-        _write(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
+        write_if_changed(Path(results) / "interactions.csv", format_csv(interaction_table(r)))
     found = reading_contrasts(exp, r, table)  # computed once: contrasts.csv and the page print the same
     path = Path(results) / CONTRASTS_CSV
     if found:
-        _write(path, format_csv(contrasts_frame(found)))
+        write_if_changed(path, format_csv(contrasts_frame(found)))
     elif path.exists():  # the reading tests no contrast now: none stale
         path.unlink()
     claims, probes = _claims(results, exp, r, table, effects, found)  # the records as loaded above, not again
-    _write(Path(results) / PAGE, _page(results, exp, r, table, source, effects, claims, probes))
+    write_if_changed(Path(results) / PAGE, _page(results, exp, r, table, source, effects, claims, probes))
     return texts[fmt]
-
-
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` unless the file already holds it (a read-only results directory of current
-    tables is not an error)."""
-    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        path.write_text(text, encoding="utf-8")
 
 
 def bullets(claims: list[str]) -> str:
@@ -379,10 +380,8 @@ def page(results: str | os.PathLike, experiment: str | os.PathLike | None = None
     if (Path(results) / TUNED_TABLE).exists():
         return tuning_page(results)
     exp = experiment_for(results, experiment)
-    if exp is not None and exp.report.get("reading") == "lag":
-        from ablation.analysis.lag import lag_page
-
-        return lag_page(results, exp)
+    if (own := own_reading(exp)) is not None:
+        return own.page(results, exp)
     return _page(results, exp, *reading_claims(results, experiment))
 
 
@@ -558,7 +557,7 @@ def update_readme(readme: str | os.PathLike, results: str | os.PathLike | list,
             blocks.update(readme_blocks(d, experiment))
     if len(dirs) > 1:
         blocks.update(index_block(dirs))
-    _write(Path(readme), fill_blocks(text, blocks, str(readme)))
+    write_if_changed(Path(readme), fill_blocks(text, blocks, str(readme)))
 
 
 SECONDARY_CSV = "secondary.csv"  # under the results root: every secondary test with its q-value (`family`)
@@ -568,7 +567,7 @@ def write_secondary(results_root: str | os.PathLike = "results") -> pd.DataFrame
     """Write RESULTS_ROOT/secondary.csv, the secondary family (`family.secondary_family`) read from
     the tables' CSV files, so run it after they are written (`make tables` does); returns the frame."""
     frame = secondary_family(results_root)
-    _write(Path(results_root) / SECONDARY_CSV, format_csv(frame))
+    write_if_changed(Path(results_root) / SECONDARY_CSV, format_csv(frame))
     return frame
 
 
@@ -590,4 +589,4 @@ def update_docs(docs: str | os.PathLike = "docs", results_root: str | os.PathLik
     """Fill the docs pages' generated blocks (`docs_blocks`)."""
     for page_name, blocks in docs_blocks(results_root).items():
         path = Path(docs) / page_name
-        _write(path, fill_blocks(path.read_text(encoding="utf-8"), blocks, str(path)))
+        write_if_changed(path, fill_blocks(path.read_text(encoding="utf-8"), blocks, str(path)))

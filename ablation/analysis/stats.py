@@ -173,6 +173,29 @@ def paired_comparison(a, b, margin: float) -> dict:
             "mdd": minimal_detectable_difference(len(d), sd), "n_pairs": len(d)}
 
 
+def fieller(a, b, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The ratio of two paired means, mean(a) / mean(b), and its Fieller (1954) interval: the set of R
+    for which mean(a) - R mean(b) (a mean of paired differences a_s - R b_s, so the pairs' covariance
+    counts) is not rejected by the two-sided t-test at 1 - ``confidence``, n - 1 degrees of freedom.
+    The bounds are nan where that set is not one bounded interval: when mean(b)'s own t-interval holds 0
+    (a share of a gap that is not clearly a gap). With b constant it is the t-interval of a, over b."""
+    a, b = _array(a), _array(b)
+    n = len(a)
+    ratio = float(a.mean() / b.mean()) if n and b.mean() != 0 else math.nan
+    if n < 2:
+        return ratio, math.nan, math.nan
+    cov = np.cov(a, b, ddof=1) / n  # the variances and covariance of the two means
+    t2 = stats.t.ppf((1 + confidence) / 2, n - 1) ** 2
+    # (mean(a) - R mean(b))^2 <= t2 (v_aa - 2 R v_ab + R^2 v_bb): the quadratic q2 R^2 - 2 q1 R + q0 <= 0
+    q2 = b.mean() ** 2 - t2 * cov[1, 1]
+    q1 = a.mean() * b.mean() - t2 * cov[0, 1]
+    q0 = a.mean() ** 2 - t2 * cov[0, 0]
+    disc = q1 * q1 - q2 * q0
+    if q2 <= 0 or disc < 0:
+        return ratio, math.nan, math.nan
+    return ratio, float((q1 - math.sqrt(disc)) / q2), float((q1 + math.sqrt(disc)) / q2)
+
+
 def two_source_interval(x, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """The mean of x (n seeds, N test sentences) and its interval counting both sources of variance:
     the seeds and the sampling of the test sentences. With x_si = μ + a_s + b_i + e_si (crossed random

@@ -525,7 +525,7 @@ EXPERIMENT_COPY = "experiment.toml"  # the grid's copy of its experiment file, b
 # [report]: how `ablation table` presents a results directory. ``reading`` names the reading
 # (analysis/readings.READINGS); ``title`` heads its page; ``summary`` says in one line what varies.
 REPORT_KEYS = ("title", "summary", "reading")
-READINGS = ("gates", "lecture", "peepholes", "variants", "odyssey", "protocol", "generic", "lag")
+READINGS = ("gates", "lecture", "peepholes", "variants", "odyssey", "protocol", "generic", "lag", "likelihood")
 
 
 def _report_table(path, table: dict) -> dict[str, str]:
@@ -546,7 +546,8 @@ def _stats_table(path, table: dict) -> tuple[float, str, float]:
         raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in [stats]; valid: {', '.join(STATS_KEYS)}")
     margin = table.get("margin", MARGIN)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 < margin < 100:
-        raise ConfigError(f"{path}: [stats] margin must be a number of accuracy points in (0, 100), got {margin!r}")
+        raise ConfigError(f"{path}: [stats] margin must be a number in (0, 100) (accuracy points; for the likelihood "
+                          f"reading, percent of perplexity or nats per frame), got {margin!r}")
     interval = table.get("interval", Experiment.interval)
     _choice("[stats] interval", interval, INTERVALS)
     solve = table.get("solve", SOLVE)

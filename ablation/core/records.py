@@ -75,7 +75,7 @@ class MemberSummary(SummaryCore):
     train_examples: int
     # a generated task's (core/spec.TASKS; SST's records lack them: its metric is dev_acc/test_acc)
     task: str
-    metric: str  # "accuracy" (%), "mse" or "perplexity"
+    metric: str  # "accuracy" (%), "mse", "perplexity" or "nll"
     dev_metric: float | None  # at the best epoch; None if diverged
     test_metric: float | None  # of the best-on-dev weights
     baseline_dev: float  # the trivial predictor's dev and test metric (the majority class, the mean)
@@ -146,7 +146,7 @@ def _or_null(check: Check) -> Check:
     return (lambda v: v is None or test(v)), f"{wants} or null"
 
 
-METRICS = ("accuracy", "mse", "perplexity")  # core/spec.TaskInfo.metric
+METRICS = ("accuracy", "mse", "perplexity", "nll")  # core/spec.TaskInfo.metric
 STATUSES = get_args(Status)  # complete, diverged, no_learning
 ACCURACY = _real(0, 100)  # %
 SUMMARY_CHECKS: dict[str, Check] = {

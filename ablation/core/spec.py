@@ -157,15 +157,17 @@ class TaskInfo:
     description: str
     module: str  # the module under ablation/tasks/ that builds its splits (`load(cfg)`)
     inputs: str  # "tokens" (ids through the embedding) or "vectors" (real values straight into W_ih)
-    metric: str  # "accuracy" (%, higher is better), "mse" or "perplexity" (lower is better)
+    metric: str  # "accuracy" (%, higher is better), "mse", "perplexity" or "nll" (per frame; lower is better)
     # the trivial baseline the no-learning rule and the readings use: the majority class's accuracy,
-    # or the MSE of predicting the training targets' mean
+    # the MSE of predicting the training targets' mean, the unigram model, or each note's frequency
     baseline: str = "majority"
     outputs: int | None = None  # classes, or 1 for a real-valued target; None: SST's, by data.labels; 0: the
     #                             labels its files hold (tsv)
     keys: tuple[str, ...] = ()  # the task.* keys it reads (the others must stay at their defaults)
     words: bool = False  # sentences of words: a vocabulary and word vectors (model.embeddings) apply
-    readout: str = "final"  # "final": the last hidden state to the output; "every": each step's, to the next token
+    # "final": the last hidden state to the output; "every": each step's, to the next token (softmax);
+    # "frames": each step's, to the next frame's notes (one sigmoid each)
+    readout: str = "final"
 
     @property
     def higher_is_better(self) -> bool:
@@ -190,6 +192,9 @@ TASKS = {
                                outputs=4, keys=GENERATED),
     "lm": TaskInfo("word-level language modelling of SST's sentences (lowercased, rare words <unk>), "
                    "perplexity", "lm", "tokens", "perplexity", "unigram", outputs=0, readout="every"),
+    "chorales": TaskInfo("Bach chorales as piano rolls (music21's corpus, Greff et al. 2017's JSB task): the next "
+                         "frame's 46 notes, NLL per frame", "chorales", "vectors", "nll", "bernoulli", outputs=0,
+                         readout="frames"),
     "mnist1d": TaskInfo("MNIST-1D (Greydanus 2020): 40-step 1-d signals of the 10 digits' templates, "
                         "transformed; 4,000 train (the last 500 held out as dev) and 1,000 test", "mnist1d",
                         "vectors", "accuracy", outputs=10, keys=("data_seed",)),

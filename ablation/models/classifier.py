@@ -79,11 +79,12 @@ class PackedClassifier(nn.Module):
                  embedding_dim: int, hidden_size: int, num_classes: int = 2,
                  embeddings: Sequence[np.ndarray | None] | None = None,
                  freeze_embeddings: bool = False, forget_bias: float | Sequence[float] = 0.0,
-                 chrono: Sequence[int] | None = None, vectors: bool = False, every_step: bool = False):
+                 chrono: Sequence[int] | None = None, vectors: bool = False, readout: str = "final"):
         super().__init__()
-        # every_step: each step's hidden state to the output, as a language model reads the next token
-        # (core/spec.TaskInfo.readout "every"); else the final one's, as the lecture's classifier does
-        self.every_step = every_step
+        # readout (core/spec.TaskInfo.readout): "final", the last hidden state to the output, as the lecture's
+        # classifier; "every", each step's to the next token, as a language model; "frames", each step's to
+        # the next frame's notes, one sigmoid each (piano rolls)
+        self.every_step, self.frames = readout != "final", readout == "frames"
         # vectors: the inputs are real vectors (B, T, embedding_dim) straight into W_ih (a generated task's,
         # core/spec.TaskInfo.inputs); the table then holds only a frozen <pad> row (vocab_size 1)
         self.vectors = vectors
@@ -182,12 +183,12 @@ class PackedClassifier(nn.Module):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """logits (M, B, C), targets (B,) -> each member's loss, (M,) (``reduction`` "sum": summed over
         the batch): cross-entropy over classes, or the squared error of the single output. With
-        `every_step`, logits (M, T, B, C) and next tokens (B, T) (0: padding, not counted): the
-        cross-entropy per token, averaged (or summed) over the batch's tokens."""
+        `every_step`, logits (M, T, B, C) and next tokens (B, T) (0: padding, not counted), or with
+        `frames` next frames (B, T, C): the negative log-likelihood per step (`step_nll`), averaged (or
+        summed) over the batch's steps."""
         if self.every_step:
-            nll = self.token_nll(logits, targets)  # (M, T, B)
-            total = nll.sum((1, 2))
-            return total if reduction == "sum" else total / (targets != 0).sum()
+            total = self.step_nll(logits, targets).sum((1, 2))  # (M,)
+            return total if reduction == "sum" else total / self.step_mask(targets).sum()
         M, B, C = logits.shape
         if self.regression:
             err = (logits[..., 0] - targets).pow(2)  # (M, B)
@@ -195,13 +196,23 @@ class PackedClassifier(nn.Module):
             err = F.cross_entropy(logits.reshape(M * B, C), targets.repeat(M), reduction="none").view(M, B)
         return err.sum(1) if reduction == "sum" else err.mean(1)
 
-    @staticmethod
-    def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """logits (M, T, B, C), next tokens (B, T) -> each token's negative log-likelihood (M, T, B), 0 at padding."""
+    def step_mask(self, targets: torch.Tensor) -> torch.Tensor:
+        """The steps a batch's targets count, (T, B) bool: a next token other than <pad> (0), or a next frame
+        other than the padding frame (every note -1, tasks/chorales.PAD)."""
+        return targets[..., 0].t() >= 0 if self.frames else targets.t() != 0
+
+    def step_nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits (M, T, B, C) -> each step's negative log-likelihood (M, T, B), 0 past a sequence's end: of
+        the next token (B, T), cross-entropy over the C tokens; or of the next frame (B, T, C) of notes on
+        (1) and off (0), the Bernoulli NLL of each note's sigmoid summed over the C notes."""
         M, T, B, C = logits.shape
+        mask = self.step_mask(targets)  # (T, B)
+        if self.frames:
+            y = targets.transpose(0, 1).clamp(min=0).expand(M, T, B, C)  # (M, T, B, C)
+            return F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1) * mask
         tgt = targets.t().reshape(-1)  # (T·B,)
         nll = F.cross_entropy(logits.reshape(M * T * B, C), tgt.repeat(M), reduction="none").view(M, T, B)
-        return nll * (targets.t() != 0)
+        return nll * mask
 
     @torch.no_grad()
     def sequence_nll(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -209,7 +220,7 @@ class PackedClassifier(nn.Module):
         """Each sequence's summed next-token negative log-likelihood in nats, (M, N), in length-sorted batches."""
         out = torch.empty(self.M, len(lengths), device=ids.device)
         for sel, n in _length_batches(lengths, batch_size):
-            out[:, sel] = self.token_nll(self(ids[sel, :n], lengths[sel]), targets[sel, :n]).sum(1)
+            out[:, sel] = self.step_nll(self(ids[sel, :n], lengths[sel]), targets[sel, :n]).sum(1)
         return out
 
     def active_parameters(self, m: int) -> int:

@@ -44,7 +44,12 @@ def baselines(train: torch.Tensor, dev: torch.Tensor, test: torch.Tensor, output
     each split's targets: for a regression (``outputs`` 1) the training targets' variance and the MSE of
     predicting their mean; for classes their entropy in nats and the accuracy in % of always predicting
     the training split's most frequent class; for a language model's next tokens the unigram model's
-    entropy per token and perplexity."""
+    entropy per token and perplexity; for piano rolls the NLL per frame of each note's training frequency
+    (add-one smoothed) on each split."""
+    if train.dim() == 3:  # piano rolls' next frames (N, T, notes), -1 padding: each note's frequency, independently
+        frames = [s[s[..., 0] >= 0].double() for s in (train, dev, test)]  # (frames, notes) each
+        p = (frames[0].sum(0) + 1) / (len(frames[0]) + 2)  # Laplace's rule: a note train never plays is not impossible
+        return tuple(float(-(y * p.log() + (1 - y) * (1 - p).log()).sum(1).mean()) for y in frames)
     if train.dim() > 1:  # a language model's next tokens (N, T), 0 padding: the unigram model of the training targets
         counts = torch.bincount(train[train != 0], minlength=outputs).double()
         logp = (counts / counts.sum()).log()

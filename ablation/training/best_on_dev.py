@@ -86,7 +86,8 @@ def label_baselines(data: SSTData) -> tuple[float, float, float]:
 
 
 # What predicting without learning means, by core/spec.TaskInfo.baseline
-TRIVIAL = {"majority": "label frequencies", "mean": "training targets' mean", "unigram": "unigram frequencies"}
+TRIVIAL = {"majority": "label frequencies", "mean": "training targets' mean", "unigram": "unigram frequencies",
+           "bernoulli": "notes' frequencies"}
 
 
 def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
@@ -101,7 +102,8 @@ def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
     regression task (``higher`` False, ``key`` dev_metric): ``prior_loss`` and ``majority_acc``
     are the MSE of predicting the training targets' mean on train and dev, and (3) reads "its dev
     MSE never fell below that of the mean (- ``tolerance``)"; for a language model (``baseline``
-    "unigram"), the unigram model's cross-entropy per token and dev perplexity.
+    "unigram"), the unigram model's cross-entropy per token and dev perplexity; for piano rolls
+    ("bernoulli"), the NLL per frame of each note's training frequency on train and dev.
     """
     if not metrics:
         return None
@@ -116,7 +118,7 @@ def no_learning(metrics: Sequence[dict], prior_loss: float, majority_acc: float,
     if higher and best_dev <= majority_acc + tolerance:
         return f"dev accuracy never rose above the majority-class rate {majority_acc:.2f}% (best {best_dev:.2f}%)"
     if not higher and best_dev >= majority_acc - tolerance:
-        metric = "perplexity" if baseline == "unigram" else "MSE"
+        metric = {"unigram": "perplexity", "bernoulli": "NLL per frame"}.get(baseline, "MSE")
         return (f"dev {metric} never fell below {majority_acc:.4g}, that of predicting the {trivial} "
                 f"(best {best_dev:.4g})")
     return None

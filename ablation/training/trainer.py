@@ -81,7 +81,7 @@ def build_pack(cfgs: Sequence[RunConfig], data: SSTData | registry.Splits) -> tu
             [c.model.spec() for c in cfgs], [c.train.seed for c in cfgs], vocab_size=data.vocab_size,
             embedding_dim=data.input_size if vectors else m.embedding_dim, hidden_size=m.hidden_size,
             num_classes=data.num_outputs, forget_bias=[c.model.forget_bias for c in cfgs], chrono=chrono,
-            vectors=vectors, every_step=TASKS[cfgs[0].task.name].readout == "every")
+            vectors=vectors, readout=TASKS[cfgs[0].task.name].readout)
         return model, [{"source": "inputs" if vectors else "random"}] * len(cfgs)
     tables, coverage = zip(*(initial_embeddings(c, data) for c in cfgs))
     model = PackedClassifier(
@@ -141,10 +141,11 @@ def train_epoch(step: cuda_graphs.Step, train: Encoded, order: Sequence, *, memb
 def evaluate(model: PackedClassifier, split: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every member's predictions on ``split``, (M, N) where the model is, and its accuracy in %, (M,) on
     the CPU (a regression task's: its outputs and MSE; a language model's: each sequence's summed
-    negative log-likelihood and the perplexity, exp of the mean per token)."""
+    negative log-likelihood and the perplexity, exp of the mean per token; a piano roll's: the NLL per frame)."""
     if model.every_step:
         nll = model.sequence_nll(split.ids, split.lengths, split.labels, batch_size)  # (M, N)
-        return nll, nll.double().sum(1).div((split.labels != 0).sum()).exp().float().cpu()
+        per_step = nll.double().sum(1).div(model.step_mask(split.labels).sum())
+        return nll, (per_step if model.frames else per_step.exp()).float().cpu()
     pred = model.predict(split.ids, split.lengths, batch_size)
     score = (pred - split.labels).pow(2).mean(-1) if model.regression else accuracy(pred, split.labels)
     return pred, score.cpu()
