@@ -36,8 +36,8 @@ from ablation.analysis import lag, likelihood
 from ablation.analysis.aggregate import FULL, _presence, experiment_for, load_runs
 from ablation.analysis.files import csv_text, write_if_changed
 from ablation.analysis.plots import LEGEND, save
-from ablation.analysis.readings import MINUS, p_text, signed
-from ablation.analysis.stats import ALPHA, FACTORS, factorial_effects, fieller, paired_test, t_interval
+from ablation.analysis.readings import MINUS, signed
+from ablation.analysis.stats import ALPHA, FACTORS, factorial_effects, fieller, p_digits, paired_test, t_interval
 
 FOLDER = "summary"  # under the results root
 MARKER = ("reading", "results/summary")  # the README block this module fills
@@ -178,7 +178,7 @@ def table_markdown(table: pd.DataFrame) -> str:
             "| share of the gap | unit | seeds |\n|---|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(
         f"| {r['task']} | {r['gate']} | {_effect(r, 'main')} | "
-        f"{p_text(r['main_p'])[2:] if math.isfinite(r['main_p']) else '–'} | {_share(r, 'main')} | "
+        f"{p_digits(r['main_p']) if math.isfinite(r['main_p']) else '–'} | {_share(r, 'main')} | "
         f"{_effect(r, 'full')} | {_share(r, 'full')} | {r['unit']} | {r['main_n'] or r['full_n']} |"
         for _, r in table.iterrows()) + "\n"
 
