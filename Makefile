@@ -104,10 +104,11 @@ notebook: setup  ## run notebooks/lecture_table.ipynb in place against results/l
 	  $(CURDIR)/$(BIN)/jupyter execute --inplace --timeout=600 lecture_table.ipynb
 
 # Each run appends its figures to results/bench/bench.jsonl; `make tables` writes docs/performance.md's from them.
-bench: setup  ## time our packs against sequential nn.LSTM, portable and fast numerics (~5 min)
+bench: setup  ## time our packs against sequential nn.LSTM, portable and fast numerics; a grid's epoch (~6 min)
 	mkdir -p results/bench && rm -f results/bench/bench.jsonl
 	$(BIN)/python benchmarks/bench_grid.py --json results/bench/bench.jsonl
 	$(BIN)/python benchmarks/bench_grid.py --fast-numerics --json results/bench/bench.jsonl
+	$(BIN)/python benchmarks/bench_epoch.py
 
 clean:  ## remove .venv and caches (not runs/ or results/)
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
