@@ -201,6 +201,20 @@ def test_committed_tables_are_honest():
             assert len(effects) == 7 * (len(t[cols].drop_duplicates()) if cols else 1), path
 
 
+def test_reproduce_cost_by_hand(tmp_path):
+    """One seed's pack of 8 retrained in 330 s: the lecture grid's 160 runs are 20 such packs, 1.8 core-hours."""
+    from ablation.analysis.render import reproduce_cost
+
+    assert reproduce_cost(tmp_path / "none", 160) == ""
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "summary.json").write_text('{"pack_size": 8, "wall_seconds": 330.0, "seed": 1, "versions": {"git": '
+                                    '"0123456789abcdef"}, "machine": {"cpu_model": "Test CPU"}}')
+    text = reproduce_cost(tmp_path, 160)
+    assert text.startswith("Retrained at commit 0123456 (results/bench/reproduce: seed 1's pack of 8 on Test CPU")
+    assert "a pack takes 330 s, so the grid's 20 packs take about 1.8 core-hours today: 0.9 hours on 2 cores" in text
+
+
 def test_gpu_reading_by_hand():
     """Each timed grid in order, and the ratio only for epochs timed on both devices: a lower bound
     ("at least") where the GPU's grid was stopped unfinished."""

@@ -358,7 +358,25 @@ def _claims(results, exp, r: Runs, table: pd.DataFrame, effects: pd.DataFrame,
     cost = cost_sentence(pd.concat([r.runs, r.diverged]))
     claims += shared_runs(results, r)
     probes = probes_reading(probe_frames(r)[0], list(dict.fromkeys(table[row_key(table)])))
-    return claims + ([cost] if cost else []), probes
+    fresh = reproduce_cost(Path(results).parent / FRESH, len(exp.runs())) if name == "lecture" and exp else ""
+    return claims + [c for c in (cost, fresh) if c], probes
+
+
+FRESH = "bench/reproduce"  # under the results root: one seed's pack of the lecture grid, retrained at a recent commit
+
+
+def reproduce_cost(fresh: Path, runs: int) -> str:
+    """What `make reproduce` (``runs`` runs) costs today, from the records of one seed's pack retrained
+    at a recent commit (``fresh``, `FRESH`): its wall time x the packs the grid needs; "" without them."""
+    summaries = [json.loads(p.read_text()) for p in sorted(fresh.glob("*/summary.json"))] if fresh.is_dir() else []
+    if not summaries:
+        return ""
+    s = summaries[0]
+    packs = math.ceil(runs / s["pack_size"])
+    hours = packs * s["wall_seconds"] / 3600
+    return (f"Retrained at commit {s['versions']['git'][:7]} (results/{FRESH}: seed {s['seed']}'s pack of "
+            f"{s['pack_size']} on {s['machine']['cpu_model']}, one thread), a pack takes {s['wall_seconds']:.0f} s, "
+            f"so the grid's {packs} packs take about {hours:.1f} core-hours today: {hours / 2:.1f} hours on 2 cores.")
 
 
 def shared_runs(results: str | os.PathLike, r: Runs) -> list[str]:

@@ -217,7 +217,8 @@ class PackedClassifier(nn.Module):
     @torch.no_grad()
     def sequence_nll(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
                      batch_size: int = EVAL_BATCH) -> torch.Tensor:
-        """Each sequence's summed next-token negative log-likelihood in nats, (M, N), in length-sorted batches."""
+        """Each sequence's summed next-step negative log-likelihood in nats (`step_nll`), (M, N), in length-sorted
+        batches."""
         out = torch.empty(self.M, len(lengths), device=ids.device)
         for sel, n in _length_batches(lengths, batch_size):
             out[:, sel] = self.step_nll(self(ids[sel, :n], lengths[sel]), targets[sel, :n]).sum(1)
