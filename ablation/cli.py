@@ -197,7 +197,7 @@ def cmd_plot(args) -> int:
     from ablation.analysis.render import own_reading
 
     exp = experiment_for(args.results, args.experiment)
-    own = own_reading(exp)  # lag, perplexity: their own figures
+    own = own_reading(exp)  # lag, likelihood: their own figures
     paths = own.save_figures(args.results, exp) if own is not None else save_figures(args.results,
                                                                                       experiment=args.experiment)
     for path in paths:

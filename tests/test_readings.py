@@ -10,9 +10,9 @@ import pytest
 
 from ablation.analysis import summary
 from ablation.analysis.family import secondary_family
-from ablation.analysis.files import csv_text
 from ablation.analysis.readings import CONTRAST_COLUMNS, SECONDARY, compare, cost_sentence, tuning_reading
 from ablation.analysis.render import (
+    bullets,
     docs_blocks,
     fill_blocks,
     format_csv,
@@ -118,10 +118,10 @@ def test_readme_pages_and_docs_hold_what_the_records_generate(tmp_path, monkeypa
     assert set(blocks) == {("table", "results/lecture"), ("reading", "results/lecture"), ("index", "results"),
                            summary.MARKER}
     across = summary.summary_table(ROOT / "results")
-    assert blocks[summary.MARKER] == summary.readme_block(across), "README is stale: run `make tables`"
+    assert blocks[summary.MARKER] == bullets(summary.reading(across)), "README is stale: run `make tables`"
     assert (ROOT / "results/summary/README.md").read_text(encoding="utf-8") == summary.page(across), \
         "results/summary/README.md is stale: run `make tables`"
-    assert (ROOT / "results/summary/summary.csv").read_text(encoding="utf-8") == csv_text(across, "%.4f")
+    assert (ROOT / "results/summary/summary.csv").read_text(encoding="utf-8") == format_csv(across)
     generated = {kind: content for (kind, _), content in readme_blocks(ROOT / "results/lecture").items()}
     assert blocks[("table", "results/lecture")] == generated["table"], "README is stale: run `make tables`"
     assert blocks[("reading", "results/lecture")] == generated["reading"], "README is stale: run `make tables`"

@@ -1,9 +1,10 @@
-"""Writing the generated files of a results directory (tables, CSVs, pages): a file is rewritten only when
-its text changes, so a read-only directory of current tables is not an error and `make tables` leaves
-unchanged files untouched."""
+"""A results directory's files: walking its record folders and reading their numbers, and writing its
+generated files (tables, CSVs, pages), each rewritten only when its text changes, so a read-only directory
+of current tables is not an error and `make tables` leaves unchanged files untouched."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def record_dirs(root: Path, files: tuple[str, ...]) -> Iterator[tuple[Path, str 
             yield d, "an unfinished temporary"
         elif not d.name.startswith(".") and any((d / f).exists() for f in files):
             yield d, check_record(d)
+
+
+def finite(x) -> float:
+    """A record's number as a float, nan where it is missing (null), not a number, or not finite."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else math.nan
 
 
 def csv_text(frame: pd.DataFrame, float_format: str = "%.6g") -> str:

@@ -47,7 +47,7 @@ import pandas as pd
 from scipy import stats
 
 from ablation.analysis.aggregate import FULL, _presence, experiment_for, gate_order
-from ablation.analysis.files import csv_text, record_dirs, write_if_changed
+from ablation.analysis.files import csv_text, finite, record_dirs, write_if_changed
 from ablation.analysis.plots import LEGEND, RATIO_FLOOR, _empty, save, short
 from ablation.analysis.readings import MINUS, _capital, cost_sentence, p_text, signed
 from ablation.analysis.stats import (
@@ -134,10 +134,6 @@ def load_lag(results: str | os.PathLike, experiment: Experiment | None = None) -
     return runs
 
 
-def _finite(x) -> float:
-    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else math.nan
-
-
 def _run(d: Path, solve: float, budget: int | None) -> dict | str:
     """A record as a row of `load_lag`, or why it is not one of a generated task."""
     cfg = json.loads((d / "config.json").read_text())
@@ -147,14 +143,14 @@ def _run(d: Path, solve: float, budget: int | None) -> dict | str:
     length = cfg.get("task", {}).get("length")
     if task not in TASKS or task == "sst" or not isinstance(length, int):
         return "not a generated task's record (summary.json task, config.json task.length)"
-    base_dev, base_test = _finite(summary.get("baseline_dev")), _finite(summary.get("baseline_test"))
+    base_dev, base_test = finite(summary.get("baseline_dev")), finite(summary.get("baseline_test"))
     if math.isnan(base_dev) or math.isnan(base_test):
         return "summary.json lacks a finite baseline_dev or baseline_test"
     higher = TASKS[task].higher_is_better
     status = summary["status"]
-    test = _finite(summary.get("test_metric"))
+    test = finite(summary.get("test_metric"))
     bound_dev, bound_test = threshold(base_dev, solve, higher), threshold(base_test, solve, higher)
-    first = next((x["epoch"] for x in lines if beats(_finite(x.get("dev_metric", x.get("dev_acc"))), bound_dev,
+    first = next((x["epoch"] for x in lines if beats(finite(x.get("dev_metric", x.get("dev_acc"))), bound_dev,
                                                       higher)), None)
     last = max((x["epoch"] for x in lines), default=0)
     given = cfg.get("train", {}).get("epochs", budget)  # the epochs it was given
@@ -163,7 +159,7 @@ def _run(d: Path, solve: float, budget: int | None) -> dict | str:
             "forget_init": cfg.get("model", {}).get("forget_init", "constant"), "task": task,
             "metric": summary.get("metric", TASKS[task].metric), "status": status,
             "failure_reason": summary.get("failure_reason"), "test_metric": test,
-            "dev_metric": _finite(summary.get("dev_metric")), "baseline_dev": base_dev, "baseline_test": base_test,
+            "dev_metric": finite(summary.get("dev_metric")), "baseline_dev": base_dev, "baseline_test": base_test,
             "threshold_test": bound_test, "solved": status == "complete" and beats(test, bound_test, higher),
             "epochs_to_solve": math.nan if first is None else float(first), "observed": first is not None,
             "censored_at": float((given or last) if stopped else last), "last_epoch": last,

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ablation.analysis.aggregate import FULL, SHORT, _presence, experiment_for, gate_order
-from ablation.analysis.files import csv_text, record_dirs, write_if_changed
+from ablation.analysis.files import csv_text, finite, record_dirs, write_if_changed
 from ablation.analysis.plots import CI_LABEL, LEGEND, save
 from ablation.analysis.readings import SECONDARY, _capital, cost_sentence, p_text, signed
 from ablation.analysis.stats import (
@@ -65,6 +65,8 @@ class Scale:
     metric: str  # a record's metric: "perplexity" or "nll"
     name: str  # in words
     log: bool  # compare the metric's log
+    trivial: str  # the trivial model (the records' baseline_test), as the figure's legend names it
+    trivial_value: str  # its value, in the reading's words
 
     def of(self, x):
         """Metric values -> the scale."""
@@ -88,12 +90,10 @@ class Scale:
     def diff_text(self, d: float) -> str:
         return signed(d, 1) + "%" if self.log else signed(d, 3)
 
-    @property
-    def unit(self) -> str:
-        return "% perplexity" if self.log else "nats per frame"
 
-
-SCALES = {"perplexity": Scale("perplexity", "perplexity", True), "nll": Scale("nll", "NLL per frame", False)}
+SCALES = {"perplexity": Scale("perplexity", "perplexity", True, "unigram model", "the unigram model's perplexity"),
+          "nll": Scale("nll", "NLL per frame", False, "each note's frequency",
+                       "the NLL per frame of each note's frequency")}
 
 
 # --- reading records -------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def load(results: str | os.PathLike) -> pd.DataFrame:
             skipped.append(f"{d.name} ({reason})")
             continue
         rows.append({"run_id": d.name, **{k: summary.get(k) for k in COLUMNS[1:6]},
-                     **{k: _finite(summary.get(k)) for k in COLUMNS[6:10]},
+                     **{k: finite(summary.get(k)) for k in COLUMNS[6:10]},
                      **{k: summary.get(k) for k in COLUMNS[10:16]},
                      "cpu_model": summary.get("machine", {}).get("cpu_model")})
     runs = pd.DataFrame(rows, columns=COLUMNS)
@@ -124,10 +124,6 @@ def load(results: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{results}: records of different metrics ({', '.join(metrics)}); one folder is one task")
     runs.attrs.update(skipped=skipped, scale=SCALES[metrics[0]] if metrics else SCALES["perplexity"])
     return runs
-
-
-def _finite(x) -> float:
-    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else math.nan
 
 
 def complete(runs: pd.DataFrame) -> pd.DataFrame:
@@ -231,8 +227,6 @@ def effect_claims(e: pd.DataFrame, scale: Scale) -> list[str]:
     return out
 
 
-TRIVIAL = {"perplexity": "the unigram model's perplexity", "nll": "the NLL per frame of each note's frequency"}
-TRIVIAL_LABEL = {"perplexity": "unigram model", "nll": "each note's frequency"}
 
 
 def reading(runs: pd.DataFrame, t: pd.DataFrame, e: pd.DataFrame, epochs: int | None = None) -> list[str]:
@@ -241,7 +235,7 @@ def reading(runs: pd.DataFrame, t: pd.DataFrame, e: pd.DataFrame, epochs: int | 
     scale, done = t.attrs["scale"], complete(runs)
     row = t.set_index("gates")
     trivial = float(done["baseline_test"].iloc[0]) if len(done) else math.nan
-    text = f"On the test set {TRIVIAL[scale.metric]} is {scale.level_text(trivial)}"
+    text = f"On the test set {scale.trivial_value} is {scale.level_text(trivial)}"
     for gates in (FULL, "none"):
         if gates in row.index and row.loc[gates, "n"] > 0:
             r = row.loc[gates]
@@ -380,7 +374,7 @@ def plot_test_metric(runs: pd.DataFrame, t: pd.DataFrame, *, title: str | None =
                         color="C0", capsize=3, zorder=3,
                         label=CI_LABEL + (" (log scale)" if scale.log else "") if k == 0 else None)
     if len(done):
-        ax.axhline(done["baseline_test"].iloc[0], color="C3", ls="--", lw=1, label=TRIVIAL_LABEL[scale.metric])
+        ax.axhline(done["baseline_test"].iloc[0], color="C3", ls="--", lw=1, label=scale.trivial)
     if scale.log:
         ax.set_yscale("log")
     ax.set_xticks(range(len(t)), [SHORT.get(g, g) for g in t["gates"]])

@@ -368,10 +368,10 @@ FRESH = "bench/reproduce"  # under the results root: one seed's pack of the lect
 def reproduce_cost(fresh: Path, runs: int) -> str:
     """What `make reproduce` (``runs`` runs) costs today, from the records of one seed's pack retrained
     at a recent commit (``fresh``, `FRESH`): its wall time x the packs the grid needs; "" without them."""
-    summaries = [json.loads(p.read_text()) for p in sorted(fresh.glob("*/summary.json"))] if fresh.is_dir() else []
-    if not summaries:
+    first = next(iter(sorted(fresh.glob("*/summary.json"))), None)  # every member records its pack's wall time
+    if first is None:
         return ""
-    s = summaries[0]
+    s = json.loads(first.read_text())
     packs = math.ceil(runs / s["pack_size"])
     hours = packs * s["wall_seconds"] / 3600
     return (f"Retrained at commit {s['versions']['git'][:7]} (results/{FRESH}: seed {s['seed']}'s pack of "

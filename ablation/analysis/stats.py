@@ -251,28 +251,29 @@ FACTORS = ("input", "forget", "output")
 EFFECTS = tuple(" x ".join(c) for k in (1, 2, 3) for c in itertools.combinations(FACTORS, k))
 
 
-def factorial_effects(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> list[dict]:
-    """Main effects and interactions of a 2^3 design, paired within seed.
+def factorial_contrasts(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> dict[str, np.ndarray]:
+    """Each effect of a 2^3 design (`EFFECTS`) -> its per-seed contrast, (n seeds,).
 
     ``cells`` maps (input, forget, output) presence to the per-seed values of that gate set,
-    every array in the same seed order. With factor codes s = ±1, each effect's per-seed
-    contrast is (1/4) Σ_cells s_A·s_B·…·y (Montgomery, Design and Analysis of Experiments,
-    §6.2): for a main effect, the mean with the gate minus the mean without it, averaged over
-    the other two gates; for A x B, half the change of A's effect when B is added. Each
-    effect: its mean over seeds, 95% t-interval, one-sample t-test p against 0 (= a paired
-    test), and Holm's adjustment over the 7 effects.
-    """
+    every array in the same seed order. With factor codes s = ±1, an effect's per-seed contrast
+    is (1/4) Σ_cells s_A·s_B·…·y (Montgomery, Design and Analysis of Experiments, §6.2): for a
+    main effect, the mean with the gate minus the mean without it, averaged over the other two
+    gates; for A x B, half the change of A's effect when B is added."""
     keys = list(itertools.product((False, True), repeat=3))
     missing = [k for k in keys if k not in cells]
     if missing:
         raise ValueError(f"a 2^3 design needs all 8 gate sets; missing {missing}")
     y = np.stack([_array(cells[k]) for k in keys])  # (8 cells, n seeds)
     signs = np.array([[1 if on else -1 for on in k] for k in keys])  # (8, 3)
+    return {name: signs[:, [FACTORS.index(f) for f in name.split(" x ")]].prod(axis=1) @ y / 4 for name in EFFECTS}
+
+
+def factorial_effects(cells: dict[tuple[bool, bool, bool], np.ndarray]) -> list[dict]:
+    """Main effects and interactions of a 2^3 design, paired within seed (`factorial_contrasts`). Each
+    effect: its mean over seeds, 95% t-interval, one-sample t-test p against 0 (= a paired test), and
+    Holm's adjustment over the 7 effects."""
     rows = []
-    for name in EFFECTS:
-        cols = [FACTORS.index(f) for f in name.split(" x ")]
-        s = signs[:, cols].prod(axis=1)  # (8,)
-        contrast = s @ y / 4  # (n seeds,)
+    for name, contrast in factorial_contrasts(cells).items():
         lo, hi = t_interval(contrast)
         _, p = paired_test(contrast, np.zeros_like(contrast))
         rows.append({"term": name, "effect": float(contrast.mean()), "ci_low": lo, "ci_high": hi, "p": p,

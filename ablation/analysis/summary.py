@@ -34,10 +34,20 @@ import pandas as pd
 
 from ablation.analysis import lag, likelihood
 from ablation.analysis.aggregate import FULL, _presence, experiment_for, load_runs
-from ablation.analysis.files import csv_text, write_if_changed
+from ablation.analysis.files import write_if_changed
 from ablation.analysis.plots import LEGEND, save
 from ablation.analysis.readings import MINUS, signed
-from ablation.analysis.stats import ALPHA, FACTORS, factorial_effects, fieller, p_digits, paired_test, t_interval
+from ablation.analysis.render import bullets, fill_blocks, format_csv
+from ablation.analysis.stats import (
+    ALPHA,
+    FACTORS,
+    factorial_contrasts,
+    factorial_effects,
+    fieller,
+    p_digits,
+    paired_test,
+    t_interval,
+)
 
 FOLDER = "summary"  # under the results root
 MARKER = ("reading", "results/summary")  # the README block this module fills
@@ -70,7 +80,10 @@ def values(root: Path, source: Source) -> tuple[pd.DataFrame, str]:
     runs = lag.load_lag(root)
     runs = runs[runs["forget_init"] == "constant"]
     full = runs[runs["gates"] == FULL].groupby("length")["solved"].agg(["sum", "count"])
-    longest = int(full[2 * full["sum"] > full["count"]].index.max())
+    solved = full[2 * full["sum"] > full["count"]].index
+    if solved.empty:
+        raise ValueError(f"{root}: the full cell solves no length in most of its seeds; no length to summarise")
+    longest = int(solved.max())
     at = runs[(runs["length"] == longest) & (runs["test_metric"] > 0)]
     return np.log10(at.pivot_table(index="seed", columns="gates", values="test_metric", aggfunc="first")), \
         f"{source.task}, T = {longest}"
@@ -85,9 +98,10 @@ def task_rows(y: pd.DataFrame, task: str, outcome: str) -> list[dict]:
     """One row per gate: its main effect and its effect in the full cell, each with a 95% interval and
     its share of the gateless-to-full gap (Fieller), or nan with the reason in ``note``."""
     names = {_presence(g): g for g in y.columns if g == "none" or set(g.split("+")) <= set(FACTORS)}
-    whole = y[[names[k] for k in sorted(names)]].dropna() if len(names) == 8 else y.iloc[:0]
-    effects = ({r["term"]: r for r in factorial_effects({k: whole[g].to_numpy(float) for k, g in names.items()})}
-               if len(whole) >= 2 else {})
+    whole = y[list(names.values())].dropna() if len(names) == 8 else y.iloc[:0]
+    cells = {k: whole[g].to_numpy(float) for k, g in names.items()}
+    effects = {r["term"]: r for r in factorial_effects(cells)} if len(whole) >= 2 else {}
+    contrasts = factorial_contrasts(cells) if effects else {}
     note = "" if effects else (f"the gateless cell completed {int(y['none'].notna().sum()) if 'none' in y else 0} "
                                f"of {len(y)} seeds: main effects and shares not estimable")
     rows = []
@@ -95,13 +109,9 @@ def task_rows(y: pd.DataFrame, task: str, outcome: str) -> list[dict]:
         row = {"task": task, "outcome": outcome, "unit": UNITS[outcome], "gate": gate, "note": note}
         e = effects.get(gate)
         gap = (whole[FULL] - whole["none"]).to_numpy(float) if e is not None else None
-        contrast = None
-        if e is not None:
-            sign = np.array([1 if k[j] else -1 for k in sorted(names)])  # the main effect's per-seed contrast
-            contrast = whole[[names[k] for k in sorted(names)]].to_numpy(float) @ sign / 4
         row.update(_part("main", e["effect"] if e else math.nan, e["ci_low"] if e else math.nan,
                          e["ci_high"] if e else math.nan, e["p_holm"] if e else math.nan,
-                         len(whole) if e else 0, contrast, gap, outcome))
+                         len(whole) if e else 0, contrasts.get(gate), gap, outcome))
         without = names[tuple(on and k != j for k, on in enumerate((True, True, True)))]
         pair = y[[FULL, without, "none"] if "none" in y else [FULL, without]].dropna(subset=[FULL, without])
         d = (pair[FULL] - pair[without]).to_numpy(float)
@@ -236,20 +246,13 @@ def page(table: pd.DataFrame) -> str:
 def write_summary(results_root: str | os.PathLike = "results", readme: str | os.PathLike | None = "README.md"):
     """Write RESULTS_ROOT/summary/{summary.csv, README.md, figures/summary.*} and, with ``readme``, its
     generated block; returns the table."""
-    from ablation.analysis.render import fill_blocks
-
     table = summary_table(results_root)
     out = Path(results_root) / FOLDER
     out.mkdir(exist_ok=True)
-    write_if_changed(out / "summary.csv", csv_text(table, "%.4f"))
+    write_if_changed(out / "summary.csv", format_csv(table))
     write_if_changed(out / "README.md", page(table))
     save(plot_summary(table), out / "figures" / "summary")
     if readme is not None:
         text = Path(readme).read_text(encoding="utf-8")
-        write_if_changed(Path(readme), fill_blocks(text, {MARKER: readme_block(table)}, str(readme)))
+        write_if_changed(Path(readme), fill_blocks(text, {MARKER: bullets(reading(table))}, str(readme)))
     return table
-
-
-def readme_block(table: pd.DataFrame) -> str:
-    """The README's block (`MARKER`): the reading, one bullet a task."""
-    return "".join(f"- {c}\n" for c in reading(table))
