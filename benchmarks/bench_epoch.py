@@ -31,6 +31,7 @@ numerics.request("portable")  # before torch is imported (the trainer's imports)
 
 from ablation.core.config import RunConfig, apply  # noqa: E402
 from ablation.core.spec import LECTURE_ORDER, split_gates  # noqa: E402
+from ablation.kernels import cpp  # noqa: E402
 from ablation.tasks.sst import batch_order  # noqa: E402
 from ablation.training.adagrad import PackAdagrad  # noqa: E402
 from ablation.training.trainer import build_pack, data_for, evaluate, train_step  # noqa: E402
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500, help="training steps timed alone")
     args = ap.parse_args()
     numerics.enforce("cpu")
+    cpp.keep_heap()  # as `trainer.train_pack` does
     ms, dev, steps = step_ms(args.steps)
     packs = grid_epochs()
     epoch = statistics.median(p["epoch"] for p in packs)

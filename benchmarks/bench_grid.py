@@ -41,7 +41,7 @@ from torch import nn  # noqa: E402
 
 from ablation.core.config import RunConfig, apply  # noqa: E402
 from ablation.core.spec import LECTURE_ORDER, split_gates  # noqa: E402
-from ablation.kernels import select, triton_scan  # noqa: E402
+from ablation.kernels import cpp, select, triton_scan  # noqa: E402
 from ablation.models.cell import CellSpec, ScanFlags, TritonScan, _Scan, gate_masks  # noqa: E402
 from ablation.tasks.sst import batch_order  # noqa: E402
 from ablation.training.adagrad import PackAdagrad  # noqa: E402
@@ -165,6 +165,7 @@ def main() -> None:
         ap.error("--threads above 1 needs --fast-numerics (portable numerics run one thread)")
     torch.set_num_threads(args.threads)
     numerics.enforce("cpu")
+    cpp.keep_heap()  # as `trainer.train_pack` does, for every path timed here
     print(f"numerics: {numerics.describe('cpu')}")
     cfg = apply(RunConfig(), {"model.embeddings": "random", "model.peephole": args.peephole})
     data = data_for(cfg)

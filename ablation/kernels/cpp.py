@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "lstm_scan.cpp"
-SOURCES = (SOURCE, SOURCE.with_name("lstm_kernels.h"))  # the .cpp includes the kernels twice
+SOURCES = (SOURCE, SOURCE.with_name("lstm_kernels.h"), SOURCE.with_name("train_step.h"))  # the .cpp includes them
 # Portable numerics (see the .cpp's header): no FMA contraction, no fast-math (an explicit
 # -fno-fast-math would turn trapping math back on and stop the vectoriser). -O3 vectorises the
 # element-wise kernels, compiled for the baseline ISA and for AVX2, which cannot change a result

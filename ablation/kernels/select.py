@@ -8,6 +8,10 @@
 'python' with a one-line notice), ``fused`` (as auto, but a failed build is an error) or
 ``python`` (always `_Scan` and torch's ops: benchmarks, comparisons). GRU and Elman RNN packs
 always run their Python scans; the matmuls and AdaGrad around them still follow this choice.
+
+Where the C++ kernels run, ``ABLATION_STEP`` says how a training step reaches them: ``auto`` (an LSTM
+classifier pack trained by AdaGrad takes the whole step as one call, `whole_step.py`; other packs autograd)
+or ``autograd`` (every step through autograd, op by op: the reference the one call is tested against).
 """
 
 from __future__ import annotations
@@ -21,14 +25,25 @@ from ablation.kernels import cpp, triton_scan
 
 SCANS = ("auto", "fused", "python")
 ENV = "ABLATION_SCAN"
+STEPS = ("auto", "autograd")
+STEP_ENV = "ABLATION_STEP"
+
+
+def _setting(env: str, valid: tuple[str, ...]) -> str:
+    value = os.environ.get(env, "auto") or "auto"
+    if value not in valid:
+        raise ConfigError(f"unknown {env}={value!r}; valid: {', '.join(valid)}")
+    return value
 
 
 def choice() -> str:
     """The ``ABLATION_SCAN`` setting; anything else is an error naming the valid values."""
-    value = os.environ.get(ENV, "auto") or "auto"
-    if value not in SCANS:
-        raise ConfigError(f"unknown {ENV}={value!r}; valid: {', '.join(SCANS)}")
-    return value
+    return _setting(ENV, SCANS)
+
+
+def step_choice() -> str:
+    """The ``ABLATION_STEP`` setting (the module doc); anything else is an error naming the valid values."""
+    return _setting(STEP_ENV, STEPS)
 
 
 def select_scan(device: str, dtype: torch.dtype, fgr: bool = False) -> str:

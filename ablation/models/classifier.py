@@ -21,7 +21,7 @@ from torch import nn
 
 from ablation.core.config import EVAL_BATCH
 from ablation.core.spec import OOV_SCALE
-from ablation.kernels import matmul
+from ablation.kernels import matmul, whole_step
 from ablation.models.cell import (
     PEEPHOLE_NAMES,
     CellSpec,
@@ -139,7 +139,10 @@ class PackedClassifier(nn.Module):
         return self.embedding[:, ids.t()]
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) (or a vector task's inputs (B, T, E)), lengths (B,) shared by the pack -> logits (M, B, C)."""
+        """ids (B, T) (or a vector task's inputs (B, T, E)), lengths (B,) shared by the pack -> logits (M, B, C).
+        Without gradients, one call into the C++ extension where it serves the pack (`kernels/whole_step.py`)."""
+        if not torch.is_grad_enabled() and whole_step.applies(self):
+            return whole_step.logits(self, ids, lengths)
         return self.logits(self.embed(ids), lengths)
 
     def hidden(self, x: torch.Tensor, probe: torch.Tensor | None = None):

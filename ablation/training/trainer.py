@@ -28,13 +28,14 @@ from ablation.core.config import PER_MEMBER_KEYS, RunConfig, pack_key
 from ablation.core.errors import ConfigError, DeviceError
 from ablation.core.records import EpochMetrics, MemberSummary
 from ablation.core.spec import TASKS
-from ablation.kernels import cpp, cuda_graphs, select
+from ablation.kernels import cpp, cuda_graphs, select, whole_step
 from ablation.models.cell import gates_name
 from ablation.models.classifier import PackedClassifier
 from ablation.tasks import registry
 from ablation.tasks.splits import SSTData, initial_embeddings
 from ablation.tasks.splits import data_for as sst_data
 from ablation.tasks.sst import LABEL_NAMES, Encoded, batch_order
+from ablation.training.adagrad import PackAdagrad
 from ablation.training.best_on_dev import BestOnDev, label_baselines
 from ablation.training.checkpoint import member_checkpoint
 from ablation.training.optimizers import make_optimizer, row_sparse
@@ -101,7 +102,10 @@ def train_step(model: PackedClassifier, opt, ids, lengths, labels, *,
     the whole (M, V, E) table, zero outside them: the same numbers (a zero gradient leaves a
     row and its AdaGrad state as they were, and each row sums its contributions in the same
     order), at shapes that do not depend on which words the batch holds, as a CUDA graph
-    needs (`kernels/cuda_graphs.py`)."""
+    needs (`kernels/cuda_graphs.py`). An LSTM classifier pack trained by AdaGrad on CPU takes the same
+    step as one call into the C++ extension, with the same bits (`kernels/whole_step.py`)."""
+    if not whole_table and isinstance(opt, PackAdagrad) and whole_step.applies(model):
+        return whole_step.train_step(model, opt, ids, lengths, labels)
     table = model.embedding
     if model.vectors:  # a vector task's inputs (B, T, E) go straight in; the table is a frozen <pad>
         emb, rows, x = table, None, model.embed(ids)

@@ -189,14 +189,14 @@ void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
     T* A = FGR ? s.A + r * 3 * H : nullptr;
     if (STAGE != 2) {
       const bool diag = PEEP == kDiagonal;
-      fwd_gates<T, PEEP, FGR>(H, s.mem[m], s.xw + r * G, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
+      fwd_gates<T, PEEP, FGR>(H, s.mem[m], s.xw + m * s.xw_m + (r - m * s.B) * G, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
                               diag ? s.wci + m * H : nullptr, diag ? s.wcf + m * H : nullptr,
                               diag ? s.wco + m * H : nullptr, s.c_prev + r * H, s.c + r * H, s.S + r * 3 * H,
                               s.g + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
     }
     if (PEEP == kFull && STAGE != 1) {
       T* po = s.P + r * G + 3 * H;
-      pre_<T, kFull, FGR>(H, s.xw + r * G + 3 * H, po, FGR ? R + 2 * H : nullptr, s.Qo + r * H, nullptr, nullptr);
+      pre_<T, kFull, FGR>(H, s.xw + m * s.xw_m + (r - m * s.B) * G + 3 * H, po, FGR ? R + 2 * H : nullptr, s.Qo + r * H, nullptr, nullptr);
       fwd_out<T, FGR>(H, s.mem[m], po, s.c + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
     }
   }
@@ -265,11 +265,12 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
     if (STAGE != 2)
       bwd_out<T, PEEP, FGR>(H, s.mem[m], s.Dh + r * H, s.dhs + r * H, s.dcs + r * H, full ? s.Qif + r * H : nullptr,
                             Da, diag ? s.wco + m * H : nullptr, s.o + r * H, s.tc + r * H, s.dc + r * H,
-                            s.dpre + r * 4 * H, Dgr, s.dprobe ? s.dprobe + r * H : nullptr);
+                            s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr, s.dprobe ? s.dprobe + r * H : nullptr);
     if (STAGE != 1)
       bwd_gates<T, PEEP, FGR>(H, s.mem[m], full ? s.Qc + r * H : nullptr, Da, diag ? s.wci + m * H : nullptr,
                               diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H, s.c_prev + r * H,
-                              s.dc + r * H, s.dpre + r * 4 * H, Dgr, full ? s.Dif + r * 2 * H : nullptr);
+                              s.dc + r * H, s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr,
+                              full ? s.Dif + r * 2 * H : nullptr);
   }
 }
 
@@ -277,7 +278,7 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
 // A (N, K) at any strides, B (K, P) with contiguous rows, C (N, P) contiguous, bias (P) or
 // null. Every element is summed in one fixed order, bias (or 0) first, then k = 0, 1, ...,
 // K-1, one IEEE multiply and one add per term (no FMA). The blocking (R rows by a strip of
-// two 32-byte vectors, held in registers while k runs) and the ISA (GCC vector types: one
+// one or two 32-byte vectors, held in registers while k runs) and the ISA (GCC vector types: one
 // AVX2 instruction or two SSE2 ones) change which elements are computed together, never the
 // order of any element's additions, so C does not depend on the CPU or the shapes around
 // it. MKL promises neither (its kernels and summation order follow the CPU: numerics.py).
@@ -295,53 +296,86 @@ struct VecOf<double> {
 template <typename T>
 using Vec = typename VecOf<T>::type;
 
-template <typename T, int R>
-inline void mm_strip(int64_t K, const T* __restrict A, int64_t sa_n, int64_t sa_k, const T* __restrict B, int64_t sb,
-                     T* __restrict C, int64_t sc, const T* __restrict bias) {
+// R rows by NV vectors of columns, held in registers while k runs over `ks`; B's rows sb apart. PART: only the
+// first w columns of the last vector are stored.
+template <typename T, int R, int NV, bool PART>
+inline void mm_strip(const KRanges& ks, const T* __restrict A, int64_t sa_n, int64_t sa_k, const T* __restrict B,
+                     int64_t sb, T* __restrict C, int64_t sc, const T* __restrict bias, int w) {
   using V = Vec<T>;
   constexpr int L = sizeof(V) / sizeof(T);
-  V acc[R][2];
-  V b0 = V{} , b1 = V{};
-  if (bias) std::memcpy(&b0, bias, sizeof(V)), std::memcpy(&b1, bias + L, sizeof(V));
-  for (int r = 0; r < R; ++r) acc[r][0] = b0, acc[r][1] = b1;
-  for (int64_t k = 0; k < K; ++k) {
-    std::memcpy(&b0, B + k * sb, sizeof(V));
-    std::memcpy(&b1, B + k * sb + L, sizeof(V));
-    for (int r = 0; r < R; ++r) {
-      const T a = A[r * sa_n + k * sa_k];
-      acc[r][0] += b0 * a;
-      acc[r][1] += b1 * a;
-    }
+  V acc[R][NV], b[NV];
+  for (int i = 0; i < NV; ++i) {
+    b[i] = V{};
+    if (bias) std::memcpy(&b[i], bias + i * L, sizeof(V));
   }
-  for (int r = 0; r < R; ++r) std::memcpy(C + r * sc, &acc[r][0], sizeof(V)), std::memcpy(C + r * sc + L, &acc[r][1], sizeof(V));
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < NV; ++i) acc[r][i] = b[i];
+  for (int q = 0; q < ks.n; ++q)
+    for (int64_t k = ks.r[q][0]; k < ks.r[q][1]; ++k) {
+      for (int i = 0; i < NV; ++i) std::memcpy(&b[i], B + k * sb + i * L, sizeof(V));
+      for (int r = 0; r < R; ++r) {
+        const T a = A[r * sa_n + k * sa_k];
+        for (int i = 0; i < NV; ++i) acc[r][i] += b[i] * a;
+      }
+    }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < NV; ++i)
+      std::memcpy(C + r * sc + i * L, &acc[r][i], (PART && i == NV - 1 ? w : L) * sizeof(T));
 }
 
+// Columns [p, p + NV·L) of all N rows (the last vector w wide with PART), B's rows sb apart from b:
+// blocks of 6 rows, then the rest as one block.
+template <typename T, int NV, bool PART>
+void mm_cols(int64_t N, const KRanges& K, const T* A, int64_t sa_n, int64_t sa_k, const T* b, int64_t sb, T* C, int64_t P,
+             const T* bb, int64_t p, int w) {
+  constexpr int R = 6;  // 6 rows by 2 vectors: 12 accumulators, 2 of B, 1 of A (of the 16 vector registers)
+  int64_t n = 0;
+  for (; n + R <= N; n += R) mm_strip<T, R, NV, PART>(K, A + n * sa_n, sa_n, sa_k, b, sb, C + n * P + p, P, bb, w);
+  const T* a = A + n * sa_n;
+  T* c = C + n * P + p;
+  switch (N - n) {
+    case 5: return mm_strip<T, 5, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 4: return mm_strip<T, 4, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 3: return mm_strip<T, 3, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 2: return mm_strip<T, 2, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 1: return mm_strip<T, 1, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+  }
+}
+
+// Strips of two vectors, then one, then the last P % L columns: B's and the bias's padded with zeros
+// to a whole vector, whose extra lanes are computed and dropped; the w
+// columns get exactly the additions of a whole vector. `need` (P flags, or null: all): the columns
+// the caller reads; a strip none of whose columns it reads is skipped and left as it was (an absent
+// gate's pre-activations, `need_columns`).
 template <typename T>
-void mm(int64_t N, int64_t K, int64_t P, const T* A, int64_t sa_n, int64_t sa_k, const T* B, T* C, const T* bias) {
-  constexpr int R = 6, W = 2 * 32 / sizeof(T);  // rows and columns of a block (15 of the 16 vector registers)
-  auto strips = [&](const T* b, int64_t sb, T* c, int64_t sc, const T* bb) {
-    int64_t n = 0;
-    for (; n + R <= N; n += R) mm_strip<T, R>(K, A + n * sa_n, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-    const T* a = A + n * sa_n;
-    switch (N - n) {  // the rows left over, as one block
-      case 5: return mm_strip<T, 5>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-      case 4: return mm_strip<T, 4>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-      case 3: return mm_strip<T, 3>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-      case 2: return mm_strip<T, 2>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-      case 1: return mm_strip<T, 1>(K, a, sa_n, sa_k, b, sb, c + n * sc, sc, bb);
-    }
+void mm(int64_t N, int64_t K, int64_t P, const T* A, int64_t sa_n, int64_t sa_k, const T* B, T* C, const T* bias,
+        const uint8_t* need = nullptr, const KRanges* ks = nullptr) {
+  constexpr int L = 32 / sizeof(T), W = 2 * L;
+  const KRanges all{{{0, K}}, 1};
+  const KRanges& kr = ks ? *ks : all;
+  auto wanted = [&](int64_t p, int64_t w) {
+    if (!need) return true;
+    for (int64_t j = p; j < p + w; ++j)
+      if (need[j]) return true;
+    return false;
   };
-  const int64_t Pv = P - P % W;
-  for (int64_t p = 0; p < Pv; p += W) strips(B + p, P, C + p, P, bias ? bias + p : nullptr);
-  if (Pv == P) return;
-  // The last P % W columns: B's and the bias's padded with zeros to a whole strip; the padding
-  // lanes are computed and dropped, the others get exactly the additions above.
-  const int64_t w = P - Pv;
-  std::vector<T> b(K * W, T(0)), c(N * W), bb(W, T(0));
-  for (int64_t k = 0; k < K; ++k) std::memcpy(b.data() + k * W, B + k * P + Pv, w * sizeof(T));
-  if (bias) std::memcpy(bb.data(), bias + Pv, w * sizeof(T));
-  strips(b.data(), W, c.data(), W, bias ? bb.data() : nullptr);
-  for (int64_t n = 0; n < N; ++n) std::memcpy(C + n * P + Pv, c.data() + n * W, w * sizeof(T));
+  int64_t p = 0;
+  for (; p + W <= P; p += W)
+    if (wanted(p, W)) mm_cols<T, 2, false>(N, kr, A, sa_n, sa_k, B + p, P, C, P, bias ? bias + p : nullptr, p, L);
+  if (P - p >= L) {
+    if (wanted(p, L)) mm_cols<T, 1, false>(N, kr, A, sa_n, sa_k, B + p, P, C, P, bias ? bias + p : nullptr, p, L);
+    p += L;
+  }
+  const int64_t w = P - p;
+  if (w == 0 || !wanted(p, w)) return;
+  constexpr int64_t kStack = 4096 / sizeof(T);  // up to K = 511 (float) on the stack, else the heap
+  T on_stack[kStack];
+  std::vector<T> on_heap((K + 1) * L > kStack ? (K + 1) * L : 0);
+  T* pad = on_heap.empty() ? on_stack : on_heap.data();  // K rows of B, then the bias
+  std::fill_n(pad, (K + 1) * L, T(0));
+  for (int64_t k = 0; k < K; ++k) std::memcpy(pad + k * L, B + k * P + p, w * sizeof(T));
+  if (bias) std::memcpy(pad + K * L, bias + p, w * sizeof(T));
+  mm_cols<T, 1, true>(N, kr, A, sa_n, sa_k, pad, L, C, P, bias ? pad + K * L : nullptr, p, static_cast<int>(w));
 }
 
 // AdaGrad (Duchi et al. 2011) on n elements of one member: G += g²; p += (-lr·g) / (√G + eps),

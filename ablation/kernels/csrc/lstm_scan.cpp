@@ -25,12 +25,24 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_log_softmax.h>
+#include <ATen/ops/_log_softmax_backward_data.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/clamp_max.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/nll_loss_backward.h>
+#include <ATen/ops/nll_loss_forward.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/reciprocal.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -87,13 +99,21 @@ T* ptr(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+// The k of a matmul's sum as up to 4 ascending ranges [r[q][0], r[q][1]) (`mm`): all of 0..K-1, or the
+// rows of the gates a member has (`gate_ranges`), where the terms left out are exact zeros.
+struct KRanges {
+  int64_t r[4][2];
+  int n;
+};
+
 // Everything one step's element-wise pass reads and writes, as raw pointers into
 // contiguous (…, M, B, ·) tensors, already offset to the step.
 template <typename T>
 struct FwdStep {
   int64_t M, B, H;
   const Member* mem;
-  const T *xw, *R, *Q, *Qo;  // xw_t (M,B,4H); FGR (M,B,3H); full (M,B,2H), (M,B,H)
+  const T *xw, *R, *Q, *Qo;  // xw_t (M,B,4H), members xw_m apart; FGR (M,B,3H); full (M,B,2H), (M,B,H)
+  int64_t xw_m;
   T* P;                      // h_{t-1} W_hhᵀ (M,B,4H), then the pre-activations
   const T *wci, *wcf, *wco;  // diagonal peepholes (M,H)
   const T* c_prev;                // (M,B,H)
@@ -108,6 +128,7 @@ struct BwdStep {
   const T *S, *g, *o, *tc, *c_prev;
   const T *wci, *wcf, *wco;
   T *dc, *dpre, *dprobe, *Dgr, *Dif;  // running dc (M,B,H); dpre_t (M,B,4H); [dpi, dpf, dpo] (FGR); [dpi, dpf] (full)
+  int64_t dpre_m;                      // dpre_t's members lie dpre_m apart
 };
 
 // The kernels, compiled twice (see lstm_kernels.h); AVX2 where the CPU has it. The two give
@@ -142,17 +163,28 @@ Tensor rows_contiguous(const Tensor& b) {
   const int64_t s0 = b.stride(0), s2 = b.stride(2);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t p0 = 0; p0 < P; p0 += 8)
-      for (int64_t k0 = 0; k0 < K; k0 += 8)
-        for (int64_t p = p0; p < std::min(p0 + 8, P); ++p)
-          for (int64_t k = k0; k < std::min(k0 + 8, K); ++k) dst[(m * K + k) * P + p] = src[m * s0 + p * s2 + k];
+      for (int64_t k0 = 0; k0 < K; k0 += 8) {
+        const T* s = src + m * s0 + p0 * s2 + k0;
+        T* d = dst + (m * K + k0) * P + p0;
+        if (p0 + 8 <= P && k0 + 8 <= K) {  // a whole tile: fixed bounds, which the compiler unrolls
+          T tile[8][8];
+          for (int p = 0; p < 8; ++p)
+            for (int k = 0; k < 8; ++k) tile[k][p] = s[p * s2 + k];
+          for (int k = 0; k < 8; ++k) std::memcpy(d + k * P, tile[k], 8 * sizeof(T));
+          continue;
+        }
+        for (int64_t p = 0; p < std::min<int64_t>(8, P - p0); ++p)
+          for (int64_t k = 0; k < std::min<int64_t>(8, K - k0); ++k) d[k * P + p] = s[p * s2 + k];
+      }
   return out;
 }
 
 // C (M, N, P) = bias + A B, one member after another: `mm` in lstm_kernels.h (fixed summation
 // order). A (M, N, K) at any strides; B (M, K, P) with contiguous rows; C contiguous; bias
-// (M, P) or null.
+// (M, P) or null; need (M, P) column flags and ks (M) ranges of k, or null (`mm`).
 template <typename T>
-void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr) {
+void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr,
+              const uint8_t* need = nullptr, const KRanges* ks = nullptr) {
   const int64_t M = A.size(0), N = A.size(1), K = A.size(2), P = B.size(2);
   TORCH_CHECK(B.size(0) == M && B.size(1) == K && B.stride(2) == 1 && (B.stride(1) == P || K == 1),
               "bmm: B must be (M, K, P) with contiguous rows, got ", B.sizes(), " strides ", B.strides());
@@ -163,10 +195,48 @@ void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* b
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       const T* bm = bb ? bb + m * P : nullptr;
-      use_avx2 ? avx2::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm)
-               : base::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm);
+      const uint8_t* nm = need ? need + m * P : nullptr;
+      const KRanges* km = ks ? ks + m : nullptr;
+      use_avx2 ? avx2::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm, nm, km)
+               : base::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm, nm, km);
     }
   });
+}
+
+// A member's gates in the order of the pre-activations' rows i, f, g, o (g is always there).
+std::array<bool, 4> gates_of(const Member& mb) { return {mb.on_i != 0, mb.on_f != 0, true, mb.on_o != 0}; }
+
+// The columns of the pre-activations (M, 4H) that a member's step reads: not those of an absent gate
+// (the constant 1, `sigmoid_n`), so the matmuls that only feed them skip them.
+std::vector<uint8_t> need_columns(const std::vector<Member>& mem, int64_t H) {
+  std::vector<uint8_t> need(mem.size() * 4 * H);
+  for (size_t m = 0; m < mem.size(); ++m) {
+    const auto on = gates_of(mem[m]);
+    for (int q = 0; q < 4; ++q) std::fill_n(need.begin() + (m * 4 + q) * H, H, on[q]);
+  }
+  return need;
+}
+
+// The rows of a 4H-long sum that a member's gates hold, as ranges of k. An absent gate's pre-activation
+// gradients are exact zeros (its σ' is 0), and a sum of IEEE additions from +0 is never -0, so
+// leaving its terms out gives the same bits, as long as they are finite (a diverged member's may not
+// be; its absent gates' weights take no part in its computation either way).
+std::vector<KRanges> gate_ranges(const std::vector<Member>& mem, int64_t H) {
+  std::vector<KRanges> out(mem.size());
+  for (size_t m = 0; m < mem.size(); ++m) {
+    const auto on = gates_of(mem[m]);
+    KRanges& k = out[m];
+    k.n = 0;
+    for (int q = 0; q < 4; ++q) {
+      if (!on[q]) continue;
+      if (k.n > 0 && k.r[k.n - 1][1] == q * H) {
+        k.r[k.n - 1][1] = (q + 1) * H;  // adjacent to the last range: extend it
+      } else {
+        k.r[k.n][0] = q * H, k.r[k.n][1] = (q + 1) * H, ++k.n;
+      }
+    }
+  }
+  return out;
 }
 
 template <typename T, int PEEP, bool FGR, int STAGE>
@@ -181,9 +251,11 @@ template <typename T, int PEEP, bool FGR>
 std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const Tensor* w_ci, const Tensor* w_cf,
                                  const Tensor* w_co, const Tensor* w_gr, const std::vector<Member>& mem) {
   const int64_t T_ = xw_in.size(0), M = xw_in.size(1), B = xw_in.size(2), G = xw_in.size(3), H = G / 4;
-  Tensor xw = xw_in.contiguous();
+  // xw time-major or a transposed member-major (M, T, B, 4H) tensor, as the input projection leaves it
+  Tensor xw = xw_in.stride(3) == 1 && xw_in.stride(2) == G ? xw_in : xw_in.contiguous();
   auto opts = xw.options();
-  Tensor hs = at::zeros({T_ + 1, M, B, H}, opts), cs = at::zeros({T_ + 1, M, B, H}, opts);
+  Tensor hs = at::empty({T_ + 1, M, B, H}, opts), cs = at::empty({T_ + 1, M, B, H}, opts);  // step t writes t + 1
+  hs[0].zero_(), cs[0].zero_();  // h_0 = c_0 = 0
   Tensor S = at::empty({T_, M, B, 3 * H}, opts), gs = at::empty({T_, M, B, H}, opts);
   Tensor os = at::empty({T_, M, B, H}, opts), tcs = at::empty({T_, M, B, H}, opts);
   Tensor P = at::zeros({M, B, G}, opts);  // h_{t-1} W_hhᵀ; zero at t = 0 (h_0 = 0)
@@ -203,13 +275,14 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
   s.P = ptr<T>(P), s.R = ptr<T>(R), s.Q = ptr<T>(Q), s.Qo = ptr<T>(Qo), s.A = ptr<T>(A);
   s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
   const int64_t n = M * B * H;
+  const std::vector<uint8_t> need = need_columns(mem, H);
   for (int64_t t = 0; t < T_; ++t) {
     if (t > 0) {
-      bmm_into<T>(P, hs[t], whh_t);
+      bmm_into<T>(P, hs[t], whh_t, nullptr, need.data());
       if (FGR) bmm_into<T>(R, A, w_gr_t);
       if (PEEP == kFull) bmm_into<T>(Q, cs[t], w_cif_t);
     }
-    s.xw = xw.data_ptr<T>() + t * M * B * G;
+    s.xw = xw.data_ptr<T>() + t * xw.stride(0), s.xw_m = xw.stride(1);
     s.c_prev = cs.data_ptr<T>() + t * n, s.c = cs.data_ptr<T>() + (t + 1) * n, s.h = hs.data_ptr<T>() + (t + 1) * n;
     s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
     s.tc = tcs.data_ptr<T>() + t * n;
@@ -239,7 +312,8 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
   const int64_t T_ = gs.size(0), M = gs.size(1), B = gs.size(2), H = gs.size(3);
   Tensor dhs = dhs_in.contiguous(), dcs = dcs_in.contiguous();
   auto opts = gs.options();
-  Tensor dpre = at::empty({T_, M, B, 4 * H}, opts);
+  // dpre (T, M, B, 4H), stored member-major: the weight gradients read it as (M, T·B, 4H) without a copy
+  Tensor dpre = at::empty({M, T_, B, 4 * H}, opts).transpose(0, 1);
   Tensor dprobe = probe ? at::empty({T_, M, B, H}, opts) : Tensor();
   Tensor Dh = at::zeros({M, B, H}, opts), dc = at::zeros({M, B, H}, opts);
   Tensor Da, Dgr, Qc, Qif, Dif, w_cif, w_co_c, w_gr_c, wci, wcf, wco;
@@ -250,6 +324,7 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
     w_cif = at::cat({*w_ci, *w_cf}, 1), w_co_c = w_co->contiguous();  // (M, 2H, H), (M, H, H)
   }
   if (PEEP == kDiagonal) wci = w_ci->contiguous(), wcf = w_cf->contiguous(), wco = w_co->contiguous();
+  const std::vector<KRanges> ks = gate_ranges(mem, H);
   BwdStep<T> s{M, B, H, mem.data()};
   s.Dh = ptr<T>(Dh), s.Da = ptr<T>(Da), s.Qc = ptr<T>(Qc), s.Qif = ptr<T>(Qif);
   s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
@@ -259,7 +334,7 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
     s.dhs = dhs.data_ptr<T>() + t * n, s.dcs = dcs.data_ptr<T>() + t * n;
     s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
     s.tc = tcs.data_ptr<T>() + t * n, s.c_prev = cs.data_ptr<T>() + t * n;
-    s.dpre = dpre.data_ptr<T>() + t * 4 * n, s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
+    s.dpre = dpre.data_ptr<T>() + t * dpre.stride(0), s.dpre_m = dpre.stride(1), s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
     Tensor d = dpre[t];
     if (PEEP == kFull) {
       bwd_pass<T, PEEP, FGR, 1>(s);
@@ -270,7 +345,7 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
       bwd_pass<T, PEEP, FGR, 0>(s);
     }
     if (t > 0) {
-      bmm_into<T>(Dh, d, whh_c);  // (M, B, 4H) @ (M, 4H, H)
+      bmm_into<T>(Dh, d, whh_c, nullptr, nullptr, ks.data());  // (M, B, 4H) @ (M, 4H, H), present gates' rows
       if (FGR) bmm_into<T>(Da, Dgr, w_gr_c);  // (M, B, 3H) @ (M, 3H, 3H)
     }
   }
@@ -384,6 +459,8 @@ void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor
   });
 }
 
+#include "train_step.h"  // the whole training step as one call, built on the kernels above
+
 // Run the AVX2 kernels (true) or the baseline ones; returns whether AVX2 was in use.
 bool set_avx2(bool on) {
   TORCH_CHECK(!on || has_avx2, "set_avx2: this CPU has no AVX2");
@@ -403,6 +480,11 @@ TORCH_LIBRARY(ablation_fused, m) {
   m.def("lstm_backward(Tensor dhs, Tensor dcs, Tensor whh, Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? w_gr, "
         "Tensor S, Tensor gs, Tensor os, Tensor cs, Tensor tcs, Tensor on, Tensor? niaf, Tensor? noaf, Tensor? cifg, "
         "bool probe) -> Tensor[]");
+  m.def("train_step(Tensor(a!) table, Tensor(b!)[] dense, Tensor(c!)[] state, Tensor(d!) table_state, Tensor ids, "
+        "Tensor lengths, Tensor labels, Tensor on, Tensor? niaf, Tensor? noaf, Tensor? cifg, Tensor? fgr, "
+        "Tensor neg_lr, float eps, float clip, bool train_table) -> Tensor");
+  m.def("classify(Tensor table, Tensor[] dense, Tensor ids, Tensor lengths, Tensor on, Tensor? niaf, Tensor? noaf, "
+        "Tensor? cifg) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ablation_fused, CPU, m) {
@@ -410,4 +492,6 @@ TORCH_LIBRARY_IMPL(ablation_fused, CPU, m) {
   m.impl("adagrad_", &adagrad_);
   m.impl("lstm_forward", &lstm_forward);
   m.impl("lstm_backward", &lstm_backward);
+  m.impl("train_step", &train_step);
+  m.impl("classify", &classify);
 }
