@@ -52,7 +52,7 @@ TABLES := lecture peepholes odyssey cells protocol fine lag mnist1d lm chorales 
 
 # make reproduce: retrains the lecture grid into runs/lecture (not results/, which stays the reference),
 # resumably; SEEDS=N keeps the first N seeds. It prints the cost first, from the committed records.
-reproduce: setup  ## retrain the lecture grid into runs/lecture, compare with results/ (~2 core-hours; SEEDS=1: ~6 min)
+reproduce: setup  ## retrain the lecture grid into runs/lecture, compare with results/ (~1 core-hour; SEEDS=1: ~3 min)
 	$(ABLATION) grid experiments/lecture.toml --out runs/lecture $(if $(SEEDS),--seeds $(SEEDS)) --dry-run \
 	  --estimate-from results/lecture
 	$(ABLATION) grid experiments/lecture.toml --out runs/lecture $(if $(SEEDS),--seeds $(SEEDS))

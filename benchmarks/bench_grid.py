@@ -6,9 +6,10 @@ Phrase-level SST, batch 10, the identical sequence of batches for every model, A
   (b) our cell in a pack of one,
   (c) the fused pack of the 8 lecture gate combinations.
 Prints model-epochs per second for each and the ratios; (b) and (c) run the scan a run
-would (the fused C++ scan on CPU, `ablation/kernels/`). Then the fused scan against the
-Python scan (`cell._Scan`): whole training steps of (c) and (b) on the same batches,
-alternating the two scans, the median of the per-repetition ratios. The last line is
+would (on CPU the whole step as one C++ call, `ablation/kernels/whole_step.py`). Then that
+step against the same C++ kernels op by op through autograd (ABLATION_STEP=autograd) and
+against torch's ops (`cell._Scan`, ABLATION_SCAN=python): whole training steps of (c) and (b)
+on the same batches, alternating the paths, the medians of the per-repetition ratios. The last line is
 `speedup: <c over a>`. Ratios, not seconds: the machine is noisy.
 
 `--triton` times instead, on CUDA, one LSTM scan (forward and backward through time) of the pack of
@@ -88,23 +89,29 @@ def time_pack(data, batches, cfgs) -> float:
     return time.perf_counter() - start
 
 
-def scan_ratios(data, batches, cfgs, repeats: int) -> list[float]:
-    """Time with the Python scan over time with the fused scan, whole train steps, alternating."""
-    old = os.environ.get(select.ENV)
-    seconds = {"python": [], "fused": []}
+STEP_PATHS = {  # how a training step reaches its kernels, as `select` reads the environment
+    "python": {select.ENV: "python", select.STEP_ENV: "auto"},  # torch's ops and `_Scan`, through autograd
+    "autograd": {select.ENV: "fused", select.STEP_ENV: "autograd"},  # the C++ kernels op by op, through autograd
+    "one call": {select.ENV: "fused", select.STEP_ENV: "auto"},  # the whole step as one C++ call (whole_step.py)
+}
+
+
+def step_ratios(data, batches, cfgs, repeats: int) -> dict[str, list[float]]:
+    """Seconds of whole train steps on each path of `STEP_PATHS` over the one call's, alternating the
+    paths in each repetition: {"python": [...], "autograd": [...]}."""
+    old = {k: os.environ.get(k) for k in (select.ENV, select.STEP_ENV)}
+    seconds = {path: [] for path in STEP_PATHS}
     try:
         for rep in range(repeats + 1):  # the first round warms up
-            for scan in seconds:
-                os.environ[select.ENV] = scan
+            for path, env in STEP_PATHS.items():
+                os.environ.update(env)
                 t = time_pack(data, batches, cfgs)
                 if rep:
-                    seconds[scan].append(t)
+                    seconds[path].append(t)
     finally:
-        if old is None:
-            del os.environ[select.ENV]
-        else:
-            os.environ[select.ENV] = old
-    return [p / f for p, f in zip(seconds["python"], seconds["fused"])]
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return {p: [x / f for x, f in zip(seconds[p], seconds["one call"])] for p in ("python", "autograd")}
 
 
 def time_scans_on_cuda(cfg, steps: int, repeats: int, length: int = 20) -> None:
@@ -149,7 +156,7 @@ def main() -> None:
     ap.add_argument("--peephole", default="none", help="our cells' peepholes (nn.LSTM has none)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--repeats", type=int, default=3, help="best of N timings per path")
-    ap.add_argument("--scan-repeats", type=int, default=5, help="alternating repetitions, fused vs Python scan")
+    ap.add_argument("--scan-repeats", type=int, default=5, help="alternating repetitions of the step paths")
     ap.add_argument("--dense-reference", action="store_true",
                     help="(a) with dense embedding gradients, as nn.Embedding's default gives")
     ap.add_argument("--fast-numerics", action="store_true",
@@ -196,10 +203,13 @@ def main() -> None:
             "b_over_a": round(rate["b"] / rate["a"], 3), "c_over_a": round(rate["c"] / rate["a"], 3)}
     if select.scan_name() == "fused-cpp" and args.scan_repeats > 0:
         for key, cfgs in (("c", pack), ("b", pack[-1:])):
-            r = scan_ratios(data, batches, cfgs, args.scan_repeats)
-            line[f"{key}_fused_over_python"] = round(statistics.median(r), 3)
-            print(f"({key}) fused over Python scan, whole train step: median {statistics.median(r):.2f}x  "
-                  f"(repetitions: {' '.join(f'{x:.2f}' for x in r)})")
+            r = step_ratios(data, batches, cfgs, args.scan_repeats)
+            line[f"{key}_fused_over_python"] = round(statistics.median(r["python"]), 3)
+            line[f"{key}_one_call_over_autograd"] = round(statistics.median(r["autograd"]), 3)
+            for path, name in (("python", "torch's ops (ABLATION_SCAN=python)"),
+                               ("autograd", "the C++ kernels through autograd (ABLATION_STEP=autograd)")):
+                print(f"({key}) one-call step over {name}: median {statistics.median(r[path]):.2f}x  "
+                      f"(repetitions: {' '.join(f'{x:.2f}' for x in r[path])})")
     if args.json:  # one line per numerics mode: `make tables` writes the README's figures from the newest
         with open(args.json, "a") as f:
             f.write(json.dumps(line) + "\n")

@@ -394,7 +394,13 @@ def bench_reading(lines: list[dict]) -> str:
     text = (f"Measured by `make bench` on a {machine}, portable numerics ({p['steps']} training steps, best of "
             f"{p['repeats']}; {peep} peepholes): (c) is {p['c_over_a']:.1f}× sequential `nn.LSTM` and "
             f"(b) {p['b_over_a']:.1f}×")
-    if "c_fused_over_python" in p:
+    if "c_one_call_over_autograd" in p:
+        text += (f"; the whole step as one C++ call is {p['c_one_call_over_autograd']:.1f}× faster than the same "
+                 f"kernels through autograd (`ABLATION_STEP=autograd`) and {p['c_fused_over_python']:.1f}× faster "
+                 f"than torch's ops (`ABLATION_SCAN=python`) for the pack of 8, {p['b_one_call_over_autograd']:.1f}× "
+                 f"and {p['b_fused_over_python']:.1f}× for a single model (medians of {p['scan_repeats']} "
+                 "alternating repetitions)")
+    elif "c_fused_over_python" in p:  # a line from before the one-call step
         text += (f"; the fused kernels (scan, matmuls, AdaGrad) make a whole step {p['c_fused_over_python']:.1f}× "
                  f"faster than torch's ops (`ABLATION_SCAN=python`) for the pack of 8 and "
                  f"{p['b_fused_over_python']:.1f}× for a single model (medians of {p['scan_repeats']} alternating "
