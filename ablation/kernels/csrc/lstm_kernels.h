@@ -146,8 +146,10 @@ inline void fwd_gates(int64_t H, const Member& mb, const T* __restrict xw, T* __
                       const T* __restrict Q, const T* __restrict wci, const T* __restrict wcf,
                       const T* __restrict wco, const T* __restrict cp, T* __restrict c, T* __restrict S,
                       T* __restrict g, T* __restrict A, T* __restrict o, T* __restrict tc, T* __restrict h) {
-  pre_<T, PEEP, FGR>(H, xw, P, R, Q, cp, wci);  // eq. 7
-  pre_<T, PEEP, FGR>(H, xw + H, P + H, FGR ? R + H : nullptr, PEEP == kFull ? Q + H : nullptr, cp, wcf);  // eq. 8
+  // an absent gate's pre-activation is never read (σ is the constant 1): it is not computed
+  if (mb.on_i) pre_<T, PEEP, FGR>(H, xw, P, R, Q, cp, wci);  // eq. 7
+  if (mb.on_f)  // eq. 8
+    pre_<T, PEEP, FGR>(H, xw + H, P + H, FGR ? R + H : nullptr, PEEP == kFull ? Q + H : nullptr, cp, wcf);
   sigmoid_n(H, mb.on_i, P, S);
   if (mb.cifg) {
     for (int64_t j = 0; j < H; ++j) S[H + j] = T(1) - S[j];  // CIFG: f_t = 1 - i_t
@@ -173,7 +175,7 @@ inline void fwd_gates(int64_t H, const Member& mb, const T* __restrict xw, T* __
     for (int64_t j = 0; j < 2 * H; ++j) A[j] = S[j];
   if (PEEP != kFull) {
     // eq. 10 peeks at c_t
-    pre_<T, PEEP, FGR>(H, xw + 3 * H, P + 3 * H, FGR ? R + 2 * H : nullptr, nullptr, c, wco);
+    if (mb.on_o) pre_<T, PEEP, FGR>(H, xw + 3 * H, P + 3 * H, FGR ? R + 2 * H : nullptr, nullptr, c, wco);
     fwd_out<T, FGR>(H, mb, P + 3 * H, c, A, o, tc, h);
   }
 }
@@ -196,7 +198,9 @@ void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
     }
     if (PEEP == kFull && STAGE != 1) {
       T* po = s.P + r * G + 3 * H;
-      pre_<T, kFull, FGR>(H, s.xw + m * s.xw_m + (r - m * s.B) * G + 3 * H, po, FGR ? R + 2 * H : nullptr, s.Qo + r * H, nullptr, nullptr);
+      if (s.mem[m].on_o)
+        pre_<T, kFull, FGR>(H, s.xw + m * s.xw_m + (r - m * s.B) * G + 3 * H, po, FGR ? R + 2 * H : nullptr,
+                            s.Qo + r * H, nullptr, nullptr);
       fwd_out<T, FGR>(H, s.mem[m], po, s.c + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
     }
   }
