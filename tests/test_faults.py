@@ -401,8 +401,9 @@ def test_ctrl_c_stops_the_grid_at_once_with_one_line(tmp_path):
         proc.wait(timeout=30)
         took = time.time() - t0
         assert proc.returncode == 130
-        assert len(err.strip().splitlines()) == 1, err
-        assert re.fullmatch(r"interrupted; \d of 6 runs finished, rerun to resume", err.strip()), err
+        said = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("grid smoke: epoch")]  # progress
+        assert len(said) == 1, err
+        assert re.fullmatch(r"interrupted; \d of 6 runs finished, rerun to resume", said[0]), err
         assert took < 5, f"took {took:.1f} s"  # ~1.5 s here; slack for a loaded machine
         time.sleep(0.5)
         assert not any(map(_alive, workers))

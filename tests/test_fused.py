@@ -203,6 +203,17 @@ def test_bmm_by_hand_and_against_torch():
                                         (a, b, bias))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_transposed_b_is_copied_exactly(dtype):
+    """A transposed b (a weight Wᵀ) is copied to contiguous rows in 8x8 tiles (shuffled, for float32) and
+    edge pieces: the product is the one of its contiguous copy, bit for bit, at shapes with both."""
+    gen = torch.Generator().manual_seed(1)
+    for M, N, K, P in [(2, 5, 50, 200), (3, 4, 25, 200), (1, 3, 19, 13), (2, 7, 8, 8)]:
+        a, w = torch.randn(M, N, K, generator=gen, dtype=dtype), torch.randn(M, P, K, generator=gen, dtype=dtype)
+        wt = w.transpose(1, 2)
+        assert torch.equal(cpp.fixed_order_bmm(a, wt), cpp.fixed_order_bmm(a, wt.contiguous()))
+
+
 def test_bmm_rows_do_not_depend_on_their_neighbours():
     """A row of a @ b has the same bits computed with 1, 5 or 23 rows around it, and a member
     the same bits alone as in a pack: the summation order is fixed per element."""

@@ -86,7 +86,8 @@ def test_failed_pack_is_reported_with_its_log_then_rerun_completes(tmp_path, mon
 
 
 def test_cancelled_job_is_detected_then_rerun_completes(tmp_path):
-    exp = load_experiment(SMOKE, ["data.train_limit=3000", "train.epochs=4"])
+    # epochs enough that the cancelled pack is still training when SIGTERM comes (a smoke epoch takes ~1 s)
+    exp = load_experiment(SMOKE, ["data.train_limit=3000", "train.epochs=20"])
     out = tmp_path / "out"
     result: dict = {}
 

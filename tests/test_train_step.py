@@ -138,6 +138,10 @@ def test_which_packs_it_serves(monkeypatch):
     monkeypatch.setenv(select.ENV, "python")
     assert not whole_step.applies(model)
     monkeypatch.setenv(select.ENV, "fused")
+    extra, _ = build_pack(pack_of(("none",)), data)  # a parameter the C++ step would not know: refused, not dropped
+    extra.register_parameter("weight_extra", torch.nn.Parameter(torch.zeros(1, 3)))
+    with pytest.raises(ValueError, match="this pack has cls_weight, .*, weight_extra .*ABLATION_STEP=autograd"):
+        whole_step.applies(extra)
     monkeypatch.setenv(select.STEP_ENV, "autograd")
     assert not whole_step.applies(model)
     monkeypatch.setenv(select.STEP_ENV, "fast")

@@ -18,12 +18,25 @@ import torch
 
 from ablation.kernels import select
 
+# The parameters the C++ step takes, in its order (csrc/train_step.h's `Pack`): the classifier, the cell,
+# then the peepholes and FGR's R where the pack has them; `PackedClassifier.named_parameters()`'s order.
+LAYOUT = ("cls_weight", "cls_bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+OPTIONAL = ("weight_ci", "weight_cf", "weight_co", "weight_gr")
+
 
 def applies(model) -> bool:
     """Whether the one call serves this pack (`models.classifier.PackedClassifier`), its forward and, if it
     trains by AdaGrad (the trainer asks), its step: see the module doc."""
-    return (select.step_choice() == "auto" and model.kind == "lstm" and not (model.every_step or model.vectors)
-            and not model.regression and select.wanted(model.embedding))
+    if not (select.step_choice() == "auto" and model.kind == "lstm" and not (model.every_step or model.vectors)
+            and not model.regression and select.wanted(model.embedding)):
+        return False
+    if not getattr(model, "_one_call_layout", False):  # checked once a pack: its parameters do not change
+        names = tuple(n for n, _ in model.named_parameters() if n != "embedding")
+        if names != LAYOUT + tuple(n for n in OPTIONAL if n in names):  # a parameter the C++ step does not know
+            raise ValueError(f"the one-call training step takes {', '.join(LAYOUT + OPTIONAL)}, in that order; this "
+                             f"pack has {', '.join(names)} (set ABLATION_STEP=autograd, or teach csrc/train_step.h)")
+        model._one_call_layout = True
+    return True
 
 
 def _flags(model) -> tuple:
@@ -35,10 +48,10 @@ def _flags(model) -> tuple:
 def train_step(model, opt, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One AdaGrad step (``opt``: a `training.adagrad.PackAdagrad`) of every member on a shared batch, ids
     (B, T), lengths and labels (B,); returns the (M,) losses, as `trainer.train_step`."""
-    table = model.embedding
+    table = model.embedding  # updated in place, as torch.optim does under no_grad
     return torch.ops.ablation_fused.train_step(
-        table.detach(), [p.detach() for p in opt.dense], opt.state, opt.emb_state, ids, lengths, labels, model.on,
-        *_flags(model), model.flags.fgr, opt.neg_lr, opt.eps, opt.clip, table.requires_grad)
+        table, opt.dense, opt.state, opt.emb_state, ids, lengths, labels, model.on, *_flags(model), model.flags.fgr,
+        opt.neg_lr, opt.eps, opt.clip, table.requires_grad)
 
 
 @torch.no_grad()

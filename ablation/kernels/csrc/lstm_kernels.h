@@ -382,6 +382,30 @@ void mm(int64_t N, int64_t K, int64_t P, const T* A, int64_t sa_n, int64_t sa_k,
   mm_cols<T, 1, true>(N, kr, A, sa_n, sa_k, pad, L, C, P, bias ? pad + K * L : nullptr, p, static_cast<int>(w));
 }
 
+// The transpose of an 8x8 float tile: dst row k = src column k (rows ss and ds apart), in three rounds
+// of shuffles (pairs of rows, then of pairs, then of halves); `rows_contiguous`'s inner step.
+inline void transpose8(const float* __restrict src, int64_t ss, float* __restrict dst, int64_t ds) {
+  using V = Vec<float>;
+  typedef int32_t I __attribute__((vector_size(32)));
+  V r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * ss, sizeof(V));
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = __builtin_shuffle(t[i + j], t[i + j + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 2 * j + 1] = __builtin_shuffle(t[i + j], t[i + j + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  for (int i = 0; i < 4; ++i) {
+    const V lo = __builtin_shuffle(u[i], u[i + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+    const V hi = __builtin_shuffle(u[i], u[i + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+    std::memcpy(dst + i * ds, &lo, sizeof(V));
+    std::memcpy(dst + (i + 4) * ds, &hi, sizeof(V));
+  }
+}
+
 // AdaGrad (Duchi et al. 2011) on n elements of one member: G += g²; p += (-lr·g) / (√G + eps),
 // in torch.optim.Adagrad's order of operations, with IEEE operations only (√ is correctly
 // rounded), so any vector width gives the same bits. `PackAdagrad.step` calls it.

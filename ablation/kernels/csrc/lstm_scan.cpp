@@ -5,7 +5,8 @@
 // module doc, Graves 2013 eqs. 7-11; the variants of Greff et al. 2017, sec. 3). Beside it,
 // the two other kernels of a CPU training step: the matmul of the layers around the scan
 // (`bmm`: input projection, classifier, weight gradients) and AdaGrad's update
-// (`adagrad_`). ablation/kernels/cpp.py builds and loads them.
+// (`adagrad_`); and, built on all of them, a whole training step as one call (`train_step`,
+// train_step.h). ablation/kernels/cpp.py builds and loads them.
 //
 // Numerics, so that a record retrains bit for bit on any x86-64 machine:
 // - the matmuls are our own (`mm` in lstm_kernels.h): every element summed in one fixed
@@ -166,12 +167,11 @@ Tensor rows_contiguous(const Tensor& b) {
       for (int64_t k0 = 0; k0 < K; k0 += 8) {
         const T* s = src + m * s0 + p0 * s2 + k0;
         T* d = dst + (m * K + k0) * P + p0;
-        if (p0 + 8 <= P && k0 + 8 <= K) {  // a whole tile: fixed bounds, which the compiler unrolls
-          T tile[8][8];
-          for (int p = 0; p < 8; ++p)
-            for (int k = 0; k < 8; ++k) tile[k][p] = s[p * s2 + k];
-          for (int k = 0; k < 8; ++k) std::memcpy(d + k * P, tile[k], 8 * sizeof(T));
-          continue;
+        if constexpr (std::is_same_v<T, float>) {
+          if (p0 + 8 <= P && k0 + 8 <= K) {  // a whole tile: shuffles
+            use_avx2 ? avx2::transpose8(s, s2, d, P) : base::transpose8(s, s2, d, P);
+            continue;
+          }
         }
         for (int64_t p = 0; p < std::min<int64_t>(8, P - p0); ++p)
           for (int64_t k = 0; k < std::min<int64_t>(8, K - k0); ++k) d[k * P + p] = s[p * s2 + k];
@@ -334,7 +334,8 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
     s.dhs = dhs.data_ptr<T>() + t * n, s.dcs = dcs.data_ptr<T>() + t * n;
     s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
     s.tc = tcs.data_ptr<T>() + t * n, s.c_prev = cs.data_ptr<T>() + t * n;
-    s.dpre = dpre.data_ptr<T>() + t * dpre.stride(0), s.dpre_m = dpre.stride(1), s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
+    s.dpre = dpre.data_ptr<T>() + t * dpre.stride(0), s.dpre_m = dpre.stride(1);
+    s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
     Tensor d = dpre[t];
     if (PEEP == kFull) {
       bwd_pass<T, PEEP, FGR, 1>(s);

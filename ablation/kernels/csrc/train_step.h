@@ -12,8 +12,8 @@
 // runs, on the same shapes (log-softmax, NLL and their backwards, mean's backward, the peephole
 // reductions, the clipping arithmetic). What is left is exact by construction: copies and the
 // gather, the last step's gradient added to zero, and the embedding gradient summed row by row in
-// ascending batch position, as index_add_ sums it. tests/test_train_step.py compares the two bit
-// for bit.
+// ascending batch position, as index_add_ sums it; and the terms an absent gate contributes, exact
+// zeros, left out of the sums (`gate_ranges`). tests/test_train_step.py compares the two bit for bit.
 //
 // Shapes: table (M, V, E); ids (B, T) int64 cut to the batch's longest sentence; lengths, labels
 // (B,) int64; dense = [cls_weight (M, C, H), cls_bias (M, C), weight_ih (M, 4H, E), weight_hh
@@ -42,14 +42,13 @@ struct Rows {
   std::vector<int64_t> pos;
 };
 
-Rows unique_rows(const Tensor& ids, int64_t V) {
+Rows unique_rows(const Tensor& ids) {  // ids already checked by `forward_pass`
   const int64_t B = ids.size(0), T_ = ids.size(1);
   Tensor idc = ids.contiguous();
   const int64_t* id = idc.data_ptr<int64_t>();
   std::vector<int64_t> u(id, id + B * T_);
   std::sort(u.begin(), u.end());
   u.erase(std::unique(u.begin(), u.end()), u.end());
-  TORCH_CHECK(u.front() >= 0 && u.back() < V, "train_step: token ids must lie in [0, ", V, ")");
   Rows r{at::empty({static_cast<int64_t>(u.size())}, ids.options()), std::vector<int64_t>(B * T_)};
   std::copy(u.begin(), u.end(), r.rows.data_ptr<int64_t>());
   for (int64_t t = 0; t < T_; ++t)
@@ -60,7 +59,7 @@ Rows unique_rows(const Tensor& ids, int64_t V) {
 
 // Everything the forward leaves for the backward.
 struct Forward {
-  Tensor x, xw, hs, cs, S, gs, os, tcs, last, logits;
+  Tensor x, hs, cs, S, gs, os, tcs, last, logits;
 };
 
 // The forward (`PackedClassifier.logits` on gathered inputs): x[m, t·B + b] = table[m, ids[b, t]],
@@ -89,7 +88,6 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   Tensor xw = at::empty({M, T_ * B, G}, table.options());
   const std::vector<uint8_t> need = need_columns(mem, H);  // an absent gate's columns are never read
   bmm_into<T>(xw, f.x, rows_contiguous<T>(p.w_ih.transpose(1, 2)), &bias, need.data());
-  f.xw = xw;
   auto out = forward_impl<T, PEEP, FGR>(xw.view({M, T_, B, G}).transpose(0, 1), p.w_hh, p.w_ci, p.w_cf, p.w_co,
                                         p.w_gr, mem);
   f.hs = out[0], f.cs = out[1], f.S = out[2], f.gs = out[3], f.os = out[4], f.tcs = out[5];
@@ -110,19 +108,39 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   return f;
 }
 
+// C (M, 4H, P) = A B for A (M, 4H, K) at any strides and B (M, K, P) contiguous, in the rows of each
+// member's gates (`ks`, `gate_ranges`); an absent gate's rows, sums of exact zeros, are +0.
+template <typename T>
+Tensor gate_rows_bmm(const Tensor& A, const Tensor& B, const std::vector<KRanges>& ks) {
+  const int64_t M = A.size(0), G = A.size(1), K = A.size(2), P = B.size(2);
+  TORCH_CHECK(B.is_contiguous() && B.size(1) == K, "gate_rows_bmm: B must be contiguous (M, K, P)");
+  Tensor C = at::empty({M, G, P}, A.options());
+  const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>();
+  T* c = C.data_ptr<T>();
+  const int64_t sa_n = A.stride(1), sa_k = A.stride(2);
+  for (int64_t m = 0; m < M; ++m) {
+    T* cm = c + m * G * P;
+    std::fill_n(cm, G * P, T(0));
+    for (int q = 0; q < ks[m].n; ++q) {
+      const int64_t r0 = ks[m].r[q][0], n = ks[m].r[q][1] - r0;
+      const T* am = a + m * A.stride(0) + r0 * sa_n;
+      use_avx2 ? avx2::mm<T>(n, K, P, am, sa_n, sa_k, b + m * K * P, cm + r0 * P, nullptr)
+               : base::mm<T>(n, K, P, am, sa_n, sa_k, b + m * K * P, cm + r0 * P, nullptr);
+    }
+  }
+  return C;
+}
+
 // The gradients of W_hh, the peepholes and FGR's R from dpre, member-major as flat (M, T·B, 4H):
-// `cell.weight_grads` with the fixed-order bmm, op for op, except that dW_hh is computed transposed,
-// hᵀ dpre (M, H, 4H) (each element the same products in the same order), skipping the columns of
-// absent gates, which stay exact zeros (`gate_ranges`). Returns {dwhh, dci, dcf, dco, dgr}.
+// `cell.weight_grads` with the fixed-order bmm, op for op, dW_hh in the rows of the gates each member
+// has (`gate_rows_bmm`). Returns {dwhh, dci, dcf, dco, dgr} (undefined where absent).
 template <typename T>
 std::vector<Tensor> weight_grads(const Tensor& flat, const Forward& f, int peep, const Tensor* fgr_mask,
-                                 const std::vector<uint8_t>& need) {
+                                 const std::vector<KRanges>& ks) {
   const int64_t T_ = f.gs.size(0), M = f.gs.size(1), B = f.gs.size(2), H = f.gs.size(3);
   std::vector<Tensor> g(5);
   auto member_major = [&](const Tensor& s) { return s.transpose(0, 1).reshape({M, T_ * B, s.size(3)}); };
-  Tensor dwhh_t = at::zeros({M, H, 4 * H}, flat.options());
-  bmm_into<T>(dwhh_t, member_major(f.hs.narrow(0, 0, T_)).transpose(1, 2), flat, nullptr, need.data());
-  g[0] = dwhh_t.transpose(1, 2).contiguous();
+  g[0] = gate_rows_bmm<T>(flat.transpose(1, 2), member_major(f.hs.narrow(0, 0, T_)), ks);
   if (peep != kNone) {
     Tensor cp = member_major(f.cs.narrow(0, 0, T_)), cc = member_major(f.cs.narrow(0, 1, T_));
     Tensor di = flat.narrow(2, 0, H), df = flat.narrow(2, H, H), dout = flat.narrow(2, 3 * H, H);
@@ -155,6 +173,24 @@ void clip_members(std::vector<Tensor>& grads, double clip) {
     shape[0] = -1;
     g = at::mul(g, scale.view(shape));
   }
+}
+
+// `adagrad_` on a gate-row parameter p (M, 4H, ...) in the rows of the gates each member has (`gate_ranges`):
+// an absent gate's rows have exact zero gradients, which would leave p and G as they are.
+template <typename T>
+void adagrad_gate_rows(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& lr, double eps,
+                       const std::vector<KRanges>& ks) {
+  TORCH_CHECK(p.is_contiguous() && G.is_contiguous(), "train_step: parameters and their state must be contiguous");
+  const Tensor g = g_in.contiguous();
+  const int64_t M = p.size(0), rows = p.size(1), per = p.numel() / (M * rows);  // per: elements a row
+  T *pp = p.data_ptr<T>(), *GG = G.data_ptr<T>();
+  const T *gg = g.data_ptr<T>(), *l = lr.data_ptr<T>();
+  for (int64_t m = 0; m < M; ++m)
+    for (int q = 0; q < ks[m].n; ++q) {
+      const int64_t off = (m * rows + ks[m].r[q][0]) * per, n = (ks[m].r[q][1] - ks[m].r[q][0]) * per;
+      use_avx2 ? avx2::adagrad_n<T>(n, pp + off, gg + off, GG + off, l[m], static_cast<T>(eps))
+               : base::adagrad_n<T>(n, pp + off, gg + off, GG + off, l[m], static_cast<T>(eps));
+    }
 }
 
 template <typename T, int PEEP, bool FGR>
@@ -200,7 +236,7 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
   Tensor dpre = backward_impl<T, PEEP, FGR>(dhs, at::zeros_like(dhs), p.w_hh, p.w_ci, p.w_cf, p.w_co, p.w_gr, f.S,
                                             f.gs, f.os, f.cs, f.tcs, mem, false)[0];
   Tensor flat = dpre.transpose(0, 1).reshape({M, T_ * B, G});  // member-major, as the projection's output
-  std::vector<Tensor> wg = weight_grads<T>(flat, f, PEEP, fgr_mask, need);
+  std::vector<Tensor> wg = weight_grads<T>(flat, f, PEEP, fgr_mask, ks);
   // the input projection: dW_ihᵀ = xᵀ dxw, d(b_ih + b_hh) = Σ dxw (both biases get it), dx = dxw W_ih
   Tensor d_w_ih = at::zeros({M, E, G}, table.options()), d_bias = at::zeros({M, 1, G}, table.options());
   bmm_into<T>(d_w_ih, f.x.transpose(1, 2), flat, nullptr, need.data());
@@ -213,7 +249,7 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
   Rows r;
   Tensor d_rows;
   if (train_table) {  // the embedding rows' gradient (M, U, E): index_add_ of dx over batch positions, ascending
-    r = unique_rows(ids, table.size(1));
+    r = unique_rows(ids);
     const int64_t U = r.rows.numel();
     Tensor dx = at::empty({M, T_ * B, E}, table.options());
     bmm_into<T>(dx, flat, p.w_ih.contiguous(), nullptr, nullptr, ks.data());
@@ -229,27 +265,11 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
     grads.push_back(d_rows);
   }
   if (clip > 0) clip_members(grads, clip);
-  // AdaGrad; the gate-row parameters (W_ih, W_hh, b_ih, b_hh: dense[2..5]) only in the rows of the gates
-  // each member has: an absent gate's rows have exact zero gradients, which leave p and G as they are
-  const Tensor lr_t = neg_lr.to(table.scalar_type()).contiguous();
-  const T* lr = lr_t.data_ptr<T>();
-  for (size_t k = 0; k < dense.size(); ++k) {
-    if (k < 2 || k > 5) {
-      adagrad_(dense[k], grads[k], state[k], neg_lr, eps, c10::nullopt);
-      continue;
-    }
-    const Tensor g = grads[k].contiguous();
-    TORCH_CHECK(dense[k].is_contiguous() && state[k].is_contiguous(), "train_step: parameters must be contiguous");
-    const int64_t per = dense[k].numel() / (M * G);  // elements a row
-    T *pp = dense[k].data_ptr<T>(), *GG = state[k].data_ptr<T>();
-    const T* gg = g.data_ptr<T>();
-    for (int64_t m = 0; m < M; ++m)
-      for (int q = 0; q < ks[m].n; ++q) {
-        const int64_t off = (m * G + ks[m].r[q][0]) * per, n = (ks[m].r[q][1] - ks[m].r[q][0]) * per;
-        use_avx2 ? avx2::adagrad_n<T>(n, pp + off, gg + off, GG + off, lr[m], static_cast<T>(eps))
-                 : base::adagrad_n<T>(n, pp + off, gg + off, GG + off, lr[m], static_cast<T>(eps));
-      }
-  }
+  // AdaGrad, the gate-row parameters (W_ih, W_hh, b_ih, b_hh: dense[2..5]) in their members' gates' rows
+  const Tensor lr = neg_lr.to(table.scalar_type()).contiguous();
+  for (size_t k = 0; k < dense.size(); ++k)
+    k >= 2 && k <= 5 ? adagrad_gate_rows<T>(dense[k], grads[k], state[k], lr, eps, ks)
+                     : adagrad_(dense[k], grads[k], state[k], neg_lr, eps, c10::nullopt);
   if (train_table) adagrad_(table, grads.back(), table_state, neg_lr, eps, r.rows);
   return losses;
 }
