@@ -214,7 +214,8 @@ void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
     T* A = FGR ? s.A + r * 3 * H : nullptr;
     if (STAGE != 2) {
       const bool diag = PEEP == kDiagonal;
-      fwd_gates<T, PEEP, FGR>(H, s.mem[m], s.xw + m * s.xw_m + (r - m * s.B) * G, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
+      const T* xw = s.xw + m * s.xw_m + (r - m * s.B) * G;  // row r = m·B + b of xw_t
+      fwd_gates<T, PEEP, FGR>(H, s.mem[m], xw, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
                               diag ? s.wci + m * H : nullptr, diag ? s.wcf + m * H : nullptr,
                               diag ? s.wco + m * H : nullptr, s.c_prev + r * H, s.c + r * H, s.S + r * 3 * H,
                               s.g + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
@@ -292,7 +293,8 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
     if (STAGE != 2)
       bwd_out<T, PEEP, FGR>(H, s.mem[m], s.Dh + r * H, s.dhs + r * H, s.dcs + r * H, full ? s.Qif + r * H : nullptr,
                             Da, diag ? s.wco + m * H : nullptr, s.o + r * H, s.tc + r * H, s.dc + r * H,
-                            s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr, s.dprobe ? s.dprobe + r * H : nullptr);
+                            s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr,
+                            s.dprobe ? s.dprobe + r * H : nullptr);
     if (STAGE != 1)
       bwd_gates<T, PEEP, FGR>(H, s.mem[m], full ? s.Qc + r * H : nullptr, Da, diag ? s.wci + m * H : nullptr,
                               diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H, s.c_prev + r * H,
@@ -323,8 +325,8 @@ struct VecOf<double> {
 template <typename T>
 using Vec = typename VecOf<T>::type;
 
-// R rows by NV vectors of columns, held in registers while k runs over `ks`; B's rows sb apart. PART: only the
-// first w columns of the last vector are stored.
+// R rows by NV vectors of columns, held in registers while k runs over `ks`; B's rows sb apart.
+// PART: only the first w columns of the last vector are stored.
 template <typename T, int R, int NV, bool PART>
 inline void mm_strip(const KRanges& ks, const T* __restrict A, int64_t sa_n, int64_t sa_k, const T* __restrict B,
                      int64_t sb, T* __restrict C, int64_t sc, const T* __restrict bias, int w) {
@@ -353,25 +355,25 @@ inline void mm_strip(const KRanges& ks, const T* __restrict A, int64_t sa_n, int
 // Columns [p, p + NV·L) of all N rows (the last vector w wide with PART), B's rows sb apart from b:
 // blocks of 6 rows, then the rest as one block.
 template <typename T, int NV, bool PART>
-void mm_cols(int64_t N, const KRanges& K, const T* A, int64_t sa_n, int64_t sa_k, const T* b, int64_t sb, T* C, int64_t P,
-             const T* bb, int64_t p, int w) {
+void mm_cols(int64_t N, const KRanges& ks, const T* A, int64_t sa_n, int64_t sa_k, const T* b, int64_t sb, T* C,
+             int64_t P, const T* bb, int64_t p, int w) {
   constexpr int R = 6;  // 6 rows by 2 vectors: 12 accumulators, 2 of B, 1 of A (of the 16 vector registers)
   int64_t n = 0;
-  for (; n + R <= N; n += R) mm_strip<T, R, NV, PART>(K, A + n * sa_n, sa_n, sa_k, b, sb, C + n * P + p, P, bb, w);
+  for (; n + R <= N; n += R) mm_strip<T, R, NV, PART>(ks, A + n * sa_n, sa_n, sa_k, b, sb, C + n * P + p, P, bb, w);
   const T* a = A + n * sa_n;
   T* c = C + n * P + p;
   switch (N - n) {
-    case 5: return mm_strip<T, 5, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
-    case 4: return mm_strip<T, 4, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
-    case 3: return mm_strip<T, 3, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
-    case 2: return mm_strip<T, 2, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
-    case 1: return mm_strip<T, 1, NV, PART>(K, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 5: return mm_strip<T, 5, NV, PART>(ks, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 4: return mm_strip<T, 4, NV, PART>(ks, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 3: return mm_strip<T, 3, NV, PART>(ks, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 2: return mm_strip<T, 2, NV, PART>(ks, a, sa_n, sa_k, b, sb, c, P, bb, w);
+    case 1: return mm_strip<T, 1, NV, PART>(ks, a, sa_n, sa_k, b, sb, c, P, bb, w);
   }
 }
 
 // Strips of two vectors, then one, then the last P % L columns: B's and the bias's padded with zeros
-// to a whole vector, whose extra lanes are computed and dropped; the w
-// columns get exactly the additions of a whole vector. `need` (P flags, or null: all): the columns
+// to a whole vector, whose extra lanes are computed and dropped; the w columns get exactly the
+// additions of a whole vector. `need` (P flags, or null: all): the columns
 // the caller reads; a strip none of whose columns it reads is skipped and left as it was (an absent
 // gate's pre-activations, `need_columns`).
 template <typename T>

@@ -78,7 +78,8 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
     const int64_t* id = idc.data_ptr<int64_t>();
     const T* tab = table.data_ptr<T>();
     T* x = f.x.data_ptr<T>();
-    for (int64_t i = 0; i < B * T_; ++i) TORCH_CHECK(id[i] >= 0 && id[i] < V, "token id ", id[i], " not in [0, ", V, ")");
+    for (int64_t i = 0; i < B * T_; ++i)
+      TORCH_CHECK(id[i] >= 0 && id[i] < V, "token id ", id[i], " not in [0, ", V, ")");
     for (int64_t m = 0; m < M; ++m)
       for (int64_t t = 0; t < T_; ++t)
         for (int64_t b = 0; b < B; ++b)
@@ -97,7 +98,8 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
     const int64_t* len = lc.data_ptr<int64_t>();
     const T* hs = f.hs.data_ptr<T>();
     T* last = f.last.data_ptr<T>();
-    for (int64_t b = 0; b < B; ++b) TORCH_CHECK(len[b] >= 1 && len[b] <= T_, "length ", len[b], " not in [1, ", T_, "]");
+    for (int64_t b = 0; b < B; ++b)
+      TORCH_CHECK(len[b] >= 1 && len[b] <= T_, "length ", len[b], " not in [1, ", T_, "]");
     for (int64_t m = 0; m < M; ++m)
       for (int64_t b = 0; b < B; ++b)  // hs[0] is h_0: a sentence of length L ends at hs[L]
         std::memcpy(last + (m * B + b) * H, hs + ((len[b] * M + m) * B + b) * H, H * sizeof(T));
