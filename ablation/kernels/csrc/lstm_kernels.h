@@ -121,33 +121,36 @@ inline void pre_(int64_t H, const T* __restrict xw, T* __restrict P, const T* __
 // σ and tanh over a row in whole vectors: the bulk of H as one loop, then the last H % L elements as
 // one more whole vector over [H - L, H) (L lanes), recomputing some, since a scalar remainder of their
 // polynomials is as slow as all the vectors before it. Both are pure (each output from its input
-// alone, never in place), so an element computed twice gets the same bits twice.
+// alone, never in place), so an element computed twice gets the same bits twice. Fn::of is the
+// function (a static member, not a lambda, so that the loops keep their __restrict and vectorise).
+struct Sigmoid {
+  template <typename T>
+  static T of(T x) { return sigmoid_(x); }
+};
+struct Tanh {
+  template <typename T>
+  static T of(T x) { return tanh_(x); }
+};
+
+template <typename Fn, typename T>
+inline void map_n(int64_t H, const T* __restrict x, T* __restrict y) {
+  constexpr int64_t L = 32 / sizeof(T);
+  const int64_t Hv = H < L ? H : H - H % L;
+  for (int64_t j = 0; j < Hv; ++j) y[j] = Fn::of(x[j]);
+  if (Hv == H) return;
+  const T* __restrict xt = x + H - L;
+  T* __restrict yt = y + H - L;
+#pragma GCC unroll 1
+  for (int64_t l = 0; l < L; ++l) yt[l] = Fn::of(xt[l]);
+}
+
 template <typename T>
 inline void sigmoid_n(int64_t H, bool on, const T* __restrict z, T* __restrict y) {
   if (!on) {
     for (int64_t j = 0; j < H; ++j) y[j] = T(1);  // an absent gate: σ(+inf) = 1 in `_Scan`
     return;
   }
-  constexpr int64_t L = 32 / sizeof(T);
-  const int64_t Hv = H < L ? H : H - H % L;
-  for (int64_t j = 0; j < Hv; ++j) y[j] = sigmoid_(z[j]);
-  if (Hv == H) return;
-  const T* __restrict zt = z + H - L;
-  T* __restrict yt = y + H - L;
-#pragma GCC unroll 1
-  for (int64_t l = 0; l < L; ++l) yt[l] = sigmoid_(zt[l]);
-}
-
-template <typename T>
-inline void tanh_n(int64_t H, const T* __restrict x, T* __restrict y) {
-  constexpr int64_t L = 32 / sizeof(T);
-  const int64_t Hv = H < L ? H : H - H % L;
-  for (int64_t j = 0; j < Hv; ++j) y[j] = tanh_(x[j]);
-  if (Hv == H) return;
-  const T* __restrict xt = x + H - L;
-  T* __restrict yt = y + H - L;
-#pragma GCC unroll 1
-  for (int64_t l = 0; l < L; ++l) yt[l] = tanh_(xt[l]);
+  map_n<Sigmoid>(H, z, y);
 }
 
 template <typename T, bool FGR>
@@ -157,7 +160,7 @@ inline void fwd_out(int64_t H, const Member& mb, T* __restrict po, const T* __re
   if (mb.noaf) {
     for (int64_t j = 0; j < H; ++j) tc[j] = c[j];  // NOAF: h_t = o_t ⊙ c_t
   } else {
-    tanh_n(H, c, tc);
+    map_n<Tanh>(H, c, tc);
   }
   for (int64_t j = 0; j < H; ++j) h[j] = o[j] * tc[j];  // eq. 11
   if (FGR)
