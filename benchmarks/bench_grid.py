@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 from ablation.training import numerics
 
@@ -99,18 +100,14 @@ STEP_PATHS = {  # how a training step reaches its kernels, as `select` reads the
 def step_ratios(data, batches, cfgs, repeats: int) -> dict[str, list[float]]:
     """Seconds of whole train steps on each path of `STEP_PATHS` over the one call's, alternating the
     paths in each repetition: {"python": [...], "autograd": [...]}."""
-    old = {k: os.environ.get(k) for k in (select.ENV, select.STEP_ENV)}
     seconds = {path: [] for path in STEP_PATHS}
-    try:
+    with mock.patch.dict(os.environ):  # as it was afterwards
         for rep in range(repeats + 1):  # the first round warms up
             for path, env in STEP_PATHS.items():
                 os.environ.update(env)
                 t = time_pack(data, batches, cfgs)
                 if rep:
                     seconds[path].append(t)
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return {p: [x / f for x, f in zip(seconds[p], seconds["one call"])] for p in ("python", "autograd")}
 
 

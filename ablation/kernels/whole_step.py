@@ -39,23 +39,19 @@ def applies(model) -> bool:
     return True
 
 
-def _flags(model) -> tuple:
-    flags = model.flags
-    return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
-
-
 @torch.no_grad()
 def train_step(model, opt, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One AdaGrad step (``opt``: a `training.adagrad.PackAdagrad`) of every member on a shared batch, ids
     (B, T), lengths and labels (B,); returns the (M,) losses, as `trainer.train_step`."""
     table = model.embedding  # updated in place, as torch.optim does under no_grad
     return torch.ops.ablation_fused.train_step(
-        table, opt.dense, opt.state, opt.emb_state, ids, lengths, labels, model.on, *_flags(model), model.flags.fgr,
-        opt.neg_lr, opt.eps, opt.clip, table.requires_grad)
+        table, opt.dense, opt.state, opt.emb_state, ids, lengths, labels, model.on, *model.flags.kernel_args(),
+        model.flags.fgr, opt.neg_lr, opt.eps, opt.clip, table.requires_grad)
 
 
 @torch.no_grad()
 def logits(model, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The pack's logits (M, B, C) for ids (B, T), lengths (B,): `PackedClassifier.forward` in one call."""
     dense = [p.detach() for n, p in model.named_parameters() if n != "embedding"]
-    return torch.ops.ablation_fused.classify(model.embedding.detach(), dense, ids, lengths, model.on, *_flags(model))
+    return torch.ops.ablation_fused.classify(model.embedding.detach(), dense, ids, lengths, model.on,
+                                           *model.flags.kernel_args())

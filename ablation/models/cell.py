@@ -103,6 +103,10 @@ class ScanFlags:
         self.masks = {name: mask(name) for name, v in VARIANTS.items() if v.flag}  # {variant: (M, 1, 1) or None}
         vars(self).update(self.masks)
 
+    def kernel_args(self) -> tuple:
+        """niaf, noaf, cifg as the C++ and Triton kernels take them: (M,) masks or None."""
+        return tuple(None if f is None else f.view(-1) for f in (self.niaf, self.noaf, self.cifg))
+
 
 class NoPeephole:
     """The peephole terms of `_Scan` and `weight_grads`, for a pack's peephole kind: none
@@ -345,14 +349,10 @@ def weight_grads(dpre, hs, cs, S, o, peep: type[NoPeephole] | NoPeephole, flags:
     return dwhh, dci, dcf, dco, dgr
 
 
-def _flags(flags) -> tuple:
-    return tuple(None if f is None else f.view(-1) for f in (flags.niaf, flags.noaf, flags.cifg))
-
-
 def _kernel_forward(ctx, ops, xw, whh, w_ci, w_cf, w_co, w_gr, probe, on, flags):
     """The forward of a scan whose two time loops are compiled kernels: ``ops``' lstm_forward
     (the C++ op's signature and outputs), saving what ``ops``' lstm_backward takes."""
-    hs, cs, S, gs, os_, tcs = ops.lstm_forward(xw, whh, w_ci, w_cf, w_co, w_gr, on, *_flags(flags))
+    hs, cs, S, gs, os_, tcs = ops.lstm_forward(xw, whh, w_ci, w_cf, w_co, w_gr, on, *flags.kernel_args())
     ctx.save_for_backward(whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, hs, cs, tcs, on)
     ctx.peep = peephole_kind(w_ci)
     ctx.flags, ctx.probe = flags, probe is not None
@@ -366,7 +366,7 @@ def _kernel_backward(ctx, ops, bmm, dhs, dcs):
     dhs = torch.zeros_like(gs) if dhs is None else dhs
     dcs = torch.zeros_like(gs) if dcs is None else dcs
     dpre, dprobe = ops.lstm_backward(dhs, dcs, whh, w_ci, w_cf, w_co, w_gr, S, gs, os_, cs, tcs, on,
-                                     *_flags(ctx.flags), ctx.probe)
+                                     *ctx.flags.kernel_args(), ctx.probe)
     dwhh, dci, dcf, dco, dgr = weight_grads(dpre, hs, cs, S, os_, ctx.peep, ctx.flags, w_gr is not None, bmm)
     return dpre, dwhh, dci, dcf, dco, dgr, dprobe if ctx.probe else None, None, None
 
@@ -384,7 +384,7 @@ class FusedScan(torch.autograd.Function):
         return _kernel_backward(ctx, torch.ops.ablation_fused, cpp.fixed_order_bmm, dhs, dcs)
 
 
-TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan's kernels compute (`_flags`' order)
+TRITON_FLAGS = ("niaf", "noaf", "cifg")  # the flag variants triton_scan computes (`ScanFlags.kernel_args` order)
 
 
 class TritonScan(torch.autograd.Function):

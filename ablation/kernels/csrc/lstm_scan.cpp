@@ -425,9 +425,12 @@ Tensor bmm(const Tensor& a, const Tensor& b, const c10::optional<Tensor>& bias) 
 
 // One AdaGrad step in place on a stacked parameter p (M, ...) with gradient g and state G
 // (`adagrad_n`), member m at learning rate -neg_lr[m]. With `rows` (U,), p and G are
-// embedding tables (M, V, E) and g (M, U, E) holds the gradient of those rows only.
-void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& neg_lr, double eps,
-              const c10::optional<Tensor>& rows) {
+// embedding tables (M, V, E) and g (M, U, E) holds the gradient of those rows only. With
+// `gates` (M ranges, `gate_ranges`), p is a gate-row parameter (M, 4H, ...) updated only in
+// the rows of each member's gates: an absent gate's rows have exact zero gradients, which
+// would leave p and G as they are (`train_step`).
+void adagrad_impl(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& neg_lr, double eps,
+                  const c10::optional<Tensor>& rows, const std::vector<KRanges>* gates = nullptr) {
   TORCH_CHECK(p.is_contiguous() && G.is_contiguous() && G.sizes() == p.sizes() && p.device().is_cpu(),
               "adagrad_: parameter and state must be contiguous CPU tensors of one shape");
   Tensor g = g_in.contiguous(), lr = neg_lr.to(p.scalar_type()).contiguous();
@@ -444,7 +447,16 @@ void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor
     if (!rows.has_value() || !rows->defined()) {
       TORCH_CHECK(g.sizes() == p.sizes(), "adagrad_: gradient ", g.sizes(), " for parameter ", p.sizes());
       const int64_t n = p.numel() / M;
-      for (int64_t m = 0; m < M; ++m) step(n, pp + m * n, gg + m * n, GG + m * n, l[m]);
+      if (!gates) {
+        for (int64_t m = 0; m < M; ++m) step(n, pp + m * n, gg + m * n, GG + m * n, l[m]);
+        return;
+      }
+      const int64_t per = n / p.size(1);  // elements a row
+      for (int64_t m = 0; m < M; ++m)
+        for (int q = 0; q < (*gates)[m].n; ++q) {
+          const int64_t off = m * n + (*gates)[m].r[q][0] * per;
+          step(((*gates)[m].r[q][1] - (*gates)[m].r[q][0]) * per, pp + off, gg + off, GG + off, l[m]);
+        }
       return;
     }
     Tensor r = rows->to(at::kLong).contiguous();
@@ -458,6 +470,11 @@ void adagrad_(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor
         step(E, pp + off, gg + (m * U + u) * E, GG + off, l[m]);
       }
   });
+}
+
+void adagrad_(const Tensor& p, const Tensor& g, const Tensor& G, const Tensor& neg_lr, double eps,
+              const c10::optional<Tensor>& rows) {
+  adagrad_impl(p, g, G, neg_lr, eps, rows);
 }
 
 #include "train_step.h"  // the whole training step as one call, built on the kernels above

@@ -3,7 +3,7 @@
 // classifier on the last real step, the cross-entropy, the backward pass through all of them,
 // optional per-member clipping and AdaGrad (dense parameters, then the batch's embedding rows),
 // without an autograd graph. Included by lstm_scan.cpp inside its anonymous namespace, after the
-// kernels it calls (forward_impl, backward_impl, bmm, adagrad_).
+// kernels it calls (forward_impl, backward_impl, bmm, adagrad_impl).
 //
 // The same bits as the autograd path (training/trainer.py's `train_step` with FusedScan and
 // kernels/matmul.py's _Bmm), operation for operation: the matmuls are `bmm_into` on the same
@@ -60,6 +60,7 @@ Rows unique_rows(const Tensor& ids) {  // ids already checked by `forward_pass`
 // Everything the forward leaves for the backward.
 struct Forward {
   Tensor x, hs, cs, S, gs, os, tcs, last, logits;
+  Tensor len;  // the lengths, int64, checked to lie in [1, T]
 };
 
 // The forward (`PackedClassifier.logits` on gathered inputs): x[m, t·B + b] = table[m, ids[b, t]],
@@ -94,8 +95,8 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   f.hs = out[0], f.cs = out[1], f.S = out[2], f.gs = out[3], f.os = out[4], f.tcs = out[5];
   f.last = at::empty({M, B, H}, table.options());
   {
-    Tensor lc = lengths.to(at::kLong).contiguous();
-    const int64_t* len = lc.data_ptr<int64_t>();
+    f.len = lengths.to(at::kLong).contiguous();
+    const int64_t* len = f.len.data_ptr<int64_t>();
     const T* hs = f.hs.data_ptr<T>();
     T* last = f.last.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b)
@@ -177,24 +178,6 @@ void clip_members(std::vector<Tensor>& grads, double clip) {
   }
 }
 
-// `adagrad_` on a gate-row parameter p (M, 4H, ...) in the rows of the gates each member has (`gate_ranges`):
-// an absent gate's rows have exact zero gradients, which would leave p and G as they are.
-template <typename T>
-void adagrad_gate_rows(const Tensor& p, const Tensor& g_in, const Tensor& G, const Tensor& lr, double eps,
-                       const std::vector<KRanges>& ks) {
-  TORCH_CHECK(p.is_contiguous() && G.is_contiguous(), "train_step: parameters and their state must be contiguous");
-  const Tensor g = g_in.contiguous();
-  const int64_t M = p.size(0), rows = p.size(1), per = p.numel() / (M * rows);  // per: elements a row
-  T *pp = p.data_ptr<T>(), *GG = G.data_ptr<T>();
-  const T *gg = g.data_ptr<T>(), *l = lr.data_ptr<T>();
-  for (int64_t m = 0; m < M; ++m)
-    for (int q = 0; q < ks[m].n; ++q) {
-      const int64_t off = (m * rows + ks[m].r[q][0]) * per, n = (ks[m].r[q][1] - ks[m].r[q][0]) * per;
-      use_avx2 ? avx2::adagrad_n<T>(n, pp + off, gg + off, GG + off, l[m], static_cast<T>(eps))
-               : base::adagrad_n<T>(n, pp + off, gg + off, GG + off, l[m], static_cast<T>(eps));
-    }
-}
-
 template <typename T, int PEEP, bool FGR>
 Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const std::vector<Tensor>& state,
                  const Tensor& table_state, const Tensor& ids, const Tensor& lengths, const Tensor& labels,
@@ -225,8 +208,7 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
   // last_step's backward: the gradient of hs at each last real token, added to zero (gather's backward)
   Tensor dhs = at::zeros({T_, M, B, H}, table.options());
   {
-    Tensor lc = lengths.to(at::kLong).contiguous();
-    const int64_t* len = lc.data_ptr<int64_t>();
+    const int64_t* len = f.len.data_ptr<int64_t>();
     const T* dl = dlast.data_ptr<T>();
     T* d = dhs.data_ptr<T>();
     for (int64_t m = 0; m < M; ++m)
@@ -268,11 +250,9 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
   }
   if (clip > 0) clip_members(grads, clip);
   // AdaGrad, the gate-row parameters (W_ih, W_hh, b_ih, b_hh: dense[2..5]) in their members' gates' rows
-  const Tensor lr = neg_lr.to(table.scalar_type()).contiguous();
   for (size_t k = 0; k < dense.size(); ++k)
-    k >= 2 && k <= 5 ? adagrad_gate_rows<T>(dense[k], grads[k], state[k], lr, eps, ks)
-                     : adagrad_(dense[k], grads[k], state[k], neg_lr, eps, c10::nullopt);
-  if (train_table) adagrad_(table, grads.back(), table_state, neg_lr, eps, r.rows);
+    adagrad_impl(dense[k], grads[k], state[k], neg_lr, eps, c10::nullopt, k >= 2 && k <= 5 ? &ks : nullptr);
+  if (train_table) adagrad_impl(table, grads.back(), table_state, neg_lr, eps, r.rows);
   return losses;
 }
 
