@@ -204,6 +204,23 @@ def test_bmm_by_hand_and_against_torch():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bmm_is_the_fixed_order_sum_bit_for_bit(dtype):
+    """Every element of bias + a @ b is bias, then + a[n, k]·b[k, p] for k = 0, 1, ..., K-1, one IEEE
+    multiply and one add each (here one torch op at a time, so nothing fused or reordered), whatever the
+    kernel's blocks: widths of whole and partial vectors of columns (one, two, three and more) and row
+    counts around its 4- and 6-row blocks."""
+    gen = torch.Generator().manual_seed(4)
+    for N, K, P in [(1, 3, 1), (7, 9, 2), (5, 4, 9), (6, 11, 18), (13, 5, 24), (4, 6, 25), (11, 7, 50),
+                    (3, 2, 41), (9, 5, 64), (2, 3, 200)]:
+        a, b = torch.randn(2, N, K, generator=gen, dtype=dtype), torch.randn(2, K, P, generator=gen, dtype=dtype)
+        bias = torch.randn(2, P, generator=gen, dtype=dtype)
+        want = bias.unsqueeze(1).expand(2, N, P).clone()
+        for k in range(K):
+            want = want + a[:, :, k:k + 1] * b[:, k:k + 1, :]
+        assert torch.equal(cpp.fixed_order_bmm(a, b, bias), want), (N, K, P)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_transposed_b_is_copied_exactly(dtype):
     """A transposed b (a weight Wᵀ) is copied to contiguous rows in 8x8 tiles (shuffled, for float32) and
     edge pieces: the product is the one of its contiguous copy, bit for bit, at shapes with both."""

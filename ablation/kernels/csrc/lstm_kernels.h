@@ -131,6 +131,10 @@ struct Tanh {
   template <typename T>
   static T of(T x) { return tanh_(x); }
 };
+struct SigmoidOfTwice {  // σ(2x), for tanh(x) = 2σ(2x) - 1
+  template <typename T>
+  static T of(T x) { return sigmoid_(x + x); }
+};
 
 template <typename Fn, typename T>
 inline void map_n(int64_t H, const T* __restrict x, T* __restrict y) {
@@ -182,19 +186,15 @@ inline void fwd_gates(int64_t H, const Member& mb, const T* __restrict xw, T* __
   } else {
     sigmoid_n(H, mb.on_f, P + H, S + H);
   }
-  const T *xg = xw + 2 * H, *Pg = P + 2 * H;
-  T* Sg = S + 2 * H;
+  const T* xg = xw + 2 * H;
+  T *Pg = P + 2 * H, *Sg = S + 2 * H;
+  for (int64_t j = 0; j < H; ++j) Pg[j] = xg[j] + Pg[j];
   if (mb.niaf) {  // NIAF: g_t is the pre-activation (S keeps σ of it, as `_Scan`)
-    for (int64_t j = 0; j < H; ++j) {
-      T z = xg[j] + Pg[j];
-      g[j] = z, Sg[j] = sigmoid_(z);
-    }
+    for (int64_t j = 0; j < H; ++j) g[j] = Pg[j];
+    map_n<Sigmoid>(H, Pg, Sg);
   } else {  // tanh(x) = 2σ(2x) - 1, as `_Scan`
-    for (int64_t j = 0; j < H; ++j) {
-      T z = xg[j] + Pg[j];
-      T sg = sigmoid_(z + z);
-      Sg[j] = sg, g[j] = (sg + sg) - T(1);
-    }
+    map_n<SigmoidOfTwice>(H, Pg, Sg);
+    for (int64_t j = 0; j < H; ++j) g[j] = (Sg[j] + Sg[j]) - T(1);
   }
   for (int64_t j = 0; j < H; ++j) c[j] = S[H + j] * cp[j] + S[j] * g[j];  // eq. 9
   if (FGR)
@@ -212,7 +212,7 @@ template <typename T, int PEEP, bool FGR, int STAGE>
 void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
   const int64_t H = s.H, G = 4 * H;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t m = r / s.B;
+    const int64_t m = r / s.B, hr = m * s.hm + (r - m * s.B) * H;  // row r of c_prev, c and h
     const T* R = FGR ? s.R + r * 3 * H : nullptr;
     T* A = FGR ? s.A + r * 3 * H : nullptr;
     if (STAGE != 2) {
@@ -220,15 +220,15 @@ void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
       const T* xw = s.xw + m * s.xw_m + (r - m * s.B) * G;  // row r = m·B + b of xw_t
       fwd_gates<T, PEEP, FGR>(H, s.mem[m], xw, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
                               diag ? s.wci + m * H : nullptr, diag ? s.wcf + m * H : nullptr,
-                              diag ? s.wco + m * H : nullptr, s.c_prev + r * H, s.c + r * H, s.S + r * 3 * H,
-                              s.g + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
+                              diag ? s.wco + m * H : nullptr, s.c_prev + hr, s.c + hr, s.S + r * 3 * H,
+                              s.g + r * H, A, s.o + r * H, s.tc + r * H, s.h + hr);
     }
     if (PEEP == kFull && STAGE != 1) {
       T* po = s.P + r * G + 3 * H;
       if (s.mem[m].on_o)
         pre_<T, kFull, FGR>(H, s.xw + m * s.xw_m + (r - m * s.B) * G + 3 * H, po, FGR ? R + 2 * H : nullptr,
                             s.Qo + r * H, nullptr, nullptr);
-      fwd_out<T, FGR>(H, s.mem[m], po, s.c + r * H, A, s.o + r * H, s.tc + r * H, s.h + r * H);
+      fwd_out<T, FGR>(H, s.mem[m], po, s.c + hr, A, s.o + r * H, s.tc + r * H, s.h + hr);
     }
   }
 }
@@ -300,9 +300,16 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
                             s.dprobe ? s.dprobe + r * H : nullptr);
     if (STAGE != 1)
       bwd_gates<T, PEEP, FGR>(H, s.mem[m], full ? s.Qc + r * H : nullptr, Da, diag ? s.wci + m * H : nullptr,
-                              diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H, s.c_prev + r * H,
+                              diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H,
+                              s.c_prev + m * s.cm + (r - m * s.B) * H,
                               s.dc + r * H, s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr,
                               full ? s.Dif + r * 2 * H : nullptr);
+    if (diag && s.pci) {  // the peepholes' gradient terms, from dpre_t as just written
+      const int64_t b = r - m * s.B, pr = m * s.prod_m + b * H, cr = m * s.cm + b * H;
+      const T *__restrict d = s.dpre + m * s.dpre_m + b * 4 * H, *__restrict cp = s.c_prev + cr, *__restrict c = s.c + cr;
+      T *__restrict pi = s.pci + pr, *__restrict pf = s.pcf + pr, *__restrict po = s.pco + pr;
+      for (int64_t j = 0; j < H; ++j) pi[j] = d[j] * cp[j], pf[j] = d[H + j] * cp[j], po[j] = d[3 * H + j] * c[j];
+    }
   }
 }
 
@@ -403,10 +410,13 @@ void mm(int64_t N, int64_t K, int64_t P, const T* A, int64_t sa_n, int64_t sa_k,
   constexpr int64_t kStack = 4096 / sizeof(T);  // up to K = 511 (float) on the stack, else the heap
   T on_stack[kStack];
   std::vector<T> on_heap((K + 1) * L > kStack ? (K + 1) * L : 0);
-  T* pad = on_heap.empty() ? on_stack : on_heap.data();  // K rows of B, then the bias
-  std::fill_n(pad, (K + 1) * L, T(0));
-  for (int64_t k = 0; k < K; ++k) std::memcpy(pad + k * L, B + k * P + p, w * sizeof(T));
-  if (bias) std::memcpy(pad + K * L, bias + p, w * sizeof(T));
+  T* pad = on_heap.empty() ? on_stack : on_heap.data();  // K rows of B (those the sum reads), then the bias
+  // lane by lane, not memcpy and fill: this runs once per member and call (every time step, for dh)
+  for (int q = 0; q < kr.n; ++q)
+    for (int64_t k = kr.r[q][0]; k < kr.r[q][1]; ++k)
+      for (int j = 0; j < L; ++j) pad[k * L + j] = j < w ? B[k * P + p + j] : T(0);
+  if (bias)
+    for (int j = 0; j < L; ++j) pad[K * L + j] = j < w ? bias[p + j] : T(0);
   mm_cols<T, 1, true>(N, kr, A, sa_n, sa_k, pad, L, C, P, bias ? pad + K * L : nullptr, p, static_cast<int>(w));
 }
 

@@ -64,11 +64,16 @@ struct Member {
   uint64_t on_i, on_f, on_o, niaf, noaf, cifg;
 };
 
+// t as a contiguous tensor of dtype: t itself, without an ATen call, when it already is one.
+Tensor as(const Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype && t.is_contiguous() ? t : t.to(dtype).contiguous();
+}
+
 std::vector<Member> members(const Tensor& on, const c10::optional<Tensor>& niaf, const c10::optional<Tensor>& noaf,
                             const c10::optional<Tensor>& cifg) {
   const int64_t M = on.size(0);
   TORCH_CHECK(on.dim() == 2 && on.size(1) == 3, "lstm scan: on must be (M, 3), got ", on.sizes());
-  Tensor on_ = on.to(at::kDouble).contiguous();
+  Tensor on_ = as(on, at::kDouble);
   const double* o = on_.data_ptr<double>();
   auto flag = [M](const c10::optional<Tensor>& f) {
     std::vector<bool> v(M, false);
@@ -117,8 +122,9 @@ struct FwdStep {
   int64_t xw_m;
   T* P;                      // h_{t-1} W_hhᵀ (M,B,4H), then the pre-activations
   const T *wci, *wcf, *wco;  // diagonal peepholes (M,H)
-  const T* c_prev;                // (M,B,H)
+  const T* c_prev;                // (M,B,H), members hm apart (as c and h)
   T *c, *h, *S, *g, *o, *tc, *A;  // outputs; A = [i, f, o] for the next step's FGR matmul
+  int64_t hm;                     // c_prev's, c's and h's members lie hm apart (B·H: time-major)
 };
 
 template <typename T>
@@ -126,10 +132,16 @@ struct BwdStep {
   int64_t M, B, H;
   const Member* mem;
   const T *dhs, *dcs, *Dh, *Da, *Qc, *Qif;  // dJ/dh_t, dJ/dc_t given; dh, da through step t+1; full-peephole matmuls
-  const T *S, *g, *o, *tc, *c_prev;
+  const T *S, *g, *o, *tc, *c_prev;  // c_prev's members lie cm apart (B·H: time-major)
+  int64_t cm;
   const T *wci, *wcf, *wco;
   T *dc, *dpre, *dprobe, *Dgr, *Dif;  // running dc (M,B,H); dpre_t (M,B,4H); [dpi, dpf, dpo] (FGR); [dpi, dpf] (full)
   int64_t dpre_m;                      // dpre_t's members lie dpre_m apart
+  // diagonal peepholes, or null: the products dpi ⊙ c_{t-1}, dpf ⊙ c_{t-1}, dpo ⊙ c_t (M,B,H) members
+  // prod_m apart, whose sums over (t, b) are the peepholes' gradients (`train_step`); c_t as c_prev
+  T *pci, *pcf, *pco;
+  const T* c;
+  int64_t prod_m;
 };
 
 // The kernels, compiled twice (see lstm_kernels.h); AVX2 where the CPU has it. The two give
@@ -180,18 +192,13 @@ Tensor rows_contiguous(const Tensor& b) {
 }
 
 // C (M, N, P) = bias + A B, one member after another: `mm` in lstm_kernels.h (fixed summation
-// order). A (M, N, K) at any strides; B (M, K, P) with contiguous rows; C contiguous; bias
-// (M, P) or null; need (M, P) column flags and ks (M) ranges of k, or null (`mm`).
+// order). A (M, N, K) at strides sa (member, row, column), as raw pointers (the time loops take no
+// tensor views); B (M, K, P) with contiguous rows, members sb0 apart; C contiguous; bias (M, P) or
+// null; need (M, P) column flags and ks (M) ranges of k, or null (`mm`).
 template <typename T>
-void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr,
-              const uint8_t* need = nullptr, const KRanges* ks = nullptr) {
-  const int64_t M = A.size(0), N = A.size(1), K = A.size(2), P = B.size(2);
-  TORCH_CHECK(B.size(0) == M && B.size(1) == K && B.stride(2) == 1 && (B.stride(1) == P || K == 1),
-              "bmm: B must be (M, K, P) with contiguous rows, got ", B.sizes(), " strides ", B.strides());
-  TORCH_CHECK(C.is_contiguous() && C.size(0) == M && C.size(1) == N && C.size(2) == P, "bmm: bad output");
-  const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>(), *bb = bias ? bias->data_ptr<T>() : nullptr;
-  T* c = C.data_ptr<T>();
-  const int64_t sa0 = A.stride(0), sa_n = A.stride(1), sa_k = A.stride(2), sb0 = B.stride(0);
+void bmm_raw(int64_t M, int64_t N, int64_t K, int64_t P, const T* a, std::array<int64_t, 3> sa, const T* b,
+             int64_t sb0, T* c, const T* bb = nullptr, const uint8_t* need = nullptr, const KRanges* ks = nullptr) {
+  const int64_t sa0 = sa[0], sa_n = sa[1], sa_k = sa[2];
   at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       const T* bm = bb ? bb + m * P : nullptr;
@@ -201,6 +208,18 @@ void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* b
                : base::mm<T>(N, K, P, a + m * sa0, sa_n, sa_k, b + m * sb0, c + m * N * P, bm, nm, km);
     }
   });
+}
+
+// `bmm_raw` on tensors: A (M, N, K) at any strides, B with contiguous rows, C contiguous.
+template <typename T>
+void bmm_into(const Tensor& C, const Tensor& A, const Tensor& B, const Tensor* bias = nullptr,
+              const uint8_t* need = nullptr, const KRanges* ks = nullptr) {
+  const int64_t M = A.size(0), N = A.size(1), K = A.size(2), P = B.size(2);
+  TORCH_CHECK(B.size(0) == M && B.size(1) == K && B.stride(2) == 1 && (B.stride(1) == P || K == 1),
+              "bmm: B must be (M, K, P) with contiguous rows, got ", B.sizes(), " strides ", B.strides());
+  TORCH_CHECK(C.is_contiguous() && C.size(0) == M && C.size(1) == N && C.size(2) == P, "bmm: bad output");
+  bmm_raw<T>(M, N, K, P, A.data_ptr<T>(), {A.stride(0), A.stride(1), A.stride(2)}, B.data_ptr<T>(), B.stride(0),
+             C.data_ptr<T>(), bias ? bias->data_ptr<T>() : nullptr, need, ks);
 }
 
 // A member's gates in the order of the pre-activations' rows i, f, g, o (g is always there).
@@ -247,14 +266,20 @@ void fwd_pass(const FwdStep<T>& s) {
   });
 }
 
+// hs and cs (T+1, M, B, H) are stored time-major, or with `member_major` as (M, T+1, B, H) transposed, so
+// that the weight gradients read each member's (T·B, H) without a copy (`train_step`).
 template <typename T, int PEEP, bool FGR>
 std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const Tensor* w_ci, const Tensor* w_cf,
-                                 const Tensor* w_co, const Tensor* w_gr, const std::vector<Member>& mem) {
+                                 const Tensor* w_co, const Tensor* w_gr, const std::vector<Member>& mem,
+                                 bool member_major = false) {
   const int64_t T_ = xw_in.size(0), M = xw_in.size(1), B = xw_in.size(2), G = xw_in.size(3), H = G / 4;
   // xw time-major or a transposed member-major (M, T, B, 4H) tensor, as the input projection leaves it
   Tensor xw = xw_in.stride(3) == 1 && xw_in.stride(2) == G ? xw_in : xw_in.contiguous();
   auto opts = xw.options();
-  Tensor hs = at::empty({T_ + 1, M, B, H}, opts), cs = at::empty({T_ + 1, M, B, H}, opts);  // step t writes t + 1
+  auto states = [&] {  // step t writes t + 1
+    return member_major ? at::empty({M, T_ + 1, B, H}, opts).transpose(0, 1) : at::empty({T_ + 1, M, B, H}, opts);
+  };
+  Tensor hs = states(), cs = states();
   hs[0].zero_(), cs[0].zero_();  // h_0 = c_0 = 0
   Tensor S = at::empty({T_, M, B, 3 * H}, opts), gs = at::empty({T_, M, B, H}, opts);
   Tensor os = at::empty({T_, M, B, H}, opts), tcs = at::empty({T_, M, B, H}, opts);
@@ -274,21 +299,23 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
   FwdStep<T> s{M, B, H, mem.data()};
   s.P = ptr<T>(P), s.R = ptr<T>(R), s.Q = ptr<T>(Q), s.Qo = ptr<T>(Qo), s.A = ptr<T>(A);
   s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
-  const int64_t n = M * B * H;
+  const int64_t n = M * B * H, st = hs.stride(0);  // hs[t] is h_{t-1}: step t reads hs[t], writes hs[t + 1]
+  s.hm = hs.stride(1);
+  T *h0 = ptr<T>(hs), *c0 = ptr<T>(cs);
   const std::vector<uint8_t> need = need_columns(mem, H);
   for (int64_t t = 0; t < T_; ++t) {
-    if (t > 0) {
-      bmm_into<T>(P, hs[t], whh_t, nullptr, need.data());
-      if (FGR) bmm_into<T>(R, A, w_gr_t);
-      if (PEEP == kFull) bmm_into<T>(Q, cs[t], w_cif_t);
-    }
     s.xw = xw.data_ptr<T>() + t * xw.stride(0), s.xw_m = xw.stride(1);
-    s.c_prev = cs.data_ptr<T>() + t * n, s.c = cs.data_ptr<T>() + (t + 1) * n, s.h = hs.data_ptr<T>() + (t + 1) * n;
+    s.c_prev = c0 + t * st, s.c = c0 + (t + 1) * st, s.h = h0 + (t + 1) * st;
     s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
     s.tc = tcs.data_ptr<T>() + t * n;
+    if (t > 0) {
+      bmm_raw<T>(M, B, H, G, h0 + t * st, {s.hm, H, 1}, ptr<T>(whh_t), H * G, s.P, nullptr, need.data());
+      if (FGR) bmm_into<T>(R, A, w_gr_t);
+      if (PEEP == kFull) bmm_raw<T>(M, B, H, 2 * H, s.c_prev, {s.hm, H, 1}, ptr<T>(w_cif_t), 2 * H * H, ptr<T>(Q));
+    }
     if (PEEP == kFull) {
       fwd_pass<T, PEEP, FGR, 1>(s);
-      bmm_into<T>(Qo, cs[t + 1], w_co_t);
+      bmm_raw<T>(M, B, H, H, s.c, {s.hm, H, 1}, ptr<T>(w_co_t), H * H, ptr<T>(Qo));
       fwd_pass<T, PEEP, FGR, 2>(s);
     } else {
       fwd_pass<T, PEEP, FGR, 0>(s);
@@ -304,11 +331,13 @@ void bwd_pass(const BwdStep<T>& s) {
   });
 }
 
+// With `prods` (3, M, T, B, H), diagonal peepholes only: the products whose sums are the peepholes'
+// gradients, written as the pass goes (BwdStep's pci, pcf, pco).
 template <typename T, int PEEP, bool FGR>
 std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, const Tensor& whh, const Tensor* w_ci,
                                   const Tensor* w_cf, const Tensor* w_co, const Tensor* w_gr, const Tensor& S,
                                   const Tensor& gs, const Tensor& os, const Tensor& cs, const Tensor& tcs,
-                                  const std::vector<Member>& mem, bool probe) {
+                                  const std::vector<Member>& mem, bool probe, const Tensor* prods = nullptr) {
   const int64_t T_ = gs.size(0), M = gs.size(1), B = gs.size(2), H = gs.size(3);
   Tensor dhs = dhs_in.contiguous(), dcs = dcs_in.contiguous();
   auto opts = gs.options();
@@ -329,24 +358,31 @@ std::vector<Tensor> backward_impl(const Tensor& dhs_in, const Tensor& dcs_in, co
   s.Dh = ptr<T>(Dh), s.Da = ptr<T>(Da), s.Qc = ptr<T>(Qc), s.Qif = ptr<T>(Qif);
   s.wci = ptr<T>(wci), s.wcf = ptr<T>(wcf), s.wco = ptr<T>(wco);
   s.dc = ptr<T>(dc), s.Dgr = ptr<T>(Dgr), s.Dif = ptr<T>(Dif);
+  s.cm = cs.stride(1);
   const int64_t n = M * B * H;
+  TORCH_CHECK(!prods || (PEEP == kDiagonal && prods->is_contiguous() && prods->numel() == 3 * T_ * n),
+              "lstm scan: the peephole products are (3, M, T, B, H), for diagonal peepholes");
+  T* pr = prods ? ptr<T>(*prods) : nullptr;
+  s.prod_m = T_ * B * H;
   for (int64_t t = T_ - 1; t >= 0; --t) {
-    s.dhs = dhs.data_ptr<T>() + t * n, s.dcs = dcs.data_ptr<T>() + t * n;
+    s.dhs = dhs.data_ptr<T>() + t * n, s.dcs = dcs.data_ptr<T>() + (dcs.size(0) == 1 ? 0 : t * n);
     s.S = S.data_ptr<T>() + t * 3 * n, s.g = gs.data_ptr<T>() + t * n, s.o = os.data_ptr<T>() + t * n;
-    s.tc = tcs.data_ptr<T>() + t * n, s.c_prev = cs.data_ptr<T>() + t * n;
+    s.tc = tcs.data_ptr<T>() + t * n, s.c_prev = cs.data_ptr<T>() + t * cs.stride(0), s.c = s.c_prev + cs.stride(0);
+    s.pci = pr ? pr + t * B * H : nullptr, s.pcf = pr ? s.pci + T_ * n : nullptr, s.pco = pr ? s.pcf + T_ * n : nullptr;
     s.dpre = dpre.data_ptr<T>() + t * dpre.stride(0), s.dpre_m = dpre.stride(1);
     s.dprobe = probe ? dprobe.data_ptr<T>() + t * n : nullptr;
-    Tensor d = dpre[t];
+    const std::array<int64_t, 3> sd{s.dpre_m, 4 * H, 1};  // dpre_t (M, B, 4H)
     if (PEEP == kFull) {
       bwd_pass<T, PEEP, FGR, 1>(s);
-      bmm_into<T>(Qc, d.narrow(2, 3 * H, H), w_co_c);  // dc += dpo W_co
+      bmm_raw<T>(M, B, H, H, s.dpre + 3 * H, sd, ptr<T>(w_co_c), H * H, ptr<T>(Qc));  // dc += dpo W_co
       bwd_pass<T, PEEP, FGR, 2>(s);
       if (t > 0) bmm_into<T>(Qif, Dif, w_cif);  // dc += [dpi, dpf] [W_ci; W_cf]
     } else {
       bwd_pass<T, PEEP, FGR, 0>(s);
     }
     if (t > 0) {
-      bmm_into<T>(Dh, d, whh_c, nullptr, nullptr, ks.data());  // (M, B, 4H) @ (M, 4H, H), present gates' rows
+      // (M, B, 4H) @ (M, 4H, H), in the present gates' rows
+      bmm_raw<T>(M, B, 4 * H, H, s.dpre, sd, ptr<T>(whh_c), 4 * H * H, ptr<T>(Dh), nullptr, nullptr, ks.data());
       if (FGR) bmm_into<T>(Da, Dgr, w_gr_c);  // (M, B, 3H) @ (M, 3H, 3H)
     }
   }
@@ -433,7 +469,7 @@ void adagrad_impl(const Tensor& p, const Tensor& g_in, const Tensor& G, const Te
                   const c10::optional<Tensor>& rows, const std::vector<KRanges>* gates = nullptr) {
   TORCH_CHECK(p.is_contiguous() && G.is_contiguous() && G.sizes() == p.sizes() && p.device().is_cpu(),
               "adagrad_: parameter and state must be contiguous CPU tensors of one shape");
-  Tensor g = g_in.contiguous(), lr = neg_lr.to(p.scalar_type()).contiguous();
+  Tensor g = g_in.contiguous(), lr = as(neg_lr, p.scalar_type());
   const int64_t M = p.size(0);
   TORCH_CHECK(lr.numel() == M, "adagrad_: one learning rate per member");
   by_dtype(p, "adagrad_", [&](auto tag) {
@@ -459,7 +495,7 @@ void adagrad_impl(const Tensor& p, const Tensor& g_in, const Tensor& G, const Te
         }
       return;
     }
-    Tensor r = rows->to(at::kLong).contiguous();
+    Tensor r = as(*rows, at::kLong);
     const int64_t U = r.numel(), V = p.size(1), E = p.numel() / (M * V);
     TORCH_CHECK(g.numel() == M * U * E, "adagrad_: row gradient ", g.sizes(), " for ", U, " rows");
     const int64_t* ri = r.data_ptr<int64_t>();

@@ -91,19 +91,20 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   const std::vector<uint8_t> need = need_columns(mem, H);  // an absent gate's columns are never read
   bmm_into<T>(xw, f.x, rows_contiguous<T>(p.w_ih.transpose(1, 2)), &bias, need.data());
   auto out = forward_impl<T, PEEP, FGR>(xw.view({M, T_, B, G}).transpose(0, 1), p.w_hh, p.w_ci, p.w_cf, p.w_co,
-                                        p.w_gr, mem);
+                                        p.w_gr, mem, /*member_major=*/true);
   f.hs = out[0], f.cs = out[1], f.S = out[2], f.gs = out[3], f.os = out[4], f.tcs = out[5];
   f.last = at::empty({M, B, H}, table.options());
   {
-    f.len = lengths.to(at::kLong).contiguous();
+    f.len = as(lengths, at::kLong);
     const int64_t* len = f.len.data_ptr<int64_t>();
     const T* hs = f.hs.data_ptr<T>();
+    const int64_t st = f.hs.stride(0), sm = f.hs.stride(1);
     T* last = f.last.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b)
       TORCH_CHECK(len[b] >= 1 && len[b] <= T_, "length ", len[b], " not in [1, ", T_, "]");
     for (int64_t m = 0; m < M; ++m)
       for (int64_t b = 0; b < B; ++b)  // hs[0] is h_0: a sentence of length L ends at hs[L]
-        std::memcpy(last + (m * B + b) * H, hs + ((len[b] * M + m) * B + b) * H, H * sizeof(T));
+        std::memcpy(last + (m * B + b) * H, hs + len[b] * st + m * sm + b * H, H * sizeof(T));
   }
   f.logits = at::empty({M, B, C}, table.options());
   Tensor cls_b = p.cls_b.contiguous();
@@ -111,12 +112,12 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   return f;
 }
 
-// C (M, 4H, P) = A B for A (M, 4H, K) at any strides and B (M, K, P) contiguous, in the rows of each
+// C (M, 4H, P) = A B for A (M, 4H, K) at any strides and B (M, K, P) with contiguous rows, in the rows of each
 // member's gates (`ks`, `gate_ranges`); an absent gate's rows, sums of exact zeros, are +0.
 template <typename T>
 Tensor gate_rows_bmm(const Tensor& A, const Tensor& B, const std::vector<KRanges>& ks) {
   const int64_t M = A.size(0), G = A.size(1), K = A.size(2), P = B.size(2);
-  TORCH_CHECK(B.is_contiguous() && B.size(1) == K, "gate_rows_bmm: B must be contiguous (M, K, P)");
+  TORCH_CHECK(B.size(1) == K && B.stride(2) == 1 && B.stride(1) == P, "gate_rows_bmm: B must be (M, K, P), rows contiguous");
   Tensor C = at::empty({M, G, P}, A.options());
   const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>();
   T* c = C.data_ptr<T>();
@@ -127,8 +128,9 @@ Tensor gate_rows_bmm(const Tensor& A, const Tensor& B, const std::vector<KRanges
     for (int q = 0; q < ks[m].n; ++q) {
       const int64_t r0 = ks[m].r[q][0], n = ks[m].r[q][1] - r0;
       const T* am = a + m * A.stride(0) + r0 * sa_n;
-      use_avx2 ? avx2::mm<T>(n, K, P, am, sa_n, sa_k, b + m * K * P, cm + r0 * P, nullptr)
-               : base::mm<T>(n, K, P, am, sa_n, sa_k, b + m * K * P, cm + r0 * P, nullptr);
+      const T* bm = b + m * B.stride(0);
+      use_avx2 ? avx2::mm<T>(n, K, P, am, sa_n, sa_k, bm, cm + r0 * P, nullptr)
+               : base::mm<T>(n, K, P, am, sa_n, sa_k, bm, cm + r0 * P, nullptr);
     }
   }
   return C;
@@ -139,20 +141,20 @@ Tensor gate_rows_bmm(const Tensor& A, const Tensor& B, const std::vector<KRanges
 // has (`gate_rows_bmm`). Returns {dwhh, dci, dcf, dco, dgr} (undefined where absent).
 template <typename T>
 std::vector<Tensor> weight_grads(const Tensor& flat, const Forward& f, int peep, const Tensor* fgr_mask,
-                                 const std::vector<KRanges>& ks) {
+                                 const std::vector<KRanges>& ks, const Tensor& prods) {
   const int64_t T_ = f.gs.size(0), M = f.gs.size(1), B = f.gs.size(2), H = f.gs.size(3);
   std::vector<Tensor> g(5);
+  // (T, M, B, ·) -> (M, T·B, ·): a view of hs and cs, stored member-major (`forward_impl`)
   auto member_major = [&](const Tensor& s) { return s.transpose(0, 1).reshape({M, T_ * B, s.size(3)}); };
   g[0] = gate_rows_bmm<T>(flat.transpose(1, 2), member_major(f.hs.narrow(0, 0, T_)), ks);
-  if (peep != kNone) {
+  if (peep == kDiagonal) {  // (dpi ⊙ c_{t-1}).sum over (t, b), ...: the products from `backward_impl`
+    Tensor pr = prods.view({3, M, T_ * B, H});
+    g[1] = pr[0].sum(1), g[2] = pr[1].sum(1), g[3] = pr[2].sum(1);
+  } else if (peep == kFull) {
     Tensor cp = member_major(f.cs.narrow(0, 0, T_)), cc = member_major(f.cs.narrow(0, 1, T_));
     Tensor di = flat.narrow(2, 0, H), df = flat.narrow(2, H, H), dout = flat.narrow(2, 3 * H, H);
-    if (peep == kDiagonal) {
-      g[1] = at::mul(di, cp).sum(1), g[2] = at::mul(df, cp).sum(1), g[3] = at::mul(dout, cc).sum(1);
-    } else {
-      g[1] = bmm(di.transpose(1, 2), cp, c10::nullopt), g[2] = bmm(df.transpose(1, 2), cp, c10::nullopt);
-      g[3] = bmm(dout.transpose(1, 2), cc, c10::nullopt);
-    }
+    g[1] = bmm(di.transpose(1, 2), cp, c10::nullopt), g[2] = bmm(df.transpose(1, 2), cp, c10::nullopt);
+    g[3] = bmm(dout.transpose(1, 2), cc, c10::nullopt);
   }
   if (fgr_mask) {  // dR = Σ_t dpre_{i,f,o}(t)ᵀ [i, f, o]_{t-1}; members without FGR keep their zero weights
     Tensor prev = at::cat({f.S.narrow(0, 0, T_ - 1).narrow(3, 0, 2 * H), f.os.narrow(0, 0, T_ - 1)}, -1);
@@ -192,19 +194,28 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
   const std::vector<uint8_t> need = need_columns(mem, H);
   const std::vector<KRanges> ks = gate_ranges(mem, H);
   // loss: F.cross_entropy(logits (M·B, C), labels repeated M times, reduction none) (M, B), its mean over B
-  Tensor tgt = labels.to(at::kLong).repeat({M});
+  Tensor tgt = at::empty({M * B}, ids.options());
+  {
+    Tensor lab = as(labels, at::kLong);
+    TORCH_CHECK(lab.numel() == B, "train_step: ", lab.numel(), " labels for ", B, " sentences");
+    for (int64_t m = 0; m < M; ++m) std::copy_n(lab.data_ptr<int64_t>(), B, tgt.data_ptr<int64_t>() + m * B);
+  }
   Tensor logp = at::_log_softmax(f.logits.view({M * B, C}), 1, false);
   auto [nll, total_weight] = at::nll_loss_forward(logp, tgt, {}, at::Reduction::None, -100);
   Tensor losses = nll.view({M, B}).mean(1);
   // backward of losses.sum(): mean's backward 1 / B, then NLL's and log-softmax's (M·B, C) -> (M, B, C)
-  Tensor dnll = at::div(at::ones({M, B}, table.options()), B).view({M * B});
+  Tensor dnll = at::empty({M * B}, table.options());  // ones / B: 1 / B, rounded once, as ATen's division
+  std::fill_n(dnll.data_ptr<T>(), M * B, T(1) / T(B));
   Tensor dlogp = at::nll_loss_backward(dnll, logp, tgt, {}, at::Reduction::None, -100, total_weight);
   Tensor dlogits = at::_log_softmax_backward_data(dlogp, logp, 1, logp.scalar_type()).view({M, B, C});
-  // the classifier: dh = dlogits W_cls, dW_clsᵀ = hᵀ dlogits, db = Σ_b dlogits (a ones-row product, as _Bmm)
+  // the classifier: dh = dlogits W_cls, dW_cls = dlogitsᵀ h (each element the sum of `_Bmm`'s hᵀ dlogits:
+  // the same products in the same order), db = Σ_b dlogits (a ones-row product, as _Bmm: `one` at stride 0)
+  const T one = 1;
   Tensor dlast = at::empty({M, B, H}, table.options());
   bmm_into<T>(dlast, dlogits, p.cls_w.contiguous());
-  Tensor d_cls_w = bmm(f.last.transpose(1, 2), dlogits, c10::nullopt).transpose(1, 2).contiguous();
-  Tensor d_cls_b = bmm(at::ones({M, 1, B}, table.options()), dlogits, c10::nullopt).squeeze(1);
+  Tensor d_cls_w = at::empty({M, C, H}, table.options()), d_cls_b = at::empty({M, C}, table.options());
+  bmm_raw<T>(M, C, B, H, ptr<T>(dlogits), {B * C, 1, C}, ptr<T>(f.last), B * H, ptr<T>(d_cls_w));
+  bmm_raw<T>(M, 1, B, C, &one, {0, 0, 0}, ptr<T>(dlogits), B * C, ptr<T>(d_cls_b));
   // last_step's backward: the gradient of hs at each last real token, added to zero (gather's backward)
   Tensor dhs = at::zeros({T_, M, B, H}, table.options());
   {
@@ -217,15 +228,18 @@ Tensor step_impl(const Tensor& table, const std::vector<Tensor>& dense, const st
         for (int64_t j = 0; j < H; ++j) row[j] = row[j] + dl[(m * B + b) * H + j];
       }
   }
-  Tensor dpre = backward_impl<T, PEEP, FGR>(dhs, at::zeros_like(dhs), p.w_hh, p.w_ci, p.w_cf, p.w_co, p.w_gr, f.S,
-                                            f.gs, f.os, f.cs, f.tcs, mem, false)[0];
+  // no gradient reaches the cell states from outside: dcs is zero at every step, one (1, M, B, H) for all
+  Tensor prods = PEEP == kDiagonal ? at::empty({3, M, T_, B, H}, table.options()) : Tensor();
+  Tensor dpre = backward_impl<T, PEEP, FGR>(dhs, at::zeros({1, M, B, H}, table.options()), p.w_hh, p.w_ci, p.w_cf,
+                                            p.w_co, p.w_gr, f.S, f.gs, f.os, f.cs, f.tcs, mem, false,
+                                            PEEP == kDiagonal ? &prods : nullptr)[0];
   Tensor flat = dpre.transpose(0, 1).reshape({M, T_ * B, G});  // member-major, as the projection's output
-  std::vector<Tensor> wg = weight_grads<T>(flat, f, PEEP, fgr_mask, ks);
+  std::vector<Tensor> wg = weight_grads<T>(flat, f, PEEP, fgr_mask, ks, prods);
   // the input projection: dW_ihᵀ = xᵀ dxw, d(b_ih + b_hh) = Σ dxw (both biases get it), dx = dxw W_ih
-  Tensor d_w_ih = at::zeros({M, E, G}, table.options()), d_bias = at::zeros({M, 1, G}, table.options());
+  Tensor d_w_ih = at::zeros({M, E, G}, table.options()), d_bias = at::zeros({M, G}, table.options());
   bmm_into<T>(d_w_ih, f.x.transpose(1, 2), flat, nullptr, need.data());
-  bmm_into<T>(d_bias, at::ones({M, 1, T_ * B}, table.options()), flat, nullptr, need.data());
-  d_w_ih = d_w_ih.transpose(1, 2).contiguous(), d_bias = d_bias.squeeze(1);
+  bmm_raw<T>(M, 1, T_ * B, G, &one, {0, 0, 0}, ptr<T>(flat), T_ * B * G, ptr<T>(d_bias), nullptr, need.data());
+  d_w_ih = rows_contiguous<T>(d_w_ih.transpose(1, 2));  // (M, 4H, E), copied in tiles
   std::vector<Tensor> grads = {d_cls_w, d_cls_b, d_w_ih, wg[0], d_bias, d_bias};
   if (PEEP != kNone) grads.insert(grads.end(), {wg[1], wg[2], wg[3]});
   if (FGR) grads.push_back(wg[4]);
