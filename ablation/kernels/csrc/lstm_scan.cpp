@@ -280,7 +280,8 @@ std::vector<Tensor> forward_impl(const Tensor& xw_in, const Tensor& whh, const T
     return member_major ? at::empty({M, T_ + 1, B, H}, opts).transpose(0, 1) : at::empty({T_ + 1, M, B, H}, opts);
   };
   Tensor hs = states(), cs = states();
-  hs[0].zero_(), cs[0].zero_();  // h_0 = c_0 = 0
+  for (int64_t m = 0; m < M; ++m)  // h_0 = c_0 = 0
+    for (const Tensor* s : {&hs, &cs}) std::fill_n(s->data_ptr<T>() + m * s->stride(1), B * H, T(0));
   Tensor S = at::empty({T_, M, B, 3 * H}, opts), gs = at::empty({T_, M, B, H}, opts);
   Tensor os = at::empty({T_, M, B, H}, opts), tcs = at::empty({T_, M, B, H}, opts);
   Tensor P = at::zeros({M, B, G}, opts);  // h_{t-1} W_hhᵀ; zero at t = 0 (h_0 = 0)

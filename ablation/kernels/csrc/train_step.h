@@ -86,7 +86,13 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
         for (int64_t b = 0; b < B; ++b)
           std::memcpy(x + ((m * T_ + t) * B + b) * E, tab + (m * V + id[b * T_ + t]) * E, E * sizeof(T));
   }
-  Tensor bias = at::add(p.b_ih, p.b_hh);  // the autograd path's bias_ih + bias_hh
+  Tensor bias = at::empty({M, G}, table.options());  // the autograd path's bias_ih + bias_hh
+  {
+    Tensor bi = p.b_ih.contiguous(), bh = p.b_hh.contiguous();
+    const T *a = bi.data_ptr<T>(), *b = bh.data_ptr<T>();
+    T* o = bias.data_ptr<T>();
+    for (int64_t i = 0; i < M * G; ++i) o[i] = a[i] + b[i];
+  }
   Tensor xw = at::empty({M, T_ * B, G}, table.options());
   const std::vector<uint8_t> need = need_columns(mem, H);  // an absent gate's columns are never read
   bmm_into<T>(xw, f.x, rows_contiguous<T>(p.w_ih.transpose(1, 2)), &bias, need.data());
