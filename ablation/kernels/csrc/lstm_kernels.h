@@ -306,7 +306,8 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
                               full ? s.Dif + r * 2 * H : nullptr);
     if (diag && s.pci) {  // the peepholes' gradient terms, from dpre_t as just written
       const int64_t b = r - m * s.B, pr = m * s.prod_m + b * H, cr = m * s.cm + b * H;
-      const T *__restrict d = s.dpre + m * s.dpre_m + b * 4 * H, *__restrict cp = s.c_prev + cr, *__restrict c = s.c + cr;
+      const T* __restrict d = s.dpre + m * s.dpre_m + b * 4 * H;
+      const T *__restrict cp = s.c_prev + cr, *__restrict c = s.c + cr;
       T *__restrict pi = s.pci + pr, *__restrict pf = s.pcf + pr, *__restrict po = s.pco + pr;
       for (int64_t j = 0; j < H; ++j) pi[j] = d[j] * cp[j], pf[j] = d[H + j] * cp[j], po[j] = d[3 * H + j] * c[j];
     }

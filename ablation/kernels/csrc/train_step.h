@@ -9,11 +9,13 @@
 // kernels/matmul.py's _Bmm), operation for operation: the matmuls are `bmm_into` on the same
 // operands (a matmul's rows do not depend on how they are grouped, `mm`'s note), the scan is the
 // same forward_impl/backward_impl, and every other floating-point operation is the ATen op autograd
-// runs, on the same shapes (log-softmax, NLL and their backwards, mean's backward, the peephole
-// reductions, the clipping arithmetic). What is left is exact by construction: copies and the
-// gather, the last step's gradient added to zero, and the embedding gradient summed row by row in
-// ascending batch position, as index_add_ sums it; and the terms an absent gate contributes, exact
-// zeros, left out of the sums (`gate_ranges`). tests/test_train_step.py compares the two bit for bit.
+// runs, on the same shapes (log-softmax, NLL and their backwards, the peephole reductions, the
+// clipping arithmetic), or a single IEEE operation, which any code rounds alike (the bias sum
+// b_ih + b_hh, mean's backward 1 / B, the peephole products dpre ⊙ c). What is left is exact by
+// construction: copies and the gather, the last step's gradient added to zero, and the embedding
+// gradient summed row by row in ascending batch position, as index_add_ sums it; and the terms an
+// absent gate contributes, exact zeros, left out of the sums (`gate_ranges`). tests/test_train_step.py
+// compares the two bit for bit.
 //
 // Shapes: table (M, V, E); ids (B, T) int64 cut to the batch's longest sentence; lengths, labels
 // (B,) int64; dense = [cls_weight (M, C, H), cls_bias (M, C), weight_ih (M, 4H, E), weight_hh
@@ -118,12 +120,13 @@ Forward forward_pass(const Tensor& table, const Pack& p, const Tensor& ids, cons
   return f;
 }
 
-// C (M, 4H, P) = A B for A (M, 4H, K) at any strides and B (M, K, P) with contiguous rows, in the rows of each
-// member's gates (`ks`, `gate_ranges`); an absent gate's rows, sums of exact zeros, are +0.
+// C (M, 4H, P) = A B for A (M, 4H, K) at any strides and B (M, K, P) with contiguous rows, in the rows
+// of each member's gates (`ks`, `gate_ranges`); an absent gate's rows, sums of exact zeros, are +0.
 template <typename T>
 Tensor gate_rows_bmm(const Tensor& A, const Tensor& B, const std::vector<KRanges>& ks) {
   const int64_t M = A.size(0), G = A.size(1), K = A.size(2), P = B.size(2);
-  TORCH_CHECK(B.size(1) == K && B.stride(2) == 1 && B.stride(1) == P, "gate_rows_bmm: B must be (M, K, P), rows contiguous");
+  TORCH_CHECK(B.size(1) == K && B.stride(2) == 1 && B.stride(1) == P,
+              "gate_rows_bmm: B must be (M, K, P) with contiguous rows");
   Tensor C = at::empty({M, G, P}, A.options());
   const T *a = A.data_ptr<T>(), *b = B.data_ptr<T>();
   T* c = C.data_ptr<T>();
