@@ -212,12 +212,12 @@ template <typename T, int PEEP, bool FGR, int STAGE>
 void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
   const int64_t H = s.H, G = 4 * H;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t m = r / s.B, hr = m * s.hm + (r - m * s.B) * H;  // row r of c_prev, c and h
+    const int64_t m = r / s.B, b = r - m * s.B, hr = m * s.hm + b * H;  // row r = m·B + b; hr: of c_prev, c, h
+    const T* xw = s.xw + m * s.xw_m + b * G;                               // row r of xw_t
     const T* R = FGR ? s.R + r * 3 * H : nullptr;
     T* A = FGR ? s.A + r * 3 * H : nullptr;
     if (STAGE != 2) {
       const bool diag = PEEP == kDiagonal;
-      const T* xw = s.xw + m * s.xw_m + (r - m * s.B) * G;  // row r = m·B + b of xw_t
       fwd_gates<T, PEEP, FGR>(H, s.mem[m], xw, s.P + r * G, R, PEEP == kFull ? s.Q + r * 2 * H : nullptr,
                               diag ? s.wci + m * H : nullptr, diag ? s.wcf + m * H : nullptr,
                               diag ? s.wco + m * H : nullptr, s.c_prev + hr, s.c + hr, s.S + r * 3 * H,
@@ -226,8 +226,7 @@ void fwd_rows(const FwdStep<T>& s, int64_t r0, int64_t r1) {
     if (PEEP == kFull && STAGE != 1) {
       T* po = s.P + r * G + 3 * H;
       if (s.mem[m].on_o)
-        pre_<T, kFull, FGR>(H, s.xw + m * s.xw_m + (r - m * s.B) * G + 3 * H, po, FGR ? R + 2 * H : nullptr,
-                            s.Qo + r * H, nullptr, nullptr);
+        pre_<T, kFull, FGR>(H, xw + 3 * H, po, FGR ? R + 2 * H : nullptr, s.Qo + r * H, nullptr, nullptr);
       fwd_out<T, FGR>(H, s.mem[m], po, s.c + hr, A, s.o + r * H, s.tc + r * H, s.h + hr);
     }
   }
@@ -290,26 +289,23 @@ void bwd_rows(const BwdStep<T>& s, int64_t r0, int64_t r1) {
   const int64_t H = s.H;
   const bool diag = PEEP == kDiagonal, full = PEEP == kFull;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t m = r / s.B;
+    const int64_t m = r / s.B, b = r - m * s.B, cr = m * s.cm + b * H;  // row r = m·B + b; cr: of c_prev, c
+    T* d = s.dpre + m * s.dpre_m + b * 4 * H;                              // row r of dpre_t
     const T* Da = FGR ? s.Da + r * 3 * H : nullptr;
     T* Dgr = FGR ? s.Dgr + r * 3 * H : nullptr;
     if (STAGE != 2)
       bwd_out<T, PEEP, FGR>(H, s.mem[m], s.Dh + r * H, s.dhs + r * H, s.dcs + r * H, full ? s.Qif + r * H : nullptr,
-                            Da, diag ? s.wco + m * H : nullptr, s.o + r * H, s.tc + r * H, s.dc + r * H,
-                            s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr,
+                            Da, diag ? s.wco + m * H : nullptr, s.o + r * H, s.tc + r * H, s.dc + r * H, d, Dgr,
                             s.dprobe ? s.dprobe + r * H : nullptr);
     if (STAGE != 1)
       bwd_gates<T, PEEP, FGR>(H, s.mem[m], full ? s.Qc + r * H : nullptr, Da, diag ? s.wci + m * H : nullptr,
-                              diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H,
-                              s.c_prev + m * s.cm + (r - m * s.B) * H,
-                              s.dc + r * H, s.dpre + m * s.dpre_m + (r - m * s.B) * 4 * H, Dgr,
-                              full ? s.Dif + r * 2 * H : nullptr);
+                              diag ? s.wcf + m * H : nullptr, s.S + r * 3 * H, s.g + r * H, s.c_prev + cr,
+                              s.dc + r * H, d, Dgr, full ? s.Dif + r * 2 * H : nullptr);
     if (diag && s.pci) {  // the peepholes' gradient terms, from dpre_t as just written
-      const int64_t b = r - m * s.B, pr = m * s.prod_m + b * H, cr = m * s.cm + b * H;
-      const T* __restrict d = s.dpre + m * s.dpre_m + b * 4 * H;
-      const T *__restrict cp = s.c_prev + cr, *__restrict c = s.c + cr;
+      const int64_t pr = m * s.prod_m + b * H;
+      const T *__restrict dr = d, *__restrict cp = s.c_prev + cr, *__restrict c = s.c + cr;
       T *__restrict pi = s.pci + pr, *__restrict pf = s.pcf + pr, *__restrict po = s.pco + pr;
-      for (int64_t j = 0; j < H; ++j) pi[j] = d[j] * cp[j], pf[j] = d[H + j] * cp[j], po[j] = d[3 * H + j] * c[j];
+      for (int64_t j = 0; j < H; ++j) pi[j] = dr[j] * cp[j], pf[j] = dr[H + j] * cp[j], po[j] = dr[3 * H + j] * c[j];
     }
   }
 }
